@@ -1,0 +1,52 @@
+"""Decayed linear attention (Lightning Attention), sequence-first: q, k (B, T, H, Dk), v (B, T, H, Dv).
+
+`lightning_attn` is the one public entry point; it validates its inputs once and picks the
+implementation by device. `recurrent_lightning_attn` is the RNN form for decoding a few tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tnlm.ops.lightning.naive import naive_lightning_attn
+from tnlm.ops.lightning.recurrent import recurrent_lightning_attn
+
+__all__ = ["lightning_attn", "naive_lightning_attn", "recurrent_lightning_attn"]
+
+
+def _check_inputs(q, k, v, log_decay, initial_state) -> None:
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"q and k must both be (B, T, H, Dk); got {tuple(q.shape)} and {tuple(k.shape)}")
+    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must be (B, T, H, Dv) matching q's (B, T, H); got {tuple(v.shape)}")
+    H = q.shape[2]
+    if log_decay.shape != (H,):
+        raise ValueError(f"log_decay must have shape ({H},), one value per head; got {tuple(log_decay.shape)}")
+    if initial_state is not None:
+        want = (q.shape[0], H, q.shape[3], v.shape[3])
+        if tuple(initial_state.shape) != want:
+            raise ValueError(f"initial_state must be (B, H, Dk, Dv) = {want}; got {tuple(initial_state.shape)}")
+
+
+def lightning_attn(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """o_t = sum_{s<=t} exp(log_decay * (t - s)) (q_t . k_s) v_s, per head; no scaling, no softmax.
+
+    Returns (o, final_state); final_state is (B, H, Dk, Dv) float32 when `output_final_state`.
+
+    >>> q = k = torch.randn(1, 5, 2, 4); v = torch.randn(1, 5, 2, 3)
+    >>> o, s = lightning_attn(q, k, v, torch.tensor([-0.5, -0.1]), output_final_state=True)
+    >>> o.shape, s.shape
+    (torch.Size([1, 5, 2, 3]), torch.Size([1, 2, 4, 3]))
+    """
+    _check_inputs(q, k, v, log_decay, initial_state)
+    return naive_lightning_attn(
+        q, k, v, log_decay, initial_state=initial_state, output_final_state=output_final_state
+    )
