@@ -1,0 +1,77 @@
+"""NormLinearAttention: TransNormerLLM's token mixer (decayed linear attention, SRMSNorm, gate u)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tnlm.layers.activations import feature_map
+from tnlm.layers.decay import transnormer_log_decay
+from tnlm.layers.lrpe import Lrpe
+from tnlm.layers.norm import build_norm
+from tnlm.ops.lightning import lightning_attn, recurrent_lightning_attn
+
+# With a state from earlier tokens, up to this many new tokens take the RNN form (decoding);
+# longer inputs take the block algorithm (prefill, training).
+RECURRENT_MAX_TOKENS = 16
+
+
+class NormLinearAttention(nn.Module):
+    """o = out_proj(u * norm(LinearAttn(act(q), act(k), v))), heads are contiguous slices of hidden."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        hidden_dim: int,
+        num_heads: int,
+        layer_idx: int,
+        num_layers: int,
+        act_fun: str = "silu",
+        use_lrpe: bool = False,
+        norm_type: str = "simplermsnorm",
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by the number of heads ({num_heads})")
+        self.num_heads, self.head_dim = num_heads, hidden_dim // num_heads
+        self.layer_idx, self.num_layers = layer_idx, num_layers
+        self.act = feature_map(act_fun)
+        self.qkvu_proj = nn.Linear(embed_dim, 4 * hidden_dim, bias=bias)
+        self.out_proj = nn.Linear(hidden_dim, embed_dim, bias=bias)
+        self.lrpe = Lrpe(num_heads, self.head_dim) if use_lrpe else None
+        self.norm = build_norm(norm_type, hidden_dim)
+        self._log_decay: dict[torch.device, torch.Tensor] = {}
+
+    def log_decay(self, device: torch.device) -> torch.Tensor:
+        """(H,) float32; fixed by (H, layer, L), so it is computed, not stored in the state dict."""
+        if device not in self._log_decay:
+            ld = transnormer_log_decay(self.num_heads, self.layer_idx, self.num_layers)
+            self._log_decay[device] = ld.to(device)
+        return self._log_decay[device]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        output_state: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T, d); positions: (B, T) absolute indices (for LRPE); padding_mask: (B, T), 1 = real
+        token; state: (B, H, Dk, Dv) float32 from earlier tokens. Returns (out, new state or None)."""
+        B, T, _ = x.shape
+        q, k, v, u = self.qkvu_proj(x).chunk(4, dim=-1)  # each (B, T, hidden)
+        q, k, v = (t.reshape(B, T, self.num_heads, self.head_dim) for t in (q, k, v))
+        q, k = self.act(q), self.act(k)
+        if self.lrpe is not None:
+            q, k = self.lrpe(q, positions), self.lrpe(k, positions)  # (B, T, H, 2 hd)
+        if padding_mask is not None:
+            # a padded token adds nothing to the state: k^T v = 0
+            v = v.masked_fill(~padding_mask.bool()[:, :, None, None], 0.0)
+        attn = recurrent_lightning_attn if state is not None and T <= RECURRENT_MAX_TOKENS else lightning_attn
+        o, new_state = attn(q, k, v, self.log_decay(x.device), initial_state=state, output_final_state=output_state)
+        o = self.norm(o.reshape(B, T, -1))  # over all heads together
+        return self.out_proj(u * o), new_state

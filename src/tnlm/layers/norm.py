@@ -1,0 +1,26 @@
+"""Normalisation modules. The maths lives in tnlm.ops.norm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tnlm.ops.norm import srms_norm
+
+
+class SRMSNorm(nn.Module):
+    """Simple RMSNorm: x / sqrt(mean(x^2) + eps), no learnable weight, computed in float32."""
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return srms_norm(x, self.eps)
+
+
+def build_norm(norm_type: str, dim: int) -> nn.Module:
+    """TransNormerLLM's norm choice: "simplermsnorm" -> SRMSNorm; anything else -> nn.LayerNorm."""
+    if norm_type == "simplermsnorm":
+        return SRMSNorm()
+    return nn.LayerNorm(dim)

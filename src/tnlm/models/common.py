@@ -1,0 +1,27 @@
+"""Pieces every causal-LM family shares: the loss, position ids from a padding mask."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:
+    """Mean next-token cross-entropy: logits (B, T, V) predict labels shifted by one; float32."""
+    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
+    return F.cross_entropy(shift_logits, shift_labels, ignore_index=ignore_index)
+
+
+def positions_from_mask(
+    attention_mask: torch.Tensor | None, *, seq_len: int, past_len: int, device: torch.device
+) -> torch.Tensor:
+    """Absolute position of each new token in its own sequence, (B, T) or (1, T).
+
+    attention_mask (B, past + T), 1 = real token, may be left-padded: a sequence's first real
+    token gets position 0 whatever the padding before it.
+    """
+    if attention_mask is None:
+        return (torch.arange(seq_len, device=device) + past_len).unsqueeze(0)
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos[:, -seq_len:].clamp(min=0).to(device)

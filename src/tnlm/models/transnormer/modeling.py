@@ -1,0 +1,209 @@
+"""TransNormerLLM as Hugging Face models: TransnormerModel and TransnormerForCausalLM.
+
+Module and parameter names follow the released checkpoints exactly (see docs: transnormer spec).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from tnlm.layers.linear_attention import NormLinearAttention
+from tnlm.layers.lrpe import Lrpe, lrpe_init_theta
+from tnlm.layers.mlp import SGLU
+from tnlm.layers.norm import build_norm
+from tnlm.models.common import causal_lm_loss, positions_from_mask
+from tnlm.models.transnormer.cache import TransnormerCache
+from tnlm.models.transnormer.configuration import TransnormerConfig
+
+
+class TransnormerBlock(nn.Module):
+    """Pre-norm residual block: token mixer (NormLinearAttention), then channel mixer (SGLU)."""
+
+    def __init__(self, config: TransnormerConfig, layer_idx: int) -> None:
+        super().__init__()
+        d = config.decoder_embed_dim
+        self.token_norm = build_norm(config.norm_type, d)
+        self.token_mixer = NormLinearAttention(
+            embed_dim=d,
+            hidden_dim=config.hidden_dim,
+            num_heads=config.decoder_attention_heads,
+            layer_idx=layer_idx,
+            num_layers=config.decoder_layers,
+            act_fun=config.linear_act_fun,
+            use_lrpe=config.use_lrpe(layer_idx),
+            norm_type=config.norm_type,
+            bias=config.bias,
+        )
+        self.channel_norm = build_norm(config.norm_type, d)
+        self.channel_mixer = SGLU(d, config.glu_dim, bias=config.bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        output_state: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, new_state = self.token_mixer(
+            self.token_norm(x), positions=positions, padding_mask=padding_mask, state=state, output_state=output_state
+        )
+        x = x + h
+        x = x + self.channel_mixer(self.channel_norm(x))
+        return x, new_state
+
+
+class TransnormerPreTrainedModel(PreTrainedModel):
+    config_class = TransnormerConfig
+    config: TransnormerConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["TransnormerBlock"]
+    # checkpoints converted from metaseq carry this bookkeeping entry
+    _keys_to_ignore_on_load_unexpected = [r"decoder\.version"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, Lrpe):
+            init.copy_(module.theta, lrpe_init_theta(module.num_heads, module.head_dim))
+
+
+class TransnormerModel(TransnormerPreTrainedModel):
+    def __init__(self, config: TransnormerConfig) -> None:
+        super().__init__(config)
+        d = config.decoder_embed_dim
+        self.embed_tokens = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
+        self.embed_scale = 1.0 if config.no_scale_embedding else math.sqrt(d)
+        self.layers = nn.ModuleList(TransnormerBlock(config, i) for i in range(config.decoder_layers))
+        self.final_norm = build_norm(config.norm_type, d)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: TransnormerCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache: TransnormerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
+    ) -> BaseModelOutputWithPast:
+        """attention_mask: (B, past + T), 1 = real token (left padding supported); the cache holds the
+        float32 recurrent state of every layer, so decoding costs the same at any position."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        cache = cache if cache is not None else past_key_values
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and cache is None:
+            cache = TransnormerCache(self.config.decoder_layers)
+        x = self.embed_tokens(input_ids) * self.embed_scale if inputs_embeds is None else inputs_embeds
+        B, T, _ = x.shape
+        past_len = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask, seq_len=T, past_len=past_len, device=x.device)
+        padding_mask = None
+        if attention_mask is not None and not bool(attention_mask[:, -T:].all()):
+            padding_mask = attention_mask[:, -T:].to(x.device)
+        hidden_states = [] if output_hidden_states else None
+        for i, layer in enumerate(self.layers):
+            if hidden_states is not None:
+                hidden_states.append(x)
+            state = cache.states[i] if cache is not None else None
+            x, new_state = layer(
+                x, positions=position_ids, padding_mask=padding_mask, state=state, output_state=cache is not None
+            )
+            if cache is not None:
+                cache.states[i] = new_state
+        if cache is not None:
+            cache.seen_tokens += T
+        x = self.final_norm(x)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        return BaseModelOutputWithPast(
+            last_hidden_state=x,
+            cache=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+        )
+
+
+class TransnormerForCausalLM(TransnormerPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: TransnormerConfig) -> None:
+        super().__init__(config)
+        self.model = TransnormerModel(config)
+        self.lm_head = nn.Linear(config.decoder_embed_dim, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: TransnormerCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache: TransnormerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> CausalLMOutputWithPast:
+        """labels (B, T): next-token targets are labels shifted by one inside; -100 is ignored."""
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        h = out.last_hidden_state
+        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states
+        )
