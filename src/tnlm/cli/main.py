@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 import tnlm
+from tnlm.cli.info import info, presets
+from tnlm.errors import TnlmError
 
 app = typer.Typer(
     name="tnlm",
@@ -26,3 +30,19 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """tnlm: efficient large language models on a laptop CPU or a GPU cluster."""
+
+
+app.command("info")(info)
+app.command("presets")(presets)
+
+
+def run() -> None:
+    """Console-script entry: user errors print one clear line and exit 2, no traceback."""
+    try:
+        app()  # standalone: click reports usage errors itself
+    except TnlmError as e:
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
