@@ -7,6 +7,7 @@ import sys
 import typer
 
 import tnlm
+from tnlm.cli.generate import chat, generate
 from tnlm.cli.info import info, presets
 from tnlm.errors import TnlmError
 
@@ -34,6 +35,8 @@ def main(
 
 app.command("info")(info)
 app.command("presets")(presets)
+app.command("generate")(generate)
+app.command("chat")(chat)
 
 
 def run() -> None:

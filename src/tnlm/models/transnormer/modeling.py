@@ -18,6 +18,7 @@ from tnlm.layers.lrpe import Lrpe, lrpe_init_theta
 from tnlm.layers.mlp import SGLU
 from tnlm.layers.norm import build_norm
 from tnlm.models.common import causal_lm_loss, positions_from_mask
+from tnlm.models.generation_utils import OwnStateGenerationMixin
 from tnlm.models.transnormer.cache import TransnormerCache
 from tnlm.models.transnormer.configuration import TransnormerConfig
 
@@ -154,7 +155,7 @@ class TransnormerModel(TransnormerPreTrainedModel):
         )
 
 
-class TransnormerForCausalLM(TransnormerPreTrainedModel, GenerationMixin):
+class TransnormerForCausalLM(OwnStateGenerationMixin, TransnormerPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: TransnormerConfig) -> None:

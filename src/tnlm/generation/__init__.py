@@ -1,0 +1,25 @@
+"""Decoding for every tnlm family: sampling, stop strings, streaming, batched generation.
+
+`generate(model, tokenizer, prompts, ...)` returns tokens, text and timing; `stream(...)` yields text
+pieces. The model's own cache object is the decoding state (see state.py).
+"""
+
+from tnlm.generation.engine import GeneratedSequence, GenerationResult, GenerationStats, generate, left_pad, stream
+from tnlm.generation.sampling import SamplingParams
+from tnlm.generation.state import DecodeState
+from tnlm.generation.tokenizer import ByteTokenizer, HFTokenizer, TextTokenizer, load_tokenizer
+
+__all__ = [
+    "ByteTokenizer",
+    "DecodeState",
+    "GeneratedSequence",
+    "GenerationResult",
+    "GenerationStats",
+    "HFTokenizer",
+    "SamplingParams",
+    "TextTokenizer",
+    "generate",
+    "left_pad",
+    "load_tokenizer",
+    "stream",
+]

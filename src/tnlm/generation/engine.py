@@ -1,0 +1,225 @@
+"""generate() and stream(): one decoding loop for every model family.
+
+>>> import tnlm
+>>> from tnlm.generation import ByteTokenizer, generate
+>>> model = tnlm.create_model("tnl-tiny", seed=0).eval()
+>>> out = generate(model, ByteTokenizer(), ["Hello", "Hi"], max_new_tokens=4)
+>>> len(out.sequences), out.sequences[0].finish_reason
+(2, 'length')
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from tnlm.errors import ConfigError
+from tnlm.generation.sampling import SamplingParams, next_tokens
+from tnlm.generation.state import DecodeState
+from tnlm.generation.streaming import TextStream
+from tnlm.generation.tokenizer import TextTokenizer
+
+Prompt = str | Sequence[int]
+
+
+@dataclass
+class GeneratedSequence:
+    prompt_tokens: list[int]
+    tokens: list[int] = field(default_factory=list)  # generated ids, without the EOS that ended them
+    text: str = ""
+    finish_reason: str | None = None  # "eos", "stop" (a stop string) or "length"
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0  # over the batch, padding excluded
+    generated_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0  # after the first token
+    state_bytes: int = 0  # the decoding state at the end
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / max(self.prefill_s + self.decode_s, 1e-9)
+
+    @property
+    def ms_per_token(self) -> float:
+        """Decoding time per generated token after the first one (which the prefill produces)."""
+        steps = max(self.generated_tokens - 1, 1)
+        return 1000.0 * self.decode_s / steps
+
+
+@dataclass
+class GenerationResult:
+    sequences: list[GeneratedSequence]
+    stats: GenerationStats
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.text for s in self.sequences]
+
+
+@dataclass(frozen=True)
+class _Request:
+    tokenizer: TextTokenizer
+    sampling: SamplingParams
+    max_new_tokens: int
+    stop: tuple[str, ...]
+    eos_ids: frozenset[int]
+    seed: int | None
+    prefill_chunk_size: int | None
+
+
+def _encode(tokenizer: TextTokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
+    encoded = [tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise ConfigError(f"prompt {i} is empty after tokenization; give at least one token of text")
+    return encoded
+
+
+def _check_length(model: nn.Module, longest: int, max_new_tokens: int) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and longest + max_new_tokens > limit:
+        raise ConfigError(
+            f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+            f"max_position_embeddings ({limit}); shorten the prompt or lower max_new_tokens"
+        )
+
+
+def left_pad(token_lists: list[list[int]], *, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids and mask, prompts aligned on the right so every sequence's next token is the last column."""
+    T = max(len(t) for t in token_lists)
+    ids = torch.full((len(token_lists), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), T), dtype=torch.long)
+    for i, toks in enumerate(token_lists):
+        ids[i, T - len(toks) :] = torch.tensor(toks, dtype=torch.long)
+        mask[i, T - len(toks) :] = 1
+    return ids, mask
+
+
+def _generators(seed: int | None, batch: int) -> list[torch.Generator] | None:
+    """Sequence i samples with seed + i, so a prompt gives the same text alone or at index 0 of a batch."""
+    if seed is None:
+        return None
+    return [torch.Generator().manual_seed(seed + i) for i in range(batch)]
+
+
+def _seen_mask(ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
+    seen = torch.zeros(ids.shape[0], vocab, dtype=torch.bool)
+    return seen.scatter_(1, ids, mask.bool())
+
+
+def _accept(seq: GeneratedSequence, stream: TextStream, token: int, req: _Request) -> str:
+    """Record one new token of a running sequence; returns the text it releases."""
+    if token in req.eos_ids:
+        seq.finish_reason = "eos"
+        return stream.finish()
+    seq.tokens.append(token)
+    piece = stream.push(token)
+    if stream.stopped:
+        seq.finish_reason = "stop"
+    elif len(seq.tokens) >= req.max_new_tokens:
+        seq.finish_reason = "length"
+        piece += stream.finish()
+    return piece
+
+
+def _decode_loop(model: nn.Module, prompts: Sequence[Prompt], req: _Request, result: GenerationResult) -> Iterator[tuple[int, str]]:
+    """Yields (sequence index, text piece) as text is released; fills `result` as it goes."""
+    encoded = _encode(req.tokenizer, prompts)
+    _check_length(model, max(len(e) for e in encoded), req.max_new_tokens)
+    ids, mask = left_pad(encoded, pad_id=req.tokenizer.pad_token_id)
+    seqs = [GeneratedSequence(prompt_tokens=e) for e in encoded]
+    result.sequences[:] = seqs
+    streams = [TextStream(req.tokenizer, stop=req.stop) for _ in seqs]
+    stats, gens, state = result.stats, _generators(req.seed, len(seqs)), DecodeState(model)
+    stats.prompt_tokens = int(mask.sum())
+    t0 = time.perf_counter()
+    logits = state.prefill(ids, mask, chunk_size=req.prefill_chunk_size)
+    seen = _seen_mask(ids, mask, logits.shape[-1]).to(logits.device)
+    for step in range(req.max_new_tokens):
+        toks = next_tokens(logits, params=req.sampling, seen=seen, generators=gens)
+        seen[torch.arange(len(seqs), device=seen.device), toks] = True
+        for i, tok in enumerate(toks.tolist()):
+            if seqs[i].finish_reason is None:
+                stats.generated_tokens += 1
+                piece = _accept(seqs[i], streams[i], tok, req)
+                if piece:
+                    yield i, piece
+        now = time.perf_counter()
+        if step == 0:
+            stats.prefill_s, t0 = now - t0, now
+        stats.decode_s = now - t0
+        if all(s.finish_reason is not None for s in seqs):
+            break
+        logits = state.step(toks)
+    stats.state_bytes = state.nbytes()
+    for seq, stream in zip(seqs, streams):
+        seq.text = stream.text
+
+
+def _request(tokenizer: TextTokenizer, **options) -> _Request:
+    max_new_tokens = options["max_new_tokens"]
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    eos = options["eos_token_ids"]
+    if eos is None:
+        eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    return _Request(
+        tokenizer=tokenizer,
+        sampling=options["sampling"] or SamplingParams(),
+        max_new_tokens=max_new_tokens,
+        stop=tuple(options["stop"]),
+        eos_ids=frozenset(int(e) for e in eos),
+        seed=options["seed"],
+        prefill_chunk_size=options["prefill_chunk_size"],
+    )
+
+
+def generate(
+    model: nn.Module,
+    tokenizer: TextTokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int = 64,
+    sampling: SamplingParams | None = None,
+    stop: Sequence[str] = (),
+    eos_token_ids: Sequence[int] | None = None,
+    seed: int | None = None,
+    prefill_chunk_size: int | None = None,
+) -> GenerationResult:
+    """Continue each prompt (text or token ids). Prompts of different lengths are left-padded into one
+    batch; each sequence gets the tokens it would get alone. eos_token_ids defaults to the tokenizer's."""
+    req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
+                   eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size)  # fmt: skip
+    result = GenerationResult(sequences=[], stats=GenerationStats())
+    for _ in _decode_loop(model, prompts, req, result):
+        pass
+    return result
+
+
+def stream(
+    model: nn.Module,
+    tokenizer: TextTokenizer,
+    prompt: Prompt,
+    *,
+    max_new_tokens: int = 64,
+    sampling: SamplingParams | None = None,
+    stop: Sequence[str] = (),
+    eos_token_ids: Sequence[int] | None = None,
+    seed: int | None = None,
+    prefill_chunk_size: int | None = None,
+    result: GenerationResult | None = None,
+) -> Iterator[str]:
+    """Text pieces of one prompt's continuation as they are decoded; never half a character, never
+    part of a stop string. Pass an empty GenerationResult as `result` to read the tokens and stats after."""
+    req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
+                   eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size)  # fmt: skip
+    result = result if result is not None else GenerationResult(sequences=[], stats=GenerationStats())
+    for _, piece in _decode_loop(model, [prompt], req, result):
+        yield piece

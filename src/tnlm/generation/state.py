@@ -1,0 +1,91 @@
+"""The decoding state of a batch, for any model family.
+
+Every tnlm family keeps its own decoding state object, returned by forward(..., use_cache=True) as
+`.cache` and passed back as `cache=`:
+
+- TransNormer: the float32 recurrent state (B, H, Dk, Dv) of every layer; its size is fixed, so a
+  token costs the same at any position. Each sequence's LRPE position comes from its own attention
+  mask (left padding does not count), and a new DecodeState starts every prompt at position 0.
+- Transformer: the keys and values of every layer (grows with the context).
+- Infini-attention: the compressive memory plus the current segment's keys and values.
+
+DecodeState holds that object together with the attention mask (B, past + T) and feeds the model:
+the prompt once (in chunks if asked), then one token per sequence per step.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+
+def _accepts(model: nn.Module, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+def tensor_bytes(obj: object, _seen: set[int] | None = None) -> int:
+    """Bytes held by the tensors inside a cache object (lists, tuples, dicts, attributes), each once."""
+    seen = set() if _seen is None else _seen
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr()
+        if key in seen:
+            return 0
+        seen.add(key)
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v, seen) for v in obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, type)):
+        return sum(tensor_bytes(v, seen) for v in vars(obj).values())
+    return 0
+
+
+class DecodeState:
+    """prefill(prompt ids, mask) -> last logits; step(tokens) -> next logits. One per generate() call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.cache: object | None = None
+        self.mask: torch.Tensor | None = None  # (B, past + T); None while no sequence has padding
+        self._cache_kw = "cache" if _accepts(model, "cache") else "past_key_values"
+        self._keep_last = _accepts(model, "logits_to_keep")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        kwargs = {self._cache_kw: self.cache, "use_cache": True, "attention_mask": mask}
+        if self._keep_last:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, **kwargs)
+        cache = getattr(out, "cache", None)
+        self.cache = cache if cache is not None else getattr(out, "past_key_values", None)
+        return out.logits[:, -1].float()  # (B, V)
+
+    @torch.no_grad()
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+        """ids, mask: (B, T) left-padded prompts. Chunks share the state, so the result is the same."""
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        self.mask = None if bool(mask.all()) else mask
+        T = ids.shape[1]
+        step = T if not chunk_size or chunk_size >= T else chunk_size
+        logits = None
+        for start in range(0, T, step):
+            end = min(start + step, T)
+            logits = self._forward(ids[:, start:end], None if self.mask is None else self.mask[:, :end])
+        return logits
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B,) one new token per sequence -> logits (B, V) for the token after it."""
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        return self._forward(tokens.to(self.device).view(-1, 1), self.mask)
+
+    def nbytes(self) -> int:
+        """Memory of the decoding state (cache) right now."""
+        return tensor_bytes(self.cache)

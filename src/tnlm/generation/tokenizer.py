@@ -1,0 +1,107 @@
+"""Text <-> token ids for generation: a byte-level tokenizer for preset models (random weights, no
+trained tokenizer) and an adapter around a model directory's Hugging Face tokenizer."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+from tnlm.chat_template import MARKER_TOKENS
+from tnlm.errors import CheckpointError, ConfigError
+
+
+class TextTokenizer(Protocol):
+    """What the generation engine needs from a tokenizer."""
+
+    eos_token_id: int | None
+    pad_token_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def token_id(self, token: str) -> int | None: ...
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte, after a few special tokens: <pad>=0, <s>=1, </s>=2 (the TransNormer
+    config defaults), then the chat markers. Any text round-trips; 264 ids fit every preset's vocab."""
+
+    SPECIALS: tuple[str, ...] = ("<pad>", "<s>", "</s>", *MARKER_TOKENS)
+    BYTE_OFFSET = 8
+
+    def __init__(self) -> None:
+        self.pad_token_id, self.bos_token_id, self.eos_token_id = 0, 1, 2
+        self._special_ids = {tok: i for i, tok in enumerate(self.SPECIALS)}
+        self._marker_re = re.compile("|".join(re.escape(t) for t in MARKER_TOKENS))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.BYTE_OFFSET + 256
+
+    def encode(self, text: str) -> list[int]:
+        """Bytes of the text; chat markers become their single special ids."""
+        ids, pos = [], 0
+        for m in self._marker_re.finditer(text):
+            ids += [self.BYTE_OFFSET + b for b in text[pos : m.start()].encode("utf-8")]
+            ids.append(self._special_ids[m.group()])
+            pos = m.end()
+        return ids + [self.BYTE_OFFSET + b for b in text[pos:].encode("utf-8")]
+
+    def decode(self, ids: list[int]) -> str:
+        """Invalid or incomplete UTF-8 becomes U+FFFD; pad/bos/eos vanish; markers stay visible."""
+        out, buf = [], bytearray()
+        for i in ids:
+            if i >= self.BYTE_OFFSET:
+                buf.append((i - self.BYTE_OFFSET) % 256)
+                continue
+            out.append(buf.decode("utf-8", errors="replace"))
+            buf.clear()
+            if i >= 3:
+                out.append(self.SPECIALS[i])
+        out.append(buf.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+    def token_id(self, token: str) -> int | None:
+        return self._special_ids.get(token)
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer behind the TextTokenizer protocol."""
+
+    def __init__(self, tokenizer) -> None:  # transformers.PreTrainedTokenizerBase
+        self.hf = tokenizer
+        self.eos_token_id = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id
+        # the pad id only fills masked positions, so any valid id serves when the tokenizer has none
+        self.pad_token_id = pad if pad is not None else (self.eos_token_id or 0)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=True))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def token_id(self, token: str) -> int | None:
+        tid = self.hf.convert_tokens_to_ids(token)
+        return None if tid is None or tid == self.hf.unk_token_id else int(tid)
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def load_tokenizer(name_or_dir: str | Path, *, vocab_size: int) -> TextTokenizer:
+    """A model directory's own tokenizer, or the byte tokenizer for a preset name."""
+    path = Path(name_or_dir)
+    if not path.is_dir():
+        if vocab_size < ByteTokenizer.BYTE_OFFSET + 256:
+            raise ConfigError(f"vocab_size {vocab_size} is too small for the byte tokenizer (needs 264)")
+        return ByteTokenizer()
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{path} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); save one with tokenizer.save_pretrained({str(path)!r})"
+        )
+    from transformers import AutoTokenizer
+
+    return HFTokenizer(AutoTokenizer.from_pretrained(str(path)))
