@@ -137,7 +137,8 @@ def create_model(
     device: str | torch.device | None = None,
     seed: int | None = None,
 ) -> PreTrainedModel:
-    """A model from a preset (random weights) or from a saved directory (its weights)."""
+    """A model from a preset (random weights, training mode) or from a saved directory (its weights,
+    eval mode). Weights are float32 unless `dtype` says otherwise."""
     config = load_config(name_or_dir, overrides=overrides)
     model_class = FAMILIES[config.model_type].model_class
     if str(name_or_dir) in PRESETS:
@@ -147,7 +148,8 @@ def create_model(
     else:
         path = Path(name_or_dir)
         _check_weight_shapes(path, config)
-        model = model_class.from_pretrained(path, config=config)
+        # float32 unless asked: released configs say bfloat16, whose matmuls crawl on CPUs
+        model = model_class.from_pretrained(path, config=config, dtype=dtype or torch.float32)
     if dtype is not None:
         model = model.to(dtype)
     if device is not None:
