@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,3 +18,16 @@ class SGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.l3(self.l1(x) * self.l2(x))
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU of LLaMA: down(silu(gate(x)) * up(x)); names as in Hugging Face Llama."""
+
+    def __init__(self, dim: int, inner_dim: int, *, bias: bool = False) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, inner_dim, bias=bias)
+        self.up_proj = nn.Linear(dim, inner_dim, bias=bias)
+        self.down_proj = nn.Linear(inner_dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

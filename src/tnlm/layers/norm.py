@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tnlm.ops.norm import srms_norm
+from tnlm.ops.norm import rms_norm, srms_norm
 
 
 class SRMSNorm(nn.Module):
@@ -17,6 +17,18 @@ class SRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return srms_norm(x, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (LLaMA): weight * x / sqrt(mean(x^2) + eps), normalised in float32."""
+
+    def __init__(self, dim: int, *, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
 
 
 def build_norm(norm_type: str, dim: int) -> nn.Module:

@@ -25,3 +25,23 @@ def positions_from_mask(
         return (torch.arange(seq_len, device=device) + past_len).unsqueeze(0)
     pos = attention_mask.long().cumsum(-1) - 1
     return pos[:, -seq_len:].clamp(min=0).to(device)
+
+
+def param_groups(
+    model: torch.nn.Module, *, lr: float, weight_decay: float, lr_multipliers: dict[str, float] | None = None
+) -> list[dict]:
+    """Optimizer parameter groups: matrices (>= 2-D) decay, vectors (norm weights, biases) do not;
+    a parameter whose name ends with a key of `lr_multipliers` gets lr * multiplier and no decay.
+    Empty groups are left out; each group carries a "name" for logging."""
+    multipliers = lr_multipliers or {}
+    groups: dict[str, dict] = {}
+    for name, p in model.named_parameters():  # tied weights appear once
+        if not p.requires_grad:
+            continue
+        suffix = next((s for s in multipliers if name.endswith(s)), None)
+        if suffix is not None:
+            key, group_lr, wd = suffix, lr * multipliers[suffix], 0.0
+        else:
+            key, group_lr, wd = ("decay", lr, weight_decay) if p.dim() >= 2 else ("no_decay", lr, 0.0)
+        groups.setdefault(key, {"name": key, "params": [], "lr": group_lr, "weight_decay": wd})["params"].append(p)
+    return list(groups.values())
