@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
+from tnlm.ops.lightning.chunk import chunk_lightning_attn
 from tnlm.ops.lightning.naive import naive_lightning_attn
 from tnlm.ops.lightning.recurrent import recurrent_lightning_attn
 
-__all__ = ["lightning_attn", "naive_lightning_attn", "recurrent_lightning_attn"]
+__all__ = ["chunk_lightning_attn", "lightning_attn", "naive_lightning_attn", "recurrent_lightning_attn"]
 
 
 def _check_inputs(q, k, v, log_decay, initial_state) -> None:
@@ -47,6 +48,6 @@ def lightning_attn(
     (torch.Size([1, 5, 2, 3]), torch.Size([1, 2, 4, 3]))
     """
     _check_inputs(q, k, v, log_decay, initial_state)
-    return naive_lightning_attn(
+    return chunk_lightning_attn(
         q, k, v, log_decay, initial_state=initial_state, output_final_state=output_final_state
     )

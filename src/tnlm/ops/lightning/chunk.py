@@ -1,0 +1,236 @@
+"""Lightning Attention-2 block algorithm in PyTorch: any device, linear time, hand-written backward.
+
+The sequence is cut into blocks of `block` tokens. Inside a block the product is exact,
+((Q K^T) * M) V with M[t, s] = lambda^(t-s) for t >= s; everything before the block reaches it
+through a float32 running state S (Dk x Dv per head). See README.md in this folder for the math.
+
+On a CPU the block loop is itself vectorised: `segment` consecutive blocks are processed by batched
+matrix products, and the states at the block starts of a segment come from one small matrix product
+with a (n+1) x (n+1) decay matrix (the scan) instead of a Python loop. Python only loops over
+segments, so the per-token time does not grow with T, and no T x T tensor is ever formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Chosen by measurement on the 2-core CPUs this project targets (benchmarks/attention.py --tune).
+BLOCK = 64
+SEGMENT_BLOCKS = 16
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Decay factors of one segment of n blocks holding L real tokens (the last block may be short)."""
+
+    mask: torch.Tensor  # (H, 1, C, C): lambda^(t-s) for t >= s, else 0
+    q_decay: torch.Tensor  # (H, 1, C, 1): lambda^(t+1), t = position inside the block
+    k_decay: torch.Tensor  # (H, n, C, 1): lambda^(block_end - 1 - t), 0 on padding
+    scan: torch.Tensor  # (H, n+1, n+1): block-start states and the segment's final state
+
+
+def _tables(a: torch.Tensor, *, block: int, n: int, length: int) -> _Tables:
+    """a: (H,) float32 log-decay. All exponents are >= 0, so every factor is <= 1 (no overflow)."""
+    C, dev = block, a.device
+    t = torch.arange(C, device=dev, dtype=torch.float32)
+    rel = t.view(-1, 1) - t.view(1, -1)
+    lam = a.view(-1, 1, 1)
+    mask = torch.where(rel >= 0, torch.exp(lam * rel.clamp(min=0)), 0.0).unsqueeze(1)
+    q_decay = torch.exp(lam * (t + 1)).view(-1, 1, C, 1)
+    pos = torch.arange(n * C, device=dev).view(n, C)  # position of each token in the segment
+    end = ((torch.arange(n, device=dev) + 1) * C).clamp(max=length).view(n, 1)
+    k_exp = (end - 1 - pos).clamp(min=0).float()
+    k_decay = torch.where(pos < length, torch.exp(lam * k_exp), 0.0).unsqueeze(-1)
+    starts = torch.cat([torch.arange(n, device=dev) * C, torch.tensor([length], device=dev)])
+    ends = torch.cat([torch.zeros(1, device=dev, dtype=torch.long), end.view(-1)])
+    gap = (starts.view(-1, 1) - ends.view(1, -1)).float()  # (n+1, n+1)
+    lower = torch.ones(n + 1, n + 1, device=dev, dtype=torch.bool).tril()
+    scan = torch.where(lower, torch.exp(lam * gap.clamp(min=0)), 0.0)
+    return _Tables(mask=mask, q_decay=q_decay, k_decay=k_decay, scan=scan)
+
+
+def _blocks(x: torch.Tensor, *, start: int, stop: int, block: int) -> torch.Tensor:
+    """(B, T, H, D) slice [start, stop) -> (B, H, n, C, D) float32, zero-padded to whole blocks."""
+    seg = x[:, start:stop].transpose(1, 2).float()
+    pad = -(stop - start) % block
+    if pad:
+        seg = F.pad(seg, (0, 0, 0, pad))
+    B, H, L, D = seg.shape
+    return seg.reshape(B, H, L // block, block, D)
+
+
+def _unblocks(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, H, n, C, D) -> (B, L, H, D), dropping the padding."""
+    B, H, n, C, D = x.shape
+    return x.reshape(B, H, n * C, D)[:, :, :length].transpose(1, 2)
+
+
+def _states(scan: torch.Tensor, first: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """scan (H, n+1, n+1) applied to [first; rest]: first (B, H, Dk, Dv), rest (B, H, n, Dk, Dv)."""
+    B, H, n, Dk, Dv = rest.shape
+    x = torch.cat([first.unsqueeze(2), rest], dim=2).reshape(B, H, n + 1, Dk * Dv)
+    return (scan @ x).reshape(B, H, n + 1, Dk, Dv)
+
+
+def _segment_fwd(q, k, v, s_in, tab: _Tables):
+    """q, k (B, H, n, C, Dk), v (B, H, n, C, Dv), s_in (B, H, Dk, Dv) -> (o like v, s_out)."""
+    n = q.shape[2]
+    attn = (q @ k.mT) * tab.mask  # (B, H, n, C, C)
+    u = (k * tab.k_decay).mT @ v  # (B, H, n, Dk, Dv): each block's own contribution
+    s = _states(tab.scan, s_in, u)  # (B, H, n+1, Dk, Dv): states before each block, then after all
+    o = attn @ v + (q * tab.q_decay) @ s[:, :, :n]
+    return o, s[:, :, n]
+
+
+def _segment_bwd(q, k, v, do, s_in, ds_out, tab: _Tables):
+    """Gradients of one segment given the state entering it and the gradient of the state leaving it."""
+    n = q.shape[2]
+    kd = k * tab.k_decay
+    s = _states(tab.scan, s_in, kd.mT @ v)[:, :, :n]  # recomputed block-start states
+    qd = q * tab.q_decay
+    dp = (do @ v.mT) * tab.mask  # (B, H, n, C, C)
+    dq = dp @ k + tab.q_decay * (do @ s.mT)
+    r = qd.mT @ do  # (B, H, n, Dk, Dv): gradient of each block-start state
+    B, H, _, Dk, Dv = r.shape
+    g = torch.cat([r, ds_out.unsqueeze(2)], dim=2).reshape(B, H, n + 1, Dk * Dv)
+    dx = (tab.scan.mT @ g).reshape(B, H, n + 1, Dk, Dv)  # [d s_in; d u_0 .. d u_(n-1)]
+    du = dx[:, :, 1:]
+    attn = (q @ k.mT) * tab.mask
+    dk = dp.mT @ q + tab.k_decay * (v @ du.mT)
+    dv = attn.mT @ do + kd @ du
+    return dq, dk, dv, dx[:, :, 0]
+
+
+def _spans(start: int, stop: int, span: int) -> list[tuple[int, int]]:
+    return [(s, min(s + span, stop)) for s in range(start, stop, span)]
+
+
+class _TableCache:
+    """Decay tables per (blocks, length); every full segment shares one."""
+
+    def __init__(self, log_decay: torch.Tensor, block: int) -> None:
+        self.a, self.block, self.cache = log_decay.float(), block, {}
+
+    def get(self, length: int) -> _Tables:
+        n = -(-length // self.block)
+        if (n, length) not in self.cache:
+            self.cache[(n, length)] = _tables(self.a, block=self.block, n=n, length=length)
+        return self.cache[(n, length)]
+
+
+def _sequences(T: int, cu_seqlens: list[int] | None) -> list[tuple[int, int]]:
+    return [(0, T)] if cu_seqlens is None else list(zip(cu_seqlens[:-1], cu_seqlens[1:]))
+
+
+def chunk_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    initial_state: torch.Tensor | None,
+    cu_seqlens: list[int] | None = None,
+    block: int = BLOCK,
+    segment: int = SEGMENT_BLOCKS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns o (B, T, H, Dv) in q's dtype, the final state (N, H, Dk, Dv) float32, and the state
+    entering every segment (n_segments, B', H, Dk, Dv), which is all the backward needs to keep.
+    N is B, or the number of sequences when `cu_seqlens` (a list of ints, B = 1) is given."""
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    seqs = _sequences(T, cu_seqlens)
+    rows = B if cu_seqlens is None else 1
+    s0 = initial_state.float() if initial_state is not None else None
+    o = q.new_empty(B, T, H, Dv, dtype=q.dtype)
+    tabs, finals, entries = _TableCache(log_decay, block), [], []
+    for i, (bos, eos) in enumerate(seqs):
+        s = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32) if s0 is None else s0[i * rows : (i + 1) * rows]
+        for start, stop in _spans(bos, eos, block * segment):
+            entries.append(s)
+            qb, kb, vb = (_blocks(x, start=start, stop=stop, block=block) for x in (q, k, v))
+            ob, s = _segment_fwd(qb, kb, vb, s, tabs.get(stop - start))
+            o[:, start:stop] = _unblocks(ob, stop - start)
+        finals.append(s)
+    empty = q.new_zeros(0, rows, H, Dk, Dv, dtype=torch.float32)
+    return o, torch.cat(finals), torch.stack(entries) if entries else empty
+
+
+def chunk_bwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    do: torch.Tensor,
+    *,
+    d_final: torch.Tensor | None,
+    entries: torch.Tensor,
+    cu_seqlens: list[int] | None = None,
+    block: int = BLOCK,
+    segment: int = SEGMENT_BLOCKS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reverse sweep over segments; inside a segment the recomputed block states give dq (the
+    forward sweep) and the scan's transpose gives dk, dv. Returns dq, dk, dv and d initial_state."""
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    seqs = _sequences(T, cu_seqlens)
+    rows = B if cu_seqlens is None else 1
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    tabs, d_init, idx = _TableCache(log_decay, block), [], len(entries)
+    for i, (bos, eos) in reversed(list(enumerate(seqs))):
+        ds = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32)
+        if d_final is not None:
+            ds = ds + d_final[i * rows : (i + 1) * rows].float()
+        for start, stop in reversed(_spans(bos, eos, block * segment)):
+            idx -= 1
+            qb, kb, vb, dob = (_blocks(x, start=start, stop=stop, block=block) for x in (q, k, v, do))
+            grads = _segment_bwd(qb, kb, vb, dob, entries[idx], ds, tabs.get(stop - start))
+            for out, g in zip((dq, dk, dv), grads[:3]):
+                out[:, start:stop] = _unblocks(g, stop - start)
+            ds = grads[3]
+        d_init.append(ds)
+    return dq, dk, dv, torch.cat(d_init[::-1])
+
+
+class ChunkLightningAttn(torch.autograd.Function):
+    """Autograd wrapper: saves only the inputs and the per-segment entry states (O(T d + T d^2 / 1024))."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_decay, initial_state, cu_seqlens, block, segment):
+        o, final, entries = chunk_fwd(
+            q, k, v, log_decay, initial_state=initial_state, cu_seqlens=cu_seqlens, block=block, segment=segment
+        )
+        ctx.save_for_backward(q, k, v, log_decay, entries)
+        ctx.cu_seqlens, ctx.block, ctx.segment = cu_seqlens, block, segment
+        ctx.state_dtype = None if initial_state is None else initial_state.dtype
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, d_final):
+        q, k, v, log_decay, entries = ctx.saved_tensors
+        dq, dk, dv, d_init = chunk_bwd(
+            q, k, v, log_decay, do.contiguous(), d_final=d_final, entries=entries,
+            cu_seqlens=ctx.cu_seqlens, block=ctx.block, segment=ctx.segment,
+        )
+        d_init = None if ctx.state_dtype is None else d_init.to(ctx.state_dtype)
+        return dq, dk, dv, None, d_init, None, None, None
+
+
+def chunk_lightning_attn(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: list[int] | None = None,
+    block: int = BLOCK,
+    segment: int = SEGMENT_BLOCKS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The block algorithm with its hand-written backward; same contract as `lightning_attn`.
+    log_decay receives no gradient (TransNormerLLM's decays are fixed)."""
+    o, final = ChunkLightningAttn.apply(q, k, v, log_decay, initial_state, cu_seqlens, block, segment)
+    return o, (final if output_final_state else None)
