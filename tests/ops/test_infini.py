@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import rel_err
 from tnlm.ops.infini import (
     elu_feature,
     empty_memory,
@@ -16,11 +17,6 @@ from tnlm.ops.infini import (
     memory_update_reference,
     pick_memory,
 )
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).norm() / b.norm())
 
 
 def _memory(B: int, H: int, Dk: int, Dv: int) -> tuple[torch.Tensor, torch.Tensor]:

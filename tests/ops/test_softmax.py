@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import rel_err
 from tnlm.layers.decay import alibi_slopes
 from tnlm.ops.rotary import apply_rotary, apply_rotary_reference, rope_cos_sin, rope_inv_freq
 from tnlm.ops.softmax import softmax_attention, softmax_attention_reference
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).norm() / b.norm())
 
 
 def _inputs(B: int, Tq: int, Tk: int, H: int, Hkv: int, D: int) -> list[torch.Tensor]:

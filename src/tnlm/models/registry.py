@@ -10,6 +10,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from tnlm.errors import CheckpointError, ConfigError
+from tnlm.models.infini import InfiniConfig, InfiniForCausalLM
+from tnlm.models.transformer import TransformerConfig, TransformerForCausalLM
 from tnlm.models.transnormer import TransnormerConfig, TransnormerForCausalLM
 
 
@@ -64,6 +66,16 @@ _transnormer_preset("tnl-tiny", "4 layers, d=128: trains on a laptop CPU in minu
 _transnormer_preset("tnl-385m", "released TransNormerLLM-385M shape", d=1024, layers=24, heads=8, glu=2816)
 _transnormer_preset("tnl-1b", "released TransNormerLLM-1B shape", d=2048, layers=16, heads=16, glu=5632)
 _transnormer_preset("tnl-7b", "released TransNormerLLM-7B shape", d=4096, layers=30, heads=32, glu=11008)
+
+# baselines: same width, depth, heads and FFN width (and tied embeddings) as the TransNormer presets
+TRANSFORMER = register_family(TransformerConfig, TransformerForCausalLM)
+INFINI = register_family(InfiniConfig, InfiniForCausalLM)
+_TINY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=352, vocab_size=8192, tie_word_embeddings=True)
+_385M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=8, intermediate_size=2816, vocab_size=64000, tie_word_embeddings=True)
+register_preset("transformer-tiny", TRANSFORMER, "LLaMA-style baseline in tnl-tiny's shape", **_TINY)
+register_preset("transformer-385m", TRANSFORMER, "LLaMA-style baseline in tnl-385m's shape", **_385M)
+register_preset("infini-tiny", INFINI, "Infini-attention baseline in tnl-tiny's shape, 64-token segments", segment_len=64, **_TINY)
+register_preset("infini-385m", INFINI, "Infini-attention baseline in tnl-385m's shape, 2048-token segments", segment_len=2048, **_385M)
 
 
 def _unknown_preset(name: str) -> ConfigError:
