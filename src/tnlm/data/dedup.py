@@ -1,0 +1,98 @@
+"""Exact and near (MinHash + LSH, via datasketch) deduplication. Both are global steps: they see
+every document first and keep the first of each group in corpus order, so the result does not
+depend on how many workers ran."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import islice
+
+import numpy as np
+
+from tnlm.data.document import Document, stable_hash
+from tnlm.data.files import DataError
+from tnlm.data.step import GlobalStep
+from tnlm.data.text import ngram_hashes, normalized_words
+
+
+class ExactDedup(GlobalStep):
+    """Removes documents whose text, lower-cased with whitespace and punctuation ignored, repeats an
+    earlier document's."""
+
+    name = "exact_dedup"
+
+    def decide(self, docs: Iterable[tuple[str, Document]]) -> dict[str, str]:
+        seen: set[int] = set()
+        drop = {}
+        for key, doc in docs:
+            digest = stable_hash(" ".join(normalized_words(doc.text)))
+            if digest in seen:
+                drop[key] = "exact_duplicate"
+            seen.add(digest)
+        return drop
+
+
+def shingles(text: str, n: int) -> set[str]:
+    """Word n-grams (CJK characters are words), lower-cased, punctuation ignored; a text shorter
+    than n words is one shingle."""
+    tokens = normalized_words(text)
+    if len(tokens) <= n:
+        return {" ".join(tokens)} if tokens else set()
+    return {" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def shingle_hashes(text: str, n: int) -> np.ndarray:
+    """32-bit hashes of the shingles of `text` (the set `shingles` gives, hashed), computed in numpy
+    from per-word hashes rather than with one Python call per shingle."""
+    return np.unique(ngram_hashes(normalized_words(text), n) & np.uint64(0xFFFFFFFF))
+
+
+def _identity(value: int) -> int:
+    return int(value)
+
+
+class MinHashDedup(GlobalStep):
+    """Near-duplicate removal with MinHash signatures over word n-grams and LSH banding (datasketch).
+
+    A document is removed when an earlier kept document is an LSH candidate and their estimated
+    Jaccard similarity is at least `threshold`. `bands` x `rows` must equal `num_perm`; leave them
+    out to let datasketch choose them for the threshold."""
+
+    name = "minhash_dedup"
+
+    def __init__(self, *, ngram: int = 5, num_perm: int = 128, threshold: float = 0.8,
+                 bands: int | None = None, rows: int | None = None, seed: int = 1) -> None:
+        super().__init__()
+        if (bands is None) != (rows is None) or (bands and bands * rows != num_perm):
+            raise DataError(f"minhash_dedup: give both bands and rows with bands * rows == num_perm ({num_perm})")
+        if not 0 < threshold < 1:
+            raise DataError("minhash_dedup: threshold must be between 0 and 1")
+        self.ngram, self.num_perm, self.threshold, self.seed = ngram, num_perm, threshold, seed
+        self.params = (bands, rows) if bands else None
+
+    def signatures(self, texts: list[str]) -> list:  # list[datasketch.MinHash]
+        """MinHash signatures, reusing one set of permutations for all texts."""
+        from datasketch import MinHash
+
+        batches = [shingle_hashes(text, self.ngram) for text in texts]
+        return MinHash.bulk(batches, num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
+
+    def decide(self, docs: Iterable[tuple[str, Document]]) -> dict[str, str]:
+        from datasketch import MinHashLSH
+
+        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, params=self.params)
+        kept: dict[str, object] = {}
+        drop = {}
+        docs = iter(docs)
+        while chunk := list(islice(docs, 1024)):
+            for (key, _), sig in zip(chunk, self.signatures([doc.text for _, doc in chunk])):
+                if sig.is_empty():  # no words at all: nothing to compare
+                    continue
+                candidates = lsh.query(sig)
+                self.count("lsh_candidates", len(candidates))
+                if any(sig.jaccard(kept[c]) >= self.threshold for c in candidates):
+                    drop[key] = "near_duplicate"
+                    continue
+                lsh.insert(key, sig)
+                kept[key] = sig
+        return drop

@@ -1,0 +1,94 @@
+"""File helpers: compressed text streams, JSON Lines of documents, and atomic writes.
+
+Every output is written to a temporary file in the same folder and renamed into place, so a killed
+run leaves either the old file or the complete new one, never a truncated one."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from tnlm.data.document import Document
+
+
+class DataError(ValueError):
+    """A problem with the user's data or configuration; the message says what to do."""
+
+
+def compression_of(path: str | Path) -> str | None:
+    name = str(path)
+    if name.endswith(".gz"):
+        return "gzip"
+    if name.endswith(".zst") or name.endswith(".zstd"):
+        return "zstd"
+    return None
+
+
+def open_text(path: str | Path, mode: str = "r") -> IO[str]:
+    """Open a text file for reading ("r") or writing ("w"), (de)compressing by its suffix."""
+    kind = compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise DataError(f"{path}: reading .zst needs zstandard: pip install 'tnlm[data]'") from err
+        raw = open(path, mode + "b")
+        if mode == "r":
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        else:
+            stream = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)
+        return io.TextIOWrapper(stream, encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the compression suffix so open_text() on the temporary path picks the right codec
+    codec_suffix = path.suffix if compression_of(path) else ""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + codec_suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: object) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_documents(path: str | Path, docs: Iterable[Document]) -> int:
+    """Write documents as JSON Lines (compressed by suffix), atomically. Returns how many."""
+    n = 0
+    with atomic_path(path) as tmp, open_text(tmp, "w") as f:
+        for doc in docs:
+            f.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def read_documents(path: str | Path) -> Iterator[Document]:
+    """Read documents written by `write_documents`."""
+    with open_text(path) as f:
+        for line in f:
+            if line.strip():
+                yield Document.from_json(json.loads(line))

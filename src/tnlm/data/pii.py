@@ -1,0 +1,107 @@
+"""PII masking with regular expressions and validators: emails, phone numbers, IP addresses (checked
+with `ipaddress`), payment card numbers (Luhn checksum), US social security numbers (the SSA's
+allocation rules) and Chinese resident ID numbers (ISO 7064 MOD 11-2 check digit and a real birth
+date). A match that fails its validator is left alone, so look-alikes such as order numbers survive."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+from collections.abc import Callable
+
+from tnlm.data.step import Mapper
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(d) for d in number if d.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def us_ssn_ok(ssn: str) -> bool:
+    area, group, serial = ssn.split("-")
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+
+
+CN_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def cn_id_ok(number: str) -> bool:
+    body, check = number[:17], number[17].upper()
+    if not body.isdigit():
+        return False
+    if "10X98765432"[sum(int(d) * w for d, w in zip(body, CN_ID_WEIGHTS)) % 11] != check:
+        return False
+    try:
+        born = datetime.date(int(body[6:10]), int(body[10:12]), int(body[12:14]))
+    except ValueError:
+        return False
+    return datetime.date(1900, 1, 1) <= born <= datetime.date.today()
+
+
+def ip_ok(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _always(_: str) -> bool:
+    return True
+
+
+# (placeholder, pattern, validator); earlier kinds win where matches overlap
+PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
+    ("EMAIL", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), _always),
+    ("NATIONAL_ID", re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"), cn_id_ok),
+    ("NATIONAL_ID", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), us_ssn_ok),
+    ("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), luhn_ok),
+    ("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), ip_ok),
+    ("IP_ADDRESS", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?[0-9A-Fa-f]{0,4}(?![\w:])"), ip_ok),
+    ("PHONE", re.compile(r"(?<![\d+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![ .-]?\d)"), _always),
+    ("PHONE", re.compile(r"(?<!\d)(?:\+86[ -]?)?1[3-9]\d{9}(?!\d)"), _always),
+]
+
+
+class PIIMasker(Mapper):
+    """Replaces PII with typed placeholders such as `<EMAIL>` and counts each kind."""
+
+    name = "pii"
+
+    def __init__(self, *, kinds: list[str] | None = None, template: str = "<{kind}>") -> None:
+        super().__init__()
+        known = {kind for kind, _, _ in PATTERNS}
+        unknown = set(kinds or ()) - known
+        if unknown:
+            raise ValueError(f"unknown PII kinds {sorted(unknown)}; choose from {sorted(known)}")
+        self.patterns = [p for p in PATTERNS if kinds is None or p[0] in kinds]
+        self.template = template
+
+    def find(self, text: str) -> list[tuple[int, int, str]]:
+        """Non-overlapping (start, end, kind) spans of validated PII, in text order."""
+        spans: list[tuple[int, int, str]] = []
+        for kind, pattern, valid in self.patterns:
+            for m in pattern.finditer(text):
+                overlaps = any(m.start() < e and s < m.end() for s, e, _ in spans)
+                if not overlaps and valid(m.group()):
+                    spans.append((m.start(), m.end(), kind))
+        return sorted(spans)
+
+    def transform(self, text: str) -> str:
+        spans = self.find(text)
+        if not spans:
+            return text
+        out, last = [], 0
+        for start, end, kind in spans:
+            out.append(text[last:start] + self.template.format(kind=kind))
+            self.count(kind)
+            last = end
+        return "".join(out) + text[last:]

@@ -1,0 +1,226 @@
+"""The pipeline: a YAML list of steps run over the shards of a source, in parallel, resumably.
+
+Steps are grouped into stages at each global step (deduplication, perplexity tail): a global step is
+fitted once over all documents of the stage before it, and its decisions are saved; then every stage
+runs shard by shard in a process pool. Each shard's output is written atomically, followed by its
+statistics file, which marks it done: a rerun after a crash skips finished shards and fits, and
+produces the same output as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from tnlm.data.document import Document
+from tnlm.data.files import DataError, read_documents, write_documents, write_json_atomic
+from tnlm.data.registry import build_step
+from tnlm.data.report import Report
+from tnlm.data.sources import Source, build_source
+from tnlm.data.step import GlobalStep, Step, StepStats
+
+SUFFIXES = {None: ".jsonl", "none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
+
+
+@dataclass
+class PipelineConfig:
+    """What a pipeline YAML file holds."""
+
+    source: dict[str, Any]
+    steps: list[dict[str, Any]]
+    output: str
+    workers: int = 1
+    compression: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        if not isinstance(data, dict):
+            raise DataError("a pipeline config is a mapping with source:, steps: and output:")
+        missing = [k for k in ("source", "steps", "output") if k not in data]
+        if missing:
+            raise DataError(f"pipeline config lacks {', '.join(missing)}: see configs/data/*.yaml for examples")
+        unknown = set(data) - {"source", "steps", "output", "workers", "compression"}
+        if unknown:
+            raise DataError(f"unknown pipeline config keys {sorted(unknown)}")
+        if data.get("compression") not in SUFFIXES:
+            raise DataError("compression must be none, gzip or zstd")
+        if not isinstance(data["steps"], list):
+            raise DataError("steps: must be a list of {step: NAME, ...options}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PipelineConfig:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise DataError(f"cannot read pipeline config {path}: {err}") from err
+        try:
+            return cls.from_dict(yaml.safe_load(text))
+        except yaml.YAMLError as err:
+            raise DataError(f"{path} is not valid YAML: {err}") from err
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        return {"source": self.source, "steps": self.steps, "compression": self.compression}
+
+
+@dataclass
+class Stage:
+    index: int
+    step_indices: list[int]  # into config.steps; the first may be a global step
+    folder: Path
+
+
+class Pipeline:
+    """Runs a `PipelineConfig`; `run()` returns the merged `Report`."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.source: Source = build_source(config.source)
+        self.steps: list[Step] = [build_step(entry) for entry in config.steps]
+        self.output = Path(config.output)
+        self.work = self.output / "_work"
+        self.shards = self.source.shards()
+        if not self.shards:
+            raise DataError("the source has no shards (no input files?)")
+        self.stages = self._plan()
+
+    def _plan(self) -> list[Stage]:
+        groups: list[list[int]] = [[]]
+        for i, step in enumerate(self.steps):
+            if isinstance(step, GlobalStep) and groups[-1]:
+                groups.append([])
+            groups[-1].append(i)
+        last = len(groups) - 1
+        return [Stage(s, g, self.output if s == last else self.work / f"stage{s}") for s, g in enumerate(groups)]
+
+    def shard_path(self, stage: Stage, shard: int) -> Path:
+        return stage.folder / f"shard-{shard:05d}{SUFFIXES[self.config.compression]}"
+
+    def stats_path(self, stage: Stage, shard: int) -> Path:
+        return stage.folder / "_stats" / f"shard-{shard:05d}.json"
+
+    def fit_path(self, step_index: int) -> Path:
+        return self.work / f"fit-{step_index:02d}-{self.steps[step_index].name}.json"
+
+    def run(self, *, workers: int | None = None, progress: bool = True) -> Report:
+        self._check_resumable()
+        for stage in self.stages:
+            self._fit(stage, progress=progress)
+            self._run_stage(stage, workers=workers or self.config.workers, progress=progress)
+        report = self.report()
+        write_json_atomic(self.output / "report.json", report.to_json())
+        if report.docs_out == 0:
+            raise DataError(f"the pipeline kept no documents; {self.output / 'report.json'} shows which step "
+                            "removed them and why: loosen its thresholds or check the input")
+        return report
+
+    def _check_resumable(self) -> None:
+        marker = self.work / "config.json"
+        if marker.exists():
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+            if previous != json.loads(json.dumps(self.config.fingerprint())):
+                raise DataError(f"{self.output} holds a run of a different pipeline config; "
+                                "use a new output folder, or delete that one to start over")
+        else:
+            write_json_atomic(marker, self.config.fingerprint())
+        for stale in self.output.rglob(".*.tmp*"):  # temporary files of a killed run
+            stale.unlink()
+
+    def read_input(self, stage: Stage, shard: int) -> Iterator[Document]:
+        if stage.index == 0:
+            return self.source.read(self.shards[shard])
+        return read_documents(self.shard_path(self.stages[stage.index - 1], shard))
+
+    def _fit(self, stage: Stage, *, progress: bool) -> None:
+        first = stage.step_indices[0]
+        step = self.steps[first]
+        if not isinstance(step, GlobalStep) or self.fit_path(first).exists():
+            return
+        keyed = ((f"{i}:{pos}", doc) for i in tqdm(range(len(self.shards)), desc=f"fit {step.name}",
+                                                      disable=not progress, file=sys.stderr)
+                 for pos, doc in enumerate(self.read_input(stage, i)))
+        step.fit(keyed)
+        write_json_atomic(self.fit_path(first), step.state())
+
+    def _run_stage(self, stage: Stage, *, workers: int, progress: bool) -> None:
+        todo = [i for i in range(len(self.shards)) if not self.stats_path(stage, i).exists()]
+        bar = tqdm(total=len(self.shards), initial=len(self.shards) - len(todo), desc=f"stage {stage.index}",
+                   disable=not progress, file=sys.stderr)
+        if workers <= 1 or len(todo) <= 1:
+            for i in todo:
+                self.run_shard(stage.index, i)
+                bar.update()
+        else:
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            global _ACTIVE
+            _ACTIVE = self  # inherited by forked workers; spawned ones rebuild it from the config
+            with context.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(asdict(self.config),)) as pool:
+                for _ in pool.imap_unordered(_run_shard_task, [(stage.index, i) for i in todo]):
+                    bar.update()
+        bar.close()
+
+    def run_shard(self, stage_index: int, shard: int) -> None:
+        """Run one stage on one shard: write its documents, then its statistics (the done marker)."""
+        stage = self.stages[stage_index]
+        steps = [self.steps[i] for i in stage.step_indices]
+        self.source.stats = StepStats("read")
+        for i, step in zip(stage.step_indices, steps):
+            step.stats = StepStats(step.name)
+            if isinstance(step, GlobalStep):
+                step.load_state(json.loads(self.fit_path(i).read_text(encoding="utf-8")))
+        docs: Iterator[Document] = self.read_input(stage, shard)
+        for step in steps:
+            docs = step.run(docs, rank=shard, world_size=len(self.shards))
+        write_documents(self.shard_path(stage, shard), docs)
+        stats = {str(i): step.stats.to_json() for i, step in zip(stage.step_indices, steps)}
+        if stage_index == 0:
+            stats["read"] = self.source.stats.to_json()
+        write_json_atomic(self.stats_path(stage, shard), stats)
+
+    def report(self) -> Report:
+        merged: dict[str, StepStats] = {}
+        for stage in self.stages:
+            for shard in range(len(self.shards)):
+                path = self.stats_path(stage, shard)
+                for key, row in json.loads(path.read_text(encoding="utf-8")).items():
+                    stats = StepStats.from_json(row)
+                    merged.setdefault(key, StepStats(stats.name)).merge(stats)
+        for i, step in enumerate(self.steps):
+            if isinstance(step, GlobalStep) and self.fit_path(i).exists():
+                fit = json.loads(self.fit_path(i).read_text(encoding="utf-8"))
+                merged[str(i)].counters.update(fit.get("fit_stats", {}))
+        order = ["read"] + [str(i) for i in range(len(self.steps))]
+        return Report(steps=[merged[k] for k in order if k in merged], output=str(self.output))
+
+
+_ACTIVE: Pipeline | None = None
+
+
+def _init_worker(config: dict[str, Any]) -> None:
+    global _ACTIVE
+    if _ACTIVE is None:
+        _ACTIVE = Pipeline(PipelineConfig(**config))
+
+
+def _run_shard_task(task: tuple[int, int]) -> None:
+    assert _ACTIVE is not None
+    _ACTIVE.run_shard(*task)
+
+
+def run_pipeline(config: PipelineConfig | dict[str, Any] | str | Path, *, workers: int | None = None,
+                 progress: bool = True) -> Report:
+    """Run a pipeline from a config object, a dict, or a YAML path."""
+    if isinstance(config, (str, Path)):
+        config = PipelineConfig.from_yaml(config)
+    elif isinstance(config, dict):
+        config = PipelineConfig.from_dict(config)
+    return Pipeline(config).run(workers=workers, progress=progress)

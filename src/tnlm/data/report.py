@@ -1,0 +1,40 @@
+"""The per-step report of a pipeline run: a JSON file and a printed table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tnlm.data.step import StepStats
+
+
+@dataclass
+class Report:
+    steps: list[StepStats]
+    output: str
+
+    @property
+    def docs_out(self) -> int:
+        return self.steps[-1].docs_out if self.steps else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": self.output, "docs_out": self.docs_out, "steps": [s.to_json() for s in self.steps]}
+
+    def table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"data pipeline -> {self.output}")
+        for col in ("step", "docs in", "docs out", "removed", "MB in", "MB out", "MB/s", "top reasons"):
+            table.add_column(col, justify="left" if col in ("step", "top reasons") else "right")
+        for s in self.steps:
+            rate = f"{s.bytes_in / 1e6 / s.seconds:.2f}" if s.seconds > 0 else "-"
+            reasons = ", ".join(f"{k}={v}" for k, v in s.reasons.most_common(3))
+            masked = ", ".join(f"{k}={v}" for k, v in s.counters.most_common(3) if k.isupper())
+            table.add_row(s.name, str(s.docs_in), str(s.docs_out), str(s.removed), f"{s.bytes_in / 1e6:.2f}",
+                          f"{s.bytes_out / 1e6:.2f}", rate, reasons or masked)
+        return table
+
+    def print(self) -> None:
+        from rich.console import Console
+
+        Console().print(self.table())

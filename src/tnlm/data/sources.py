@@ -1,0 +1,259 @@
+"""Where documents come from: local files (text, JSON Lines, JSON, Parquet; .gz/.zst), Hugging Face
+datasets, and a built-in corpus that every Python installation has (the standard library's docs and
+source). A source splits itself into shards (`shards()`), and `read(shard)` yields the documents of
+one shard, so shards can be processed in parallel and resumed one by one."""
+
+from __future__ import annotations
+
+import ast
+import glob
+import json
+import os
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tnlm.data.document import Document
+from tnlm.data.files import DataError, open_text
+from tnlm.data.step import StepStats
+
+TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst", ".py")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+KNOWN_SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES + (".json", ".parquet")
+
+
+class Source:
+    """Base class: counts what it read and what it had to skip."""
+
+    type: str = "source"
+
+    def __init__(self) -> None:
+        self.stats = StepStats("read")
+
+    def shards(self) -> list[str]:
+        raise NotImplementedError
+
+    def read(self, shard: str) -> Iterator[Document]:
+        raise NotImplementedError
+
+    def emit(self, doc: Document) -> Document:
+        self.stats.docs_in += 1
+        self.stats.docs_out += 1
+        self.stats.bytes_in += doc.nbytes
+        self.stats.bytes_out += doc.nbytes
+        return doc
+
+    def skip(self, reason: str, where: str) -> None:
+        self.stats.counters[reason] += 1
+        if len(self.stats.examples) < 5:
+            self.stats.examples.append({"id": where, "reason": reason, "text": ""})
+
+
+def _base_suffix(path: str) -> str:
+    name = path.lower()
+    for codec in (".gz", ".zst", ".zstd"):
+        if name.endswith(codec):
+            name = name[: -len(codec)]
+    return os.path.splitext(name)[1]
+
+
+def expand_paths(patterns: list[str]) -> list[str]:
+    """Files named by paths, folders (searched recursively for known suffixes) and glob patterns."""
+    found: list[str] = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            matches = [str(p) for p in sorted(Path(pattern).rglob("*")) if p.is_file()]
+            matches = [m for m in matches if _base_suffix(m) in KNOWN_SUFFIXES]
+        else:
+            matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches:
+            raise DataError(f"no input files match {pattern!r}: check the path (globs like 'data/*.jsonl.gz' work)")
+        found.extend(m for m in matches if m not in found)
+    return found
+
+
+def _text_of(row: dict[str, Any], key: str) -> str | None:
+    value = row.get(key)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n".join(value)  # e.g. poems stored as a list of lines
+    return value if isinstance(value, str) else None
+
+
+class FileSource(Source):
+    """Local files; each file is one shard. Text files give one document per file, or one per
+    `delimiter`-separated part; JSON Lines give one per line (malformed lines are skipped and counted)."""
+
+    type = "files"
+
+    def __init__(self, *, paths: list[str] | str, text_key: str = "text", id_key: str | None = None,
+                 delimiter: str | None = None) -> None:
+        super().__init__()
+        self.paths = expand_paths([paths] if isinstance(paths, str) else list(paths))
+        self.text_key, self.id_key, self.delimiter = text_key, id_key, delimiter
+
+    def shards(self) -> list[str]:
+        return list(self.paths)
+
+    def read(self, shard: str) -> Iterator[Document]:
+        reader = {".parquet": self._read_parquet, ".json": self._read_json}.get(_base_suffix(shard))
+        if reader is None:
+            reader = self._read_jsonl if _base_suffix(shard) in JSONL_SUFFIXES else self._read_text
+        try:
+            yield from reader(shard)
+        except (OSError, EOFError, UnicodeDecodeError, ValueError) as err:
+            self.skip("unreadable_files", f"{shard}: {type(err).__name__}: {err}")
+
+    def _doc(self, row: dict[str, Any], shard: str, index: int) -> Document | None:
+        text = _text_of(row, self.text_key)
+        if text is None:
+            self.skip("missing_text", f"{shard}:{index}")
+            return None
+        doc_id = str(row[self.id_key]) if self.id_key and self.id_key in row else f"{shard}:{index}"
+        meta = {k: v for k, v in row.items() if k not in (self.text_key, self.id_key)}
+        return self.emit(Document(text=text, id=doc_id, metadata={"source": shard, **meta}))
+
+    def _read_text(self, shard: str) -> Iterator[Document]:
+        with open_text(shard) as f:
+            text = f.read()
+        parts = text.split(self.delimiter) if self.delimiter else [text]
+        for i, part in enumerate(parts):
+            if part.strip():
+                yield self.emit(Document(text=part.strip("\n"), id=f"{shard}:{i}", metadata={"source": shard}))
+
+    def _read_jsonl(self, shard: str) -> Iterator[Document]:
+        with open_text(shard) as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    self.skip("malformed_lines", f"{shard}:{i}")
+                    continue
+                if not isinstance(row, dict):
+                    self.skip("malformed_lines", f"{shard}:{i}")
+                    continue
+                if (doc := self._doc(row, shard, i)) is not None:
+                    yield doc
+
+    def _read_json(self, shard: str) -> Iterator[Document]:
+        with open_text(shard) as f:
+            rows = json.load(f)
+        if isinstance(rows, dict):
+            rows = [rows]
+        for i, row in enumerate(rows):
+            if isinstance(row, dict) and (doc := self._doc(row, shard, i)) is not None:
+                yield doc
+
+    def _read_parquet(self, shard: str) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        index = 0
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                if (doc := self._doc(row, shard, index)) is not None:
+                    yield doc
+                index += 1
+
+
+class HFSource(Source):
+    """A Hugging Face dataset, streamed; the dataset's own file shards become tnlm shards."""
+
+    type = "hf"
+
+    def __init__(self, *, path: str, name: str | None = None, split: str = "train",
+                 data_files: Any = None, text_key: str = "text", num_shards: int | None = None) -> None:
+        super().__init__()
+        self.kwargs = {"path": path, "name": name, "split": split, "data_files": data_files}
+        self.text_key, self.num_shards = text_key, num_shards
+
+    def _dataset(self) -> Any:
+        import datasets
+
+        try:
+            return datasets.load_dataset(**self.kwargs, streaming=True)
+        except (FileNotFoundError, ValueError) as err:
+            raise DataError(f"cannot load dataset {self.kwargs['path']!r}: {err}") from err
+
+    def shards(self) -> list[str]:
+        available = self._dataset().num_shards
+        n = min(self.num_shards or available, available)
+        return [f"{i}/{n}" for i in range(n)]
+
+    def read(self, shard: str) -> Iterator[Document]:
+        index, total = (int(x) for x in shard.split("/"))
+        part = self._dataset().shard(num_shards=total, index=index)
+        for i, row in enumerate(part):
+            text = _text_of(row, self.text_key)
+            if text is None:
+                self.skip("missing_text", f"{self.kwargs['path']}[{shard}]:{i}")
+                continue
+            meta = {k: v for k, v in row.items() if k != self.text_key and isinstance(v, (str, int, float))}
+            yield self.emit(Document(text=text, id=f"{self.kwargs['path']}:{shard}:{i}", metadata=meta))
+
+
+def stdlib_files() -> list[Path]:
+    """The Python standard library's own .py files (not site-packages, not its test suite)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__", "lib2to3"}
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        files.extend(Path(folder) / n for n in sorted(names) if n.endswith(".py"))
+    return files
+
+
+def _docstrings(path: Path) -> str:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return ""
+    nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    return "\n\n".join(d for n in nodes if (d := ast.get_docstring(n)))
+
+
+class BuiltinSource(Source):
+    """The built-in corpus: Python's help topics and the standard library's docstrings ("docs"), its
+    source files ("source"), or both ("all"). Present on every machine, no download."""
+
+    type = "builtin"
+
+    def __init__(self, *, kind: str = "docs", num_shards: int = 8, max_files: int | None = None) -> None:
+        super().__init__()
+        if kind not in ("docs", "source", "all"):
+            raise DataError(f"builtin kind must be docs, source or all, not {kind!r}")
+        self.kind, self.num_shards, self.max_files = kind, num_shards, max_files
+
+    def shards(self) -> list[str]:
+        return [f"{i}/{self.num_shards}" for i in range(self.num_shards)]
+
+    def read(self, shard: str) -> Iterator[Document]:
+        index, total = (int(x) for x in shard.split("/"))
+        if index == 0 and self.kind in ("docs", "all"):
+            from pydoc_data.topics import topics
+
+            for name in sorted(topics):
+                yield self.emit(Document(text=topics[name], id=f"pydoc:{name}", metadata={"source": "pydoc"}))
+        for path in stdlib_files()[: self.max_files][index::total]:
+            if self.kind in ("docs", "all") and (text := _docstrings(path)):
+                yield self.emit(Document(text=text, id=f"docstrings:{path.name}:{path.parent.name}",
+                                         metadata={"source": "stdlib-docstrings"}))
+            if self.kind in ("source", "all"):
+                text = path.read_text(encoding="utf-8", errors="replace")
+                yield self.emit(Document(text=text, id=f"source:{path}", metadata={"source": "stdlib-source"}))
+
+
+SOURCES: dict[str, type[Source]] = {cls.type: cls for cls in (FileSource, HFSource, BuiltinSource)}
+
+
+def build_source(config: dict[str, Any]) -> Source:
+    """Build a source from its config, e.g. `{"type": "files", "paths": ["data/*.jsonl"]}`."""
+    options = dict(config)
+    kind = options.pop("type", "files")
+    if kind not in SOURCES:
+        raise DataError(f"unknown source type {kind!r}; choose one of {sorted(SOURCES)}")
+    try:
+        return SOURCES[kind](**options)
+    except TypeError as err:
+        raise DataError(f"bad options for source {kind!r}: {err}") from err

@@ -1,0 +1,181 @@
+"""The base classes every data step derives from.
+
+A step is a generator `run(docs, rank, world_size)`, the shape datatrove uses, so the same step runs
+in tnlm's own executor and inside a datatrove pipeline. The base class owns the bookkeeping (documents
+and bytes in and out, time, removal reasons and a few removed examples) so a concrete step only says
+what it does to one document."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tnlm.data.document import Document
+
+MAX_EXAMPLES = 5
+EXAMPLE_CHARS = 200
+
+
+@dataclass
+class StepStats:
+    """Counters of one step; `merge` adds the counters of the same step run on another shard."""
+
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    reasons: Counter = field(default_factory=Counter)
+    counters: Counter = field(default_factory=Counter)
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def removed(self) -> int:
+        return self.docs_in - self.docs_out
+
+    def add_example(self, doc: Document, reason: str) -> None:
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"id": doc.id, "reason": reason, "text": doc.text[:EXAMPLE_CHARS]})
+
+    def merge(self, other: StepStats) -> None:
+        for key in ("docs_in", "docs_out", "bytes_in", "bytes_out", "seconds"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        self.reasons.update(other.reasons)
+        self.counters.update(other.counters)
+        self.examples.extend(other.examples[: MAX_EXAMPLES - len(self.examples)])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out, "removed": self.removed,
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "seconds": round(self.seconds, 4),
+            "reasons": dict(self.reasons), "counters": dict(self.counters), "examples": self.examples,
+        }
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> StepStats:
+        fields = {k: row[k] for k in ("name", "docs_in", "docs_out", "bytes_in", "bytes_out", "seconds")}
+        return cls(**fields, reasons=Counter(row["reasons"]), counters=Counter(row["counters"]),
+                   examples=list(row["examples"]))
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+class Step:
+    """Base of all steps. Subclasses set `name` and override `process` (or use Filter/Mapper)."""
+
+    name: ClassVar[str] = "step"
+
+    def __init__(self) -> None:
+        self.stats = StepStats(self.name)
+
+    def process(self, doc: Document) -> Document | None:
+        """Return the (possibly changed) document, or None to remove it (after calling `self.drop`)."""
+        raise NotImplementedError
+
+    def drop(self, doc: Document, reason: str) -> None:
+        self.stats.reasons[reason] += 1
+        self.stats.add_example(doc, reason)
+
+    def count(self, key: str, value: int = 1) -> None:
+        self.stats.counters[key] += value
+
+    def run(self, docs: Iterable[Document], rank: int = 0, world_size: int = 1) -> Iterator[Document]:
+        stats = self.stats
+        for doc in docs:
+            stats.docs_in += 1
+            stats.bytes_in += utf8_len(doc.text)
+            start = time.perf_counter()
+            out = self.process(doc)
+            stats.seconds += time.perf_counter() - start
+            if out is not None:
+                stats.docs_out += 1
+                stats.bytes_out += utf8_len(out.text)
+                yield out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Filter(Step):
+    """A step that keeps or removes documents unchanged: override `reject_reason`."""
+
+    def reject_reason(self, doc: Document) -> str | None:
+        """The reason to remove `doc` (a short snake_case label), or None to keep it."""
+        raise NotImplementedError
+
+    def process(self, doc: Document) -> Document | None:
+        reason = self.reject_reason(doc)
+        if reason is None:
+            return doc
+        self.drop(doc, reason)
+        return None
+
+
+class Mapper(Step):
+    """A step that rewrites each document's text: override `transform`; an empty result removes it."""
+
+    def transform(self, text: str) -> str:
+        raise NotImplementedError
+
+    def process(self, doc: Document) -> Document | None:
+        new = self.transform(doc.text)
+        if new != doc.text:
+            self.count("docs_changed")
+        if not new.strip():
+            self.drop(doc, "empty_after_" + self.name)
+            return None
+        doc.text = new
+        return doc
+
+
+class GlobalStep(Step):
+    """A step whose decisions need every document first (deduplication, a perplexity quantile).
+
+    The executor calls `fit` once over all documents that reach this step, each keyed by
+    "shard:position", saves `state()` to disk, and then runs the step shard by shard with that state
+    loaded, where `run(docs, rank=shard)` removes the documents the fit decided to remove. So the
+    per-shard phase parallelises and resumes like any other step; a subclass only writes `decide`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decisions: dict[str, str] | None = None
+        self._key = ""
+
+    def decide(self, docs: Iterable[tuple[str, Document]]) -> dict[str, str]:
+        """Map the key of every document to remove to the reason for removing it."""
+        raise NotImplementedError
+
+    def fit(self, docs: Iterable[tuple[str, Document]]) -> None:
+        start = time.perf_counter()
+        self.decisions = self.decide(docs)
+        self.stats.counters["fit_seconds_x1000"] += int(1000 * (time.perf_counter() - start))
+
+    def state(self) -> dict[str, Any]:
+        return {"decisions": self.decisions, "fit_stats": dict(self.stats.counters)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.decisions = dict(state["decisions"])
+
+    def run(self, docs: Iterable[Document], rank: int = 0, world_size: int = 1) -> Iterator[Document]:
+        if self.decisions is None:
+            raise RuntimeError(f"{self.name}: call fit() or load_state() before run()")
+
+        def keyed() -> Iterator[Document]:
+            for position, doc in enumerate(docs):
+                self._key = f"{rank}:{position}"
+                yield doc
+
+        yield from super().run(keyed(), rank, world_size)
+
+    def process(self, doc: Document) -> Document | None:
+        reason = self.decisions.get(self._key) if self.decisions else None
+        if reason is None:
+            return doc
+        self.drop(doc, reason)
+        return None
