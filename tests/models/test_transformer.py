@@ -13,9 +13,9 @@ from tnlm.models.registry import meta_model
 from tnlm.models.transformer import KVCache, TransformerConfig, TransformerForCausalLM
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Decoding runs hundreds of tiny matmuls: extra threads only add contention."""
+    """Tiny models run many small matmuls: extra threads only add contention."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -50,7 +50,7 @@ def left_pad(seqs: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, t
 
 @pytest.mark.parametrize("position_embedding", ["rope", "alibi"])
 @torch.no_grad()
-def test_cached_decoding_equals_full_forward_with_left_padding(position_embedding: str, one_thread: None) -> None:
+def test_cached_decoding_equals_full_forward_with_left_padding(position_embedding: str) -> None:
     model = tiny(position_embedding=position_embedding)
     g = torch.Generator().manual_seed(1)
     seqs = [torch.randint(3, 97, (n,), generator=g) for n in (310, 297)]
