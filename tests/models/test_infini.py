@@ -24,7 +24,7 @@ def one_thread():
 
 def tiny(**overrides: object) -> InfiniForCausalLM:
     kw = dict(vocab_size=97, hidden_size=48, intermediate_size=72, num_hidden_layers=2, num_attention_heads=6,
-              num_key_value_heads=2, rope_theta=500.0, segment_len=16)  # fmt: skip
+              num_key_value_heads=2, rope_theta=500.0, segment_length=16)  # fmt: skip
     torch.manual_seed(0)
     model = InfiniForCausalLM(InfiniConfig(**{**kw, **overrides})).eval()
     with torch.no_grad():  # gates away from 0.5, different per head, so a wrong mix shows
@@ -64,7 +64,7 @@ def test_one_call_equals_segment_by_segment(rule: str) -> None:
 @pytest.mark.parametrize("rule", ["linear", "delta"])
 @torch.no_grad()
 def test_cached_decoding_across_segments_with_left_padding(rule: str) -> None:
-    model = tiny(memory_rule=rule, segment_len=32)
+    model = tiny(memory_rule=rule, segment_length=32)
     g = torch.Generator().manual_seed(1)
     lengths = (305, 290)
     ids = torch.zeros(2, 305, dtype=torch.long)
@@ -82,7 +82,7 @@ def test_cached_decoding_across_segments_with_left_padding(rule: str) -> None:
 
 @torch.no_grad()
 def test_state_size_does_not_grow_with_segments() -> None:
-    model = tiny(segment_len=8)
+    model = tiny(segment_length=8)
     cache, sizes = None, []
     for _ in range(12):
         out = model(torch.randint(3, 97, (1, 8)), cache=cache, use_cache=True)
@@ -131,7 +131,7 @@ def test_param_groups_give_the_gate_its_own_lr_and_no_decay() -> None:
 
 @pytest.mark.parametrize(
     "overrides,field",
-    [({"segment_len": 0}, "segment_len"), ({"num_key_value_heads": 4}, "num_key_value_heads"),
+    [({"segment_length": 0}, "segment_length"), ({"num_key_value_heads": 4}, "num_key_value_heads"),
      ({"position_embedding": "learned"}, "position_embedding"), ({"memory_rule": "gated"}, "memory_rule")],
     ids=["segment-0", "heads-not-divisible", "unknown-position-embedding", "unknown-rule"],
 )  # fmt: skip

@@ -63,7 +63,7 @@ def test_segmented_attention_matches_reference(rule: str, B: int, T: int, S: int
         q, k, v, q_rot=q_rot, k_rot=k_rot, q_seg=seg, k_seg=seg, gate=gate,
         memory=empty_memory(B, Hkv, D, D), count=T // S, rule=rule,
     )  # fmt: skip
-    ref, ref_mem = infini_attention_reference(q, k, v, q_rot=q_rot, k_rot=k_rot, segment_len=S, gate=gate, rule=rule)
+    ref, ref_mem = infini_attention_reference(q, k, v, q_rot=q_rot, k_rot=k_rot, segment_length=S, gate=gate, rule=rule)
     assert rel_err(out, ref) < 1e-5
     assert rel_err(mems[-1][0], ref_mem[0]) < 1e-5
     w = torch.randn_like(out)

@@ -40,7 +40,7 @@ class InfiniAttention(SoftmaxAttention):
         num_heads: int,
         num_kv_heads: int,
         head_dim: int,
-        segment_len: int,
+        segment_length: int,
         memory_rule: str = "linear",
         detach_memory: bool = False,
         position_embedding: str = "rope",
@@ -51,11 +51,11 @@ class InfiniAttention(SoftmaxAttention):
             hidden_size=hidden_size, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
             position_embedding=position_embedding, rope=rope, bias=bias,
         )  # fmt: skip
-        if segment_len < 1:
-            raise ValueError(f"segment_len must be >= 1, got {segment_len}")
+        if segment_length < 1:
+            raise ValueError(f"segment_length must be >= 1, got {segment_length}")
         if memory_rule not in MEMORY_RULES:
             raise ValueError(f"unknown memory_rule {memory_rule!r}; choose one of {MEMORY_RULES}")
-        self.segment_len, self.memory_rule, self.detach_memory = segment_len, memory_rule, detach_memory
+        self.segment_length, self.memory_rule, self.detach_memory = segment_length, memory_rule, detach_memory
         self.gate = nn.Parameter(torch.zeros(num_heads))  # beta: one scalar per head, not per channel
 
     def empty_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> InfiniState:
@@ -81,7 +81,7 @@ class InfiniAttention(SoftmaxAttention):
         q, k, v = self.split_heads(x)
         k_all, v_all = torch.cat([state.k, k], dim=1), torch.cat([state.v, v], dim=1)
         k_pos = torch.cat([state.pos, positions.masked_fill(~real, -1)], dim=1)  # (B, Tk)
-        S, base = self.segment_len, state.base[:, None]
+        S, base = self.segment_length, state.base[:, None]
         q_seg = torch.where(real, positions // S - base, -1)  # relative to the memory's next segment
         k_seg = torch.where(k_pos >= 0, k_pos // S - base, -1)
         length = state.length + real.sum(1)

@@ -74,8 +74,8 @@ _TINY = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, interm
 _385M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=8, intermediate_size=2816, vocab_size=64000, tie_word_embeddings=True)
 register_preset("transformer-tiny", TRANSFORMER, "LLaMA-style baseline in tnl-tiny's shape", **_TINY)
 register_preset("transformer-385m", TRANSFORMER, "LLaMA-style baseline in tnl-385m's shape", **_385M)
-register_preset("infini-tiny", INFINI, "Infini-attention baseline in tnl-tiny's shape, 64-token segments", segment_len=64, **_TINY)
-register_preset("infini-385m", INFINI, "Infini-attention baseline in tnl-385m's shape, 2048-token segments", segment_len=2048, **_385M)
+register_preset("infini-tiny", INFINI, "Infini-attention baseline in tnl-tiny's shape, 64-token segments", segment_length=64, **_TINY)
+register_preset("infini-385m", INFINI, "Infini-attention baseline in tnl-385m's shape, 2048-token segments", segment_length=2048, **_385M)
 
 
 def _unknown_preset(name: str) -> ConfigError:

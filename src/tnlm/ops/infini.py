@@ -167,7 +167,7 @@ def infini_attention_reference(
     *,
     q_rot: torch.Tensor,
     k_rot: torch.Tensor,
-    segment_len: int,
+    segment_length: int,
     gate: torch.Tensor,
     rule: str = "linear",
 ) -> tuple[torch.Tensor, Memory]:
@@ -177,11 +177,11 @@ def infini_attention_reference(
     memory = tuple(t.double() for t in empty_memory(B, k.shape[2], D, v.shape[-1], device=q.device))
     g = torch.sigmoid(gate.double())[:, None]
     outs = []
-    for start in range(0, T, segment_len):
-        seg = slice(start, start + segment_len)
+    for start in range(0, T, segment_length):
+        seg = slice(start, start + segment_length)
         local = softmax_attention_reference(q_rot[:, seg], k_rot[:, seg], v[:, seg]).double()
         read = memory_retrieve_reference(elu_feature(q[:, seg]), memory)
         outs.append(g * read + (1 - g) * local)
-        if start + segment_len <= T:
+        if start + segment_length <= T:
             memory = memory_update_reference(elu_feature(k[:, seg]), v[:, seg], memory, rule=rule)
     return torch.cat(outs, dim=1).to(q.dtype), memory

@@ -25,7 +25,7 @@ class InfiniModel(TransformerModel):
     def make_attention(config: InfiniConfig) -> nn.Module:
         return InfiniAttention(
             hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
-            num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim, segment_len=config.segment_len,
+            num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim, segment_length=config.segment_length,
             memory_rule=config.memory_rule, detach_memory=config.detach_memory,
             position_embedding=config.position_embedding, rope=config.rope_spec(), bias=config.attention_bias,
         )  # fmt: skip
@@ -37,10 +37,10 @@ class InfiniModel(TransformerModel):
         self, x: torch.Tensor, *, positions: torch.Tensor, attention_mask: torch.Tensor | None, cache: InfiniCache | None,
         hidden_states: list[torch.Tensor] | None,
     ) -> torch.Tensor:  # fmt: skip
-        """Chunks of segment_len tokens through all layers, carrying the state (a private one when the
+        """Chunks of segment_length tokens through all layers, carrying the state (a private one when the
         caller keeps no cache). attention_mask (B, past + T) or None."""
         state = cache if cache is not None else self.new_cache()
-        S, T = self.config.segment_len, x.shape[1]
+        S, T = self.config.segment_length, x.shape[1]
         mask_end = attention_mask.shape[1] - T if attention_mask is not None else 0
         outs, chunk_hidden = [], []
         for start in range(0, T, S):
