@@ -15,6 +15,16 @@ from tnlm.models.registry import create_model, preset_names
 TINY_PRESETS = [p for p in preset_names() if p.endswith("-tiny")]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Decoding runs one tiny forward per token: one thread is ~10x faster than two on a busy
+    2-core machine (no OpenMP hand-off per op). Restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @functools.lru_cache(maxsize=None)
 def tiny_model(name: str) -> nn.Module:
     return create_model(name, seed=0).eval()

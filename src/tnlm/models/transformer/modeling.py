@@ -18,6 +18,7 @@ from tnlm.layers.mlp import SwiGLU
 from tnlm.layers.norm import RMSNorm
 from tnlm.layers.softmax_attention import SoftmaxAttention
 from tnlm.models.common import causal_lm_loss, param_groups, positions_from_mask
+from tnlm.models.generation_utils import OwnStateGenerationMixin
 from tnlm.models.transformer.cache import KVCache
 from tnlm.models.transformer.configuration import TransformerConfig
 
@@ -151,7 +152,7 @@ class TransformerModel(TransformerPreTrainedModel):
         )
 
 
-class TransformerForCausalLM(TransformerPreTrainedModel, GenerationMixin):
+class TransformerForCausalLM(OwnStateGenerationMixin, TransformerPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     base_model_class: type[TransformerModel] = TransformerModel
 
