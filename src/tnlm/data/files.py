@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import IO
 
 from tnlm.data.document import Document
+from tnlm.errors import TnlmError
 
 
-class DataError(ValueError):
+class DataError(TnlmError, ValueError):
     """A problem with the user's data or configuration; the message says what to do."""
 
 
