@@ -7,6 +7,7 @@ import sys
 import typer
 
 import tnlm
+from tnlm.cli.convert import convert
 from tnlm.cli.data import data_app, tokenizer_app
 from tnlm.cli.generate import chat, generate
 from tnlm.cli.info import info, presets
@@ -38,6 +39,7 @@ app.command("info")(info)
 app.command("presets")(presets)
 app.command("generate")(generate)
 app.command("chat")(chat)
+app.command("convert")(convert)
 app.add_typer(data_app, name="data")
 app.add_typer(tokenizer_app, name="tokenizer")
 
