@@ -65,7 +65,7 @@ PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
     ("NATIONAL_ID", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), us_ssn_ok),
     ("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), luhn_ok),
     ("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), ip_ok),
-    ("IP_ADDRESS", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?[0-9A-Fa-f]{0,4}(?![\w:])"), ip_ok),
+    ("IP_ADDRESS", re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), ip_ok),
     ("PHONE", re.compile(r"(?<![\d+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![ .-]?\d)"), _always),
     ("PHONE", re.compile(r"(?<!\d)(?:\+86[ -]?)?1[3-9]\d{9}(?!\d)"), _always),
 ]

@@ -1,0 +1,74 @@
+import random
+
+import pytest
+
+from tnlm.data.dedup import ExactDedup, MinHashDedup, shingle_hashes, shingles
+from tnlm.data.document import Document
+from tnlm.data.files import DataError
+
+
+def keyed(texts):
+    return [(f"0:{i}", Document(text=t, id=str(i))) for i, t in enumerate(texts)]
+
+
+def test_exact_dedup_ignores_case_space_and_punctuation():
+    texts = ["Hello world, again.", "hello   WORLD again", "Hello world again and more", "Hello world, again."]
+    assert ExactDedup().decide(keyed(texts)) == {"0:1": "exact_duplicate", "0:3": "exact_duplicate"}
+
+
+def test_shingle_hashes_match_shingles():
+    text = "one two three four five six seven one two three four five"
+    assert len(shingle_hashes(text, 3)) == len(shingles(text, 3)) == 7  # 10 trigrams, 3 repeated
+    assert len(shingle_hashes("学而时习之", 3)) == 3 and len(shingle_hashes("two words", 5)) == 1
+
+
+def planted_corpus(seed: int = 0):
+    """Originals of random words; near-duplicates with ~1% of words replaced; hard negatives that share
+    about a third of an original's text. Returns texts and group labels (-1: not a duplicate)."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(3000)]
+    texts, groups = [], []
+    for g in range(250):
+        base = [rng.choice(vocab) for _ in range(rng.randint(60, 250))]
+        texts.append(" ".join(base)), groups.append(g)
+        for _ in range(rng.randint(0, 2)):
+            copy = list(base)
+            for _ in range(max(1, len(copy) // 100)):
+                copy[rng.randrange(len(copy))] = rng.choice(vocab)
+            texts.append(" ".join(copy)), groups.append(g)
+        if g % 5 == 0:  # hard negative: a third of the original, then new text
+            third = len(base) // 3
+            texts.append(" ".join(base[:third] + [rng.choice(vocab) for _ in range(2 * third)])), groups.append(-1 - g)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    return [texts[i] for i in order], [groups[i] for i in order]
+
+
+def test_minhash_recall_and_precision_on_planted_near_duplicates():
+    texts, groups = planted_corpus()
+    removed = {int(k.split(":")[1]) for k in MinHashDedup(ngram=5, num_perm=128, threshold=0.7).decide(keyed(texts))}
+    first_of_group = {}
+    for i, g in enumerate(groups):
+        first_of_group.setdefault(g, i)
+    planted = {i for i, g in enumerate(groups) if g >= 0 and first_of_group[g] != i}  # should go
+    kept_groups = [groups[i] for i in range(len(texts)) if i not in removed]
+    recall = len(removed & planted) / len(planted)
+    precision = len(removed & planted) / max(len(removed), 1)
+    assert len(planted) > 150
+    assert recall >= 0.95, recall
+    assert precision >= 0.99, precision
+    assert all(kept_groups.count(g) == 1 for g in set(groups) if g >= 0 and g in kept_groups) or recall < 1
+
+
+def test_minhash_options_are_validated():
+    with pytest.raises(DataError, match="bands"):
+        MinHashDedup(num_perm=128, bands=10, rows=10)
+    with pytest.raises(DataError, match="threshold"):
+        MinHashDedup(threshold=1.5)
+
+
+def test_minhash_is_cjk_aware():
+    poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。" * 3
+    other = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。" * 3
+    drop = MinHashDedup(ngram=3, threshold=0.7).decide(keyed([poem, poem.replace("霜", "雪"), other]))
+    assert drop == {"0:1": "near_duplicate"}

@@ -1,0 +1,113 @@
+import pytest
+
+from tnlm.data.document import Document
+from tnlm.data.normalize import Normalize
+from tnlm.data.quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthFilter
+from tnlm.data.text import normalized_words, words
+
+# 论语·学而 (Analects 1): real classical Chinese prose
+ZH_GOOD = ("子曰：学而时习之，不亦说乎？有朋自远方来，不亦乐乎？人不知而不愠，不亦君子乎？\n"
+           "有子曰：其为人也孝弟，而好犯上者，鲜矣；不好犯上，而好作乱者，未之有也。君子务本，本立而道生。孝弟也者，其为仁之本与！\n"
+           "曾子曰：吾日三省吾身：为人谋而不忠乎？与朋友交而不信乎？传不习乎？")
+
+
+EN_GOOD = (
+    "The ferry left the harbour a little after seven, when the fog was still lying on the water. Most of the "
+    "passengers stayed inside with their coffee, but an old man in a grey coat stood at the rail and watched "
+    "the gulls follow the wake. He had made this crossing every week for thirty years, first to sell fish and "
+    "later to visit his sister, who kept a small bakery near the church on the island.\n\n"
+    "When the engines slowed, he could already smell bread. The town was waking up: shutters opened, a dog "
+    "barked at a delivery van, and two children ran down the hill with their school bags bouncing behind them. "
+    "His sister waved from the doorway. She had saved him a loaf, as she always did, and she wanted to hear "
+    "whether the doctor had said anything new about his knee. Nothing much, he told her, and that was good news."
+)
+
+
+def doc(text: str) -> Document:
+    return Document(text=text, id="t")
+
+
+@pytest.fixture
+def en_good() -> str:
+    return EN_GOOD
+
+
+def test_words_are_cjk_aware():
+    assert words("Hello, world — 学而时习之。") == ["Hello,", "world", "学", "而", "时", "习", "之"]
+    assert normalized_words("Don't STOP, 子曰") == ["don", "t", "stop", "子", "曰"]
+
+
+def test_normalize_unicode_and_whitespace():
+    step = Normalize()
+    text = "Cafe\u0301\u200b  costs\u00a0\u00a05 \r\n\r\n\r\n\r\nnext\x07 line  \n"
+    assert step.transform(text) == "Café costs 5\n\nnext line"
+    assert Normalize(form="NFKC").transform("ＡＢＣ１２３") == "ABC123"
+
+
+@pytest.mark.parametrize("text", ["en", "zh"])
+def test_gopher_quality_keeps_real_prose(text, en_good):
+    assert GopherQuality().reject_reason(doc(en_good if text == "en" else ZH_GOOD)) is None
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("too short to be a document", "too_few_words"),
+    (" ".join(["antidisestablishmentarianism"] * 60), "mean_word_length"),
+    ("# heading " * 10 + "the cat and the dog sat with the man " * 6, "symbol_word_ratio"),
+    ("\n".join(f"- item {i} of the list and the rest" for i in range(20)), "bullet_lines"),
+    ("\n".join(f"the story of {i} goes on and on with the man and the dog..." for i in range(20)), "ellipsis_lines"),
+    (" ".join(f"{i:06d} 3.14159 42.125" for i in range(30)) + " the and of to", "non_alpha_words"),
+    (" ".join(["apple banana cherry grape melon"] * 15), "few_stop_words"),
+])
+def test_gopher_quality_rejects(text, reason):
+    assert GopherQuality().reject_reason(doc(text)) == reason
+
+
+def test_gopher_quality_chinese_rules():
+    # Chinese is not "no words": each character counts, so short Chinese fails on word count only
+    assert GopherQuality().reject_reason(doc("子曰：学而时习之。")) == "too_few_words"
+    assert GopherQuality(min_words=5).reject_reason(doc("床前明月光疑是地上霜举头望明月低头思故乡")) == "few_stop_words"
+
+
+def test_gopher_repetition(en_good):
+    step = GopherRepetition()
+    assert step.reject_reason(doc(en_good)) is None
+    assert step.reject_reason(doc(ZH_GOOD)) is None
+    assert step.reject_reason(doc("\n\n".join([en_good.split("\n\n")[0]] * 3))) == "dup_para_fraction"
+    repeated_line = "\n".join(["Buy cheap watches online today now."] * 6 + en_good.split(". ")[:6])
+    assert step.reject_reason(doc(repeated_line)) == "dup_line_fraction"
+    spam = en_good + " " + "click here to win " * 20
+    assert step.reject_reason(doc(spam)).startswith(("top_", "dup_"))
+    assert step.reject_reason(doc(ZH_GOOD + "。".join(["买一送一买一送一"] * 12))).startswith(("top_", "dup_"))
+
+
+def test_c4_removes_lines_and_documents(en_good):
+    step = C4Quality()
+    text = en_good + "\nThis site uses cookies to improve your experience.\nMenu\nSubscribe to our privacy policy updates today."
+    out = step.process(doc(text))
+    assert out is not None and "cookies" not in out.text and "Menu" not in out.text and "privacy" not in out.text
+    assert step.stats.counters["lines_removed"] == 3
+    assert step.process(doc("Lorem ipsum dolor sit amet. " + en_good)) is None
+    assert step.process(doc("function f() { return 1; } is code. It has braces. Really it does.")) is None
+    assert step.process(doc("Just one sentence here.")) is None
+    assert set(step.stats.reasons) == {"lorem_ipsum", "curly_braces", "too_few_sentences"}
+    assert step.process(doc(ZH_GOOD)) is not None  # CJK terminal punctuation counts
+
+
+def test_fineweb_quality(en_good):
+    step = FineWebQuality()
+    assert step.reject_reason(doc(en_good)) is None
+    assert step.reject_reason(doc(ZH_GOOD)) is None
+    assert step.reject_reason(doc("\n".join(f"menu item {i}" for i in range(30)))) == "line_punct_ratio"
+    short = "\n".join(["Yes.", "No.", "Maybe.", "Ok."] * 5 + [en_good])
+    assert step.reject_reason(doc(short)) == "short_line_ratio"
+    dup = en_good + "\n" + "\n".join(["This exact sentence repeats itself on every line."] * 3)
+    assert step.reject_reason(doc(dup)) == "dup_line_chars"
+
+
+def test_length_filter_and_counters():
+    step = LengthFilter(min_chars=5, max_chars=10)
+    kept = list(step.run([doc("tiny"), doc("just right"), doc("far too long here")]))
+    assert [d.text for d in kept] == ["just right"]
+    assert step.stats.docs_in == 3 and step.stats.docs_out == 1
+    assert dict(step.stats.reasons) == {"too_short": 1, "too_long": 1}
+    assert step.stats.examples[0]["text"] == "tiny"

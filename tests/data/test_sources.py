@@ -1,0 +1,73 @@
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from tnlm.data.files import DataError
+from tnlm.data.sources import BuiltinSource, FileSource, HFSource, build_source
+
+
+def read_all(source):
+    return [doc for shard in source.shards() for doc in source.read(shard)]
+
+
+def test_jsonl_plain_gz_zst_and_malformed_lines(tmp_path):
+    rows = [{"text": f"document {i}", "id": f"d{i}", "lang": "en"} for i in range(3)]
+    lines = [json.dumps(r) for r in rows]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines[:2] + ["{not json", "[1, 2]", '{"other": 1}']) + "\n")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write(lines[2] + "\n")
+    (tmp_path / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress((lines[0] + "\n").encode()))
+    source = FileSource(paths=[str(tmp_path)], id_key="id")
+    docs = read_all(source)
+    assert [d.text for d in docs] == ["document 0", "document 1", "document 2", "document 0"]
+    assert docs[0].id == "d0" and docs[0].metadata["lang"] == "en"
+    assert source.stats.counters["malformed_lines"] == 2
+    assert source.stats.counters["missing_text"] == 1
+
+
+def test_text_parquet_and_json_list(tmp_path):
+    (tmp_path / "t.txt").write_text("first story<|endoftext|>\nsecond story<|endoftext|>\n")
+    pq.write_table(pa.table({"content": ["row one", "row two"]}), tmp_path / "p.parquet")
+    (tmp_path / "poems.json").write_text(json.dumps([{"paragraphs": ["床前明月光，", "疑是地上霜。"]}]), encoding="utf-8")
+    texts = [d.text for d in read_all(FileSource(paths=[str(tmp_path / "t.txt")], delimiter="<|endoftext|>"))]
+    assert texts == ["first story", "second story"]
+    assert [d.text for d in read_all(FileSource(paths=[str(tmp_path / "*.parquet")], text_key="content"))] == ["row one", "row two"]
+    poems = read_all(FileSource(paths=[str(tmp_path / "poems.json")], text_key="paragraphs"))
+    assert poems[0].text == "床前明月光，\n疑是地上霜。"
+
+
+def test_unreadable_file_is_counted_not_fatal(tmp_path):
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"this is not gzip")
+    (tmp_path / "good.jsonl").write_text('{"text": "fine"}\n')
+    source = FileSource(paths=[str(tmp_path)])
+    assert [d.text for d in read_all(source)] == ["fine"]
+    assert source.stats.counters["unreadable_files"] == 1
+
+
+def test_missing_paths_and_unknown_source_type_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="no input files match"):
+        FileSource(paths=[str(tmp_path / "nothing-*.jsonl")])
+    with pytest.raises(DataError, match="unknown source type"):
+        build_source({"type": "ftp"})
+
+
+def test_hf_datasets_source_streams_local_json(tmp_path):
+    for part in range(2):
+        (tmp_path / f"part{part}.jsonl").write_text("".join(json.dumps({"text": f"p{part} r{i}"}) + "\n" for i in range(3)))
+    source = HFSource(path="json", data_files=[str(tmp_path / "part0.jsonl"), str(tmp_path / "part1.jsonl")])
+    assert len(source.shards()) == 2
+    assert sorted(d.text for d in read_all(source)) == sorted(f"p{p} r{i}" for p in range(2) for i in range(3))
+
+
+def test_builtin_corpus_needs_no_download():
+    source = BuiltinSource(kind="all", num_shards=2, max_files=6)
+    docs = read_all(source)
+    pydoc = [d for d in docs if d.metadata["source"] == "pydoc"]
+    code = [d for d in docs if d.metadata["source"] == "stdlib-source"]
+    assert len(pydoc) > 50 and "assert" in {d.id.split(":")[1] for d in pydoc}
+    assert len(code) == 6 and all("import" in d.text or "def " in d.text for d in code)
+    assert len({d.id for d in docs}) == len(docs)
