@@ -77,8 +77,8 @@ class InfiniAttention(SoftmaxAttention):
         entries are read (1 = real token). Returns the output (B, T, d) and the next state."""
         B, T, _ = x.shape
         real = attention_mask[:, -T:].bool() if attention_mask is not None else torch.ones_like(positions, dtype=torch.bool)
-        state = state if state is not None else self.empty_state(B, x.device, x.dtype)
         q, k, v = self.split_heads(x)
+        state = state if state is not None else self.empty_state(B, x.device, k.dtype)
         k_all, v_all = torch.cat([state.k, k], dim=1), torch.cat([state.v, v], dim=1)
         k_pos = torch.cat([state.pos, positions.masked_fill(~real, -1)], dim=1)  # (B, Tk)
         S, base = self.segment_length, state.base[:, None]
