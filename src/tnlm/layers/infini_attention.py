@@ -76,7 +76,10 @@ class InfiniAttention(SoftmaxAttention):
         """x (B, T, d); positions (B, T) per sequence; attention_mask (B, ... + T), only its last T
         entries are read (1 = real token). Returns the output (B, T, d) and the next state."""
         B, T, _ = x.shape
-        real = attention_mask[:, -T:].bool() if attention_mask is not None else torch.ones_like(positions, dtype=torch.bool)
+        if attention_mask is None:
+            real = torch.ones_like(positions, dtype=torch.bool)  # (B, T), True = real token
+        else:
+            real = attention_mask[:, -T:].bool()
         q, k, v = self.split_heads(x)
         state = state if state is not None else self.empty_state(B, x.device, k.dtype)
         k_all, v_all = torch.cat([state.k, k], dim=1), torch.cat([state.v, v], dim=1)

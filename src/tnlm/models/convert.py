@@ -51,7 +51,9 @@ def _llama_rope_to_tnlm(rope: dict) -> dict:
 
 def _tnlm_rope_to_llama(cfg: TransformerConfig) -> dict:
     if cfg.position_embedding != "rope":
-        raise ConfigError(f"position_embedding {cfg.position_embedding!r} has no LlamaForCausalLM form (Llama uses RoPE)")
+        raise ConfigError(
+            f"position_embedding {cfg.position_embedding!r} has no LlamaForCausalLM form (Llama uses RoPE)"
+        )
     if cfg.rope_type not in _SHARED_ROPE_TYPES:
         raise ConfigError(
             f"rope_type {cfg.rope_type!r} has no LlamaForCausalLM form (Llama's 'dynamic' rescales with the "
@@ -129,7 +131,9 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, to: str | None = Non
     model_type = _model_type(src)
     source = {"llama": "llama", TransformerConfig.model_type: "tnlm"}.get(model_type)
     if source is None:
-        raise CheckpointError(f"{src} holds a {model_type!r} model; tnlm converts 'llama' <-> '{TransformerConfig.model_type}'")
+        raise CheckpointError(
+            f"{src} holds a {model_type!r} model; tnlm converts 'llama' <-> '{TransformerConfig.model_type}'"
+        )
     to = to or ("tnlm" if source == "llama" else "llama")
     if to not in ("tnlm", "llama") or to == source:
         raise ConfigError(f"cannot convert a {source} checkpoint to {to!r}; the target must be the other format")

@@ -61,7 +61,14 @@ def memory_update(sk: torch.Tensor, v: torch.Tensor, memory: Memory, *, rule: st
 
 
 def segment_memories(
-    sk: torch.Tensor, v: torch.Tensor, *, k_seg: torch.Tensor, memory: Memory, count: int, rule: str, detach: bool = False
+    sk: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    k_seg: torch.Tensor,
+    memory: Memory,
+    count: int,
+    rule: str,
+    detach: bool = False,
 ) -> list[Memory]:
     """memories[r] = `memory` after absorbing relative segments 0..r-1, r = 0..count.
     sk, v (B, Tk, Hkv, D); k_seg (B, Tk) relative segment of each key (-1 = none)."""

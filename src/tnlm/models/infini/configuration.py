@@ -30,7 +30,9 @@ class InfiniConfig(TransformerConfig):
     def validate_shapes(self) -> None:
         super().validate_shapes()
         if not isinstance(self.segment_length, int) or self.segment_length < 1:
-            raise ConfigError(f"InfiniConfig.segment_length must be a positive integer (tokens per segment), got {self.segment_length!r}")
+            raise ConfigError(
+                f"InfiniConfig.segment_length must be a positive integer (tokens per segment), got {self.segment_length!r}"
+            )
         if self.memory_rule not in MEMORY_RULES:
             raise ConfigError(f"InfiniConfig.memory_rule {self.memory_rule!r} is unknown; choose one of {MEMORY_RULES}")
         if self.gate_lr_multiplier <= 0:

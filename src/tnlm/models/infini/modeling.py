@@ -34,20 +34,28 @@ class InfiniModel(TransformerModel):
         return InfiniCache(self.config.num_hidden_layers)
 
     def run_layers(
-        self, x: torch.Tensor, *, positions: torch.Tensor, attention_mask: torch.Tensor | None, cache: InfiniCache | None,
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: InfiniCache | None,
         hidden_states: list[torch.Tensor] | None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """Chunks of segment_length tokens through all layers, carrying the state (a private one when the
         caller keeps no cache). attention_mask (B, past + T) or None."""
         state = cache if cache is not None else self.new_cache()
         S, T = self.config.segment_length, x.shape[1]
-        mask_end = attention_mask.shape[1] - T if attention_mask is not None else 0
+        past = attention_mask.shape[1] - T if attention_mask is not None else 0
         outs, chunk_hidden = [], []
         for start in range(0, T, S):
             end = min(start + S, T)
-            mask = attention_mask[:, : mask_end + end] if attention_mask is not None else None
+            mask = attention_mask[:, : past + end] if attention_mask is not None else None
             hs = [] if hidden_states is not None else None
-            outs.append(super().run_layers(x[:, start:end], positions=positions[:, start:end], attention_mask=mask, cache=state, hidden_states=hs))
+            out = super().run_layers(
+                x[:, start:end], positions=positions[:, start:end], attention_mask=mask, cache=state, hidden_states=hs
+            )
+            outs.append(out)
             chunk_hidden.append(hs)
         if hidden_states is not None:
             hidden_states.extend(torch.cat(parts, dim=1) for parts in zip(*chunk_hidden))

@@ -37,7 +37,8 @@ class TransformerBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, *, positions: torch.Tensor, attention_mask: torch.Tensor | None, state: object | None
     ) -> tuple[torch.Tensor, object]:
-        h, state = self.self_attn(self.input_layernorm(x), positions=positions, attention_mask=attention_mask, state=state)
+        h = self.input_layernorm(x)
+        h, state = self.self_attn(h, positions=positions, attention_mask=attention_mask, state=state)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), state
 
@@ -94,9 +95,14 @@ class TransformerModel(TransformerPreTrainedModel):
         self.embed_tokens = value
 
     def run_layers(
-        self, x: torch.Tensor, *, positions: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None,
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache | None,
         hidden_states: list[torch.Tensor] | None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """The decoder loop over all layers; the cache (if any) is updated in place."""
         for i, layer in enumerate(self.layers):
             if hidden_states is not None:
