@@ -1,0 +1,149 @@
+import json
+import random
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tnlm.data.files import DataError, read_documents
+from tnlm.data.pipeline import Pipeline, PipelineConfig, run_pipeline
+from tnlm.data.quality import GopherQuality
+
+from .conftest import english_paragraph
+
+
+def make_corpus(folder: Path, english_docs: list[str], *, shards: int = 4) -> None:
+    """English documents with planted exact and near duplicates, PII and junk, spread over shards."""
+    docs = list(english_docs)
+    docs += [english_docs[0], english_docs[1].replace("river", "stream", 1)]  # duplicates
+    docs += ["too short", "Contact me at someone@example.com. " + english_paragraph(random.Random(99), 8)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        rows = [{"text": t, "id": f"doc{i}"} for i, t in enumerate(docs) if i % shards == s]
+        lines = [json.dumps(r) for r in rows] + (["{broken json"] if s == 0 else [])
+        (folder / f"part{s}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def config(input_dir: Path, output: Path, **extra) -> dict:
+    return {
+        "source": {"type": "files", "paths": [str(input_dir)], "id_key": "id"},
+        "output": str(output),
+        "steps": [
+            {"step": "normalize"},
+            {"step": "gopher_quality", "min_words": 20},
+            {"step": "exact_dedup"},
+            {"step": "minhash_dedup", "threshold": 0.7},
+            {"step": "pii"},
+        ],
+        **extra,
+    }
+
+
+def output_docs(folder: Path) -> list[tuple[str, str]]:
+    return [(d.id, d.text) for p in sorted(folder.glob("shard-*.jsonl")) for d in read_documents(p)]
+
+
+def test_pipeline_runs_and_reports(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    report = run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
+    rows = {s.name: s for s in report.steps}
+    assert rows["read"].docs_out == 44 and rows["read"].counters["malformed_lines"] == 1
+    assert rows["gopher_quality"].reasons["too_few_words"] == 1
+    assert rows["exact_dedup"].removed == 1 and rows["minhash_dedup"].removed == 1
+    assert rows["pii"].counters["EMAIL"] == 1
+    docs = output_docs(tmp_path / "out")
+    assert len(docs) == report.docs_out == 41
+    assert len({i for i, _ in docs}) == 41 and not any("@example.com" in t for _, t in docs)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["steps"][2]["examples"][0]["reason"] == "too_few_words"
+    assert "gopher_quality" in str(report.table().columns[0]._cells)
+
+
+def test_parallel_run_matches_serial_run(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    run_pipeline(config(tmp_path / "in", tmp_path / "serial"), progress=False)
+    run_pipeline(config(tmp_path / "in", tmp_path / "parallel", workers=2), progress=False)
+    assert output_docs(tmp_path / "serial") == output_docs(tmp_path / "parallel")
+
+
+def test_resume_after_a_crash_gives_the_same_output(tmp_path, english_docs, monkeypatch):
+    make_corpus(tmp_path / "in", english_docs)
+    run_pipeline(config(tmp_path / "in", tmp_path / "clean"), progress=False)
+
+    original = GopherQuality.reject_reason
+    calls = {"n": 0}
+
+    def crash_on_third_shard(self, doc):
+        calls["n"] += 1
+        if calls["n"] > 25:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, doc)
+
+    monkeypatch.setattr(GopherQuality, "reject_reason", crash_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config(tmp_path / "in", tmp_path / "resumed"), progress=False)
+    done = list((tmp_path / "resumed" / "_work" / "stage0" / "_stats").glob("*.json"))
+    assert 0 < len(done) < 4  # some shards finished, some did not
+    monkeypatch.setattr(GopherQuality, "reject_reason", original)
+    report = run_pipeline(config(tmp_path / "in", tmp_path / "resumed"), progress=False)
+    assert output_docs(tmp_path / "resumed") == output_docs(tmp_path / "clean")
+    assert report.steps[0].docs_out == 44  # every shard counted once
+
+
+def test_killed_process_resumes_without_losing_or_duplicating(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs * 30, shards=24)
+    cfg = config(tmp_path / "in", tmp_path / "out")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    script = "import sys; from tnlm.data.pipeline import run_pipeline; run_pipeline(sys.argv[1], progress=False)"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cfg.yaml")], start_new_session=True)
+    stats = tmp_path / "out" / "_work" / "stage0" / "_stats"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(stats.glob("*.json"))) < 3:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(stats.glob("*.json")))
+    assert 3 <= finished < 24, "the run must be killed part-way through stage 0"
+    assert not (tmp_path / "out" / "report.json").exists()
+    report = run_pipeline(tmp_path / "cfg.yaml", progress=False)
+    cfg["output"] = str(tmp_path / "uninterrupted")
+    reference = run_pipeline(cfg, progress=False)
+    assert output_docs(tmp_path / "out") == output_docs(tmp_path / "uninterrupted")
+    assert report.to_json()["steps"][:-1] == reference.to_json()["steps"][:-1] or report.docs_out == reference.docs_out
+    assert not list((tmp_path / "out").rglob(".*.tmp*"))
+
+
+def test_bad_configs_are_clear_errors(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    base = config(tmp_path / "in", tmp_path / "out")
+    with pytest.raises(DataError, match="unknown step 'dedupe'.*minhash_dedup"):
+        run_pipeline({**base, "steps": [{"step": "dedupe"}]}, progress=False)
+    with pytest.raises(DataError, match="bad options for step 'gopher_quality'"):
+        run_pipeline({**base, "steps": [{"step": "gopher_quality", "min_wrds": 3}]}, progress=False)
+    with pytest.raises(DataError, match="lacks output"):
+        PipelineConfig.from_dict({"source": {}, "steps": []})
+    (tmp_path / "bad.yaml").write_text("steps: [unclosed")
+    with pytest.raises(DataError, match="not valid YAML"):
+        PipelineConfig.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_empty_result_and_changed_config(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    strict = {**config(tmp_path / "in", tmp_path / "out"), "steps": [{"step": "gopher_quality", "min_words": 10_000}]}
+    with pytest.raises(DataError, match="kept no documents"):
+        run_pipeline(strict, progress=False)
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["docs_out"] == 0
+    with pytest.raises(DataError, match="different pipeline config"):
+        run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
+
+
+def test_stages_split_at_global_steps(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    pipeline = Pipeline(PipelineConfig.from_dict(config(tmp_path / "in", tmp_path / "out")))
+    assert [s.step_indices for s in pipeline.stages] == [[0, 1], [2], [3, 4]]
+    assert pipeline.stages[-1].folder == tmp_path / "out"
