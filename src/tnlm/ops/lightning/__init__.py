@@ -15,7 +15,7 @@ from tnlm.ops.lightning.recurrent import recurrent_lightning_attn
 __all__ = ["chunk_lightning_attn", "lightning_attn", "naive_lightning_attn", "recurrent_lightning_attn"]
 
 
-def _check_inputs(q, k, v, log_decay, initial_state) -> None:
+def _check_inputs(q, k, v, log_decay, initial_state, cu_seqlens) -> None:
     if q.dim() != 4 or k.shape != q.shape:
         raise ValueError(f"q and k must both be (B, T, H, Dk); got {tuple(q.shape)} and {tuple(k.shape)}")
     if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
@@ -23,10 +23,24 @@ def _check_inputs(q, k, v, log_decay, initial_state) -> None:
     H = q.shape[2]
     if log_decay.shape != (H,):
         raise ValueError(f"log_decay must have shape ({H},), one value per head; got {tuple(log_decay.shape)}")
+    N = q.shape[0]
+    if cu_seqlens is not None:
+        _check_cu_seqlens(cu_seqlens, B=q.shape[0], T=q.shape[1])
+        N = cu_seqlens.numel() - 1
     if initial_state is not None:
-        want = (q.shape[0], H, q.shape[3], v.shape[3])
+        want = (N, H, q.shape[3], v.shape[3])
         if tuple(initial_state.shape) != want:
-            raise ValueError(f"initial_state must be (B, H, Dk, Dv) = {want}; got {tuple(initial_state.shape)}")
+            raise ValueError(f"initial_state must be (N, H, Dk, Dv) = {want}; got {tuple(initial_state.shape)}")
+
+
+def _check_cu_seqlens(cu_seqlens: torch.Tensor, *, B: int, T: int) -> None:
+    if B != 1:
+        raise ValueError(f"with cu_seqlens the sequences are packed along T and B must be 1; got B={B}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.is_floating_point():
+        raise ValueError("cu_seqlens must be a 1-D integer tensor [0, len_0, len_0 + len_1, ..., T]")
+    c = cu_seqlens.tolist()
+    if c[0] != 0 or c[-1] != T or any(b < a for a, b in zip(c[:-1], c[1:])):
+        raise ValueError(f"cu_seqlens must start at 0, never decrease and end at T={T}; got {c}")
 
 
 def lightning_attn(
@@ -37,17 +51,28 @@ def lightning_attn(
     *,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """o_t = sum_{s<=t} exp(log_decay * (t - s)) (q_t . k_s) v_s, per head; no scaling, no softmax.
 
-    Returns (o, final_state); final_state is (B, H, Dk, Dv) float32 when `output_final_state`.
+    q, k: (B, T, H, Dk); v: (B, T, H, Dv); log_decay: (H,) <= 0, receives no gradient.
+    initial_state: (N, H, Dk, Dv), the state before the first token (N = B, or the number of sequences).
+    cu_seqlens: (N + 1,) integer offsets of N sequences packed along T (B = 1); the state restarts
+    at every boundary, exactly as if each sequence were processed alone.
+    Returns (o, final_state); final_state is (N, H, Dk, Dv) float32 when `output_final_state`.
 
     >>> q = k = torch.randn(1, 5, 2, 4); v = torch.randn(1, 5, 2, 3)
     >>> o, s = lightning_attn(q, k, v, torch.tensor([-0.5, -0.1]), output_final_state=True)
     >>> o.shape, s.shape
     (torch.Size([1, 5, 2, 3]), torch.Size([1, 2, 4, 3]))
     """
-    _check_inputs(q, k, v, log_decay, initial_state)
+    _check_inputs(q, k, v, log_decay, initial_state, cu_seqlens)
     return chunk_lightning_attn(
-        q, k, v, log_decay, initial_state=initial_state, output_final_state=output_final_state
+        q,
+        k,
+        v,
+        log_decay,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        cu_seqlens=None if cu_seqlens is None else cu_seqlens.tolist(),
     )

@@ -54,12 +54,14 @@ def _tables(a: torch.Tensor, *, block: int, n: int, length: int) -> _Tables:
 
 def _blocks(x: torch.Tensor, *, start: int, stop: int, block: int) -> torch.Tensor:
     """(B, T, H, D) slice [start, stop) -> (B, H, n, C, D) float32, zero-padded to whole blocks."""
-    seg = x[:, start:stop].transpose(1, 2).float()
+    seg = x[:, start:stop].transpose(1, 2)
     pad = -(stop - start) % block
     if pad:
         seg = F.pad(seg, (0, 0, 0, pad))
     B, H, L, D = seg.shape
-    return seg.reshape(B, H, L // block, block, D)
+    # one contiguous float32 copy: every batched product below then runs without hidden copies
+    out = torch.empty(B, H, L // block, block, D, device=x.device, dtype=torch.float32)
+    return out.copy_(seg.view(B, H, L // block, block, D))
 
 
 def _unblocks(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -104,6 +106,11 @@ def _segment_bwd(q, k, v, do, s_in, ds_out, tab: _Tables):
     return dq, dk, dv, dx[:, :, 0]
 
 
+def _empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
+    """Every output buffer comes from here; the tests fill it with NaN so an unwritten element fails."""
+    return like.new_empty(shape)
+
+
 def _spans(start: int, stop: int, span: int) -> list[tuple[int, int]]:
     return [(s, min(s + span, stop)) for s in range(start, stop, span)]
 
@@ -144,7 +151,7 @@ def chunk_fwd(
     seqs = _sequences(T, cu_seqlens)
     rows = B if cu_seqlens is None else 1
     s0 = initial_state.float() if initial_state is not None else None
-    o = q.new_empty(B, T, H, Dv, dtype=q.dtype)
+    o = _empty(q, B, T, H, Dv)
     tabs, finals, entries = _TableCache(log_decay, block), [], []
     for i, (bos, eos) in enumerate(seqs):
         s = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32) if s0 is None else s0[i * rows : (i + 1) * rows]
@@ -177,7 +184,7 @@ def chunk_bwd(
     Dv = v.shape[-1]
     seqs = _sequences(T, cu_seqlens)
     rows = B if cu_seqlens is None else 1
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = _empty(q, *q.shape), _empty(k, *k.shape), _empty(v, *v.shape)
     tabs, d_init, idx = _TableCache(log_decay, block), [], len(entries)
     for i, (bos, eos) in reversed(list(enumerate(seqs))):
         ds = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32)

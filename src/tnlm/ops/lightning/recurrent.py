@@ -21,7 +21,16 @@ def recurrent_lightning_attn(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """q, k: (B, T, H, Dk); v: (B, T, H, Dv); log_decay: (H,); state (B, H, Dk, Dv) float32."""
+    """q, k: (B, T, H, Dk); v: (B, T, H, Dv); log_decay: (H,); state (B, H, Dk, Dv) float32.
+
+    Returns (o (B, T, H, Dv) in q's dtype, final state or None). The caller's `initial_state` is
+    never modified. Differentiable (autograd through the loop), though it is meant for decoding.
+
+    >>> q = k = torch.randn(1, 3, 2, 4); v = torch.randn(1, 3, 2, 5)
+    >>> o, s = recurrent_lightning_attn(q, k, v, torch.tensor([-0.5, -0.01]), output_final_state=True)
+    >>> o.shape, s.shape, s.dtype
+    (torch.Size([1, 3, 2, 5]), torch.Size([1, 2, 4, 5]), torch.float32)
+    """
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
     state = (
@@ -30,10 +39,11 @@ def recurrent_lightning_attn(
         else q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
     )
     lam = torch.exp(log_decay.float()).view(1, H, 1, 1)
+    qf, kf, vf = q.float(), k.float(), v.float()
     out = []
     for t in range(T):
-        kt, vt, qt = k[:, t].float(), v[:, t].float(), q[:, t].float()  # (B, H, D)
-        state = lam * state + kt.unsqueeze(-1) * vt.unsqueeze(-2)
-        out.append(torch.einsum("bhk,bhkv->bhv", qt, state))
-    o = torch.stack(out, dim=1).to(q.dtype) if T else v.new_zeros(B, 0, H, Dv)
+        # only factors <= 1 touch the state: it stays finite at any position
+        state = torch.addcmul(state * lam, kf[:, t].unsqueeze(-1), vf[:, t].unsqueeze(-2))
+        out.append((qf[:, t].unsqueeze(-2) @ state).squeeze(-2))  # (B, H, Dv)
+    o = torch.stack(out, dim=1).to(q.dtype) if T else v.new_zeros(B, 0, H, Dv, dtype=q.dtype)
     return o, (state if output_final_state else None)

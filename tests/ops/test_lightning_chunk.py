@@ -1,0 +1,179 @@
+"""The block algorithm (chunk.py) and the public `lightning_attn` against the O(T^2) reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import rel_err
+from tnlm.ops.lightning import chunk, lightning_attn, naive_lightning_attn
+from tnlm.ops.lightning.chunk import chunk_lightning_attn
+
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def nan_outputs(monkeypatch):
+    """Fresh output buffers start as NaN: an element the algorithm forgets to write cannot pass."""
+    monkeypatch.setattr(chunk, "_empty", lambda like, *shape: like.new_full(shape, float("nan")))
+
+
+def make_inputs(B, T, H, Dk, Dv, *, seed=0, dtype=torch.float32, N=None):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(B, T, H, Dk, generator=g) for _ in range(2))
+    v = torch.randn(B, T, H, Dv, generator=g)
+    s0 = torch.randn(B if N is None else N, H, Dk, Dv, generator=g)
+    # a spread of decays, from fast (lambda = e^-1) to almost none
+    log_decay = -torch.logspace(0, -4, H)
+    leaves = [x.to(dtype).requires_grad_() for x in (q, k, v)] + [s0.requires_grad_()]
+    return leaves, log_decay
+
+
+def fwd_bwd(fn, leaves, log_decay, *, seed=1, **kw):
+    """Output, final state and the gradients of a random loss on both w.r.t. q, k, v, initial_state."""
+    q, k, v, s0 = leaves
+    o, final = fn(q, k, v, log_decay, initial_state=s0, output_final_state=True, **kw)
+    g = torch.Generator().manual_seed(seed)
+    do, dfinal = torch.randn(o.shape, generator=g), torch.randn(final.shape, generator=g)
+    loss = (o.float() * do).sum() + (final * dfinal).sum()
+    return [o, final, *torch.autograd.grad(loss, leaves)]
+
+
+NAMES = ["o", "final_state", "dq", "dk", "dv", "d_initial_state"]
+SHAPES = [  # B, T, H, Dk, Dv
+    (2, 1, 2, 32, 32),
+    (1, 63, 3, 32, 32),
+    (2, 64, 2, 96, 96),
+    (1, 65, 2, 128, 128),
+    (2, 1000, 4, 96, 96),
+    (1, 1000, 2, 64, 32),  # Dk != Dv (LRPE doubles Dk)
+    (1, 1000, 2, 32, 128),
+]
+
+
+def shape_id(s):
+    B, T, H, Dk, Dv = s
+    return f"B{B}-T{T}-H{H}-D{Dk}" if Dk == Dv else f"B{B}-T{T}-H{H}-Dk{Dk}-Dv{Dv}"
+
+
+def assert_close(got, want, tol=TOL):
+    for name, a, b in zip(NAMES, got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert torch.isfinite(a).all(), f"{name} has NaN/inf (an unwritten element?)"
+        assert rel_err(a, b) <= tol, f"{name}: rel err {rel_err(a, b):.2e}"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_chunk_matches_naive(shape):
+    leaves, log_decay = make_inputs(*shape)
+    assert_close(fwd_bwd(chunk_lightning_attn, leaves, log_decay), fwd_bwd(naive_lightning_attn, leaves, log_decay))
+
+
+@pytest.mark.parametrize("block,segment", [(16, 1), (16, 3), (32, 4), (64, 16)], ids=lambda x: str(x))
+def test_many_segments_and_short_last_block(block, segment):
+    """T = 1000 spans many segments and ends in a short block for every setting."""
+    leaves, log_decay = make_inputs(2, 1000, 3, 48, 40, seed=3)
+    got = fwd_bwd(chunk_lightning_attn, leaves, log_decay, block=block, segment=segment)
+    assert_close(got, fwd_bwd(naive_lightning_attn, leaves, log_decay))
+
+
+def test_public_entry_uses_block_algorithm_and_matches_naive():
+    leaves, log_decay = make_inputs(1, 300, 2, 32, 32, seed=4)
+    got = fwd_bwd(lightning_attn, leaves, log_decay)
+    assert_close(got, fwd_bwd(naive_lightning_attn, leaves, log_decay))
+    q, k, v, _ = leaves
+    o, final = lightning_attn(q, k, v, log_decay)
+    assert final is None and o.shape == v.shape
+
+
+def test_without_initial_state():
+    (q, k, v, _), log_decay = make_inputs(2, 200, 2, 16, 16, seed=5)
+    o1, f1 = lightning_attn(q, k, v, log_decay, output_final_state=True)
+    o2, f2 = naive_lightning_attn(q, k, v, log_decay, output_final_state=True)
+    assert rel_err(o1, o2) <= TOL and rel_err(f1, f2) <= TOL
+    dq1, dk1 = torch.autograd.grad(o1.sum(), (q, k))
+    dq2, dk2 = torch.autograd.grad(o2.sum(), (q, k))
+    assert rel_err(dq1, dq2) <= TOL and rel_err(dk1, dk2) <= TOL
+
+
+@pytest.mark.parametrize("split", [1, 64, 333])
+def test_two_calls_equal_one(split):
+    """Prefill hands its state on: [0, split) then [split, T) equals one call, gradients included."""
+    leaves, log_decay = make_inputs(2, 700, 2, 32, 24, seed=6)
+    q, k, v, s0 = leaves
+
+    def two_calls(q, k, v, log_decay, *, initial_state, output_final_state):
+        o1, s1 = lightning_attn(q[:, :split], k[:, :split], v[:, :split], log_decay,
+                                initial_state=initial_state, output_final_state=True)
+        o2, s2 = lightning_attn(q[:, split:], k[:, split:], v[:, split:], log_decay,
+                                initial_state=s1, output_final_state=output_final_state)
+        return torch.cat([o1, o2], 1), s2
+
+    assert_close(fwd_bwd(two_calls, leaves, log_decay), fwd_bwd(lightning_attn, leaves, log_decay))
+
+
+def test_bf16_inputs_accumulate_in_float32():
+    leaves, log_decay = make_inputs(1, 500, 2, 64, 64, seed=7, dtype=torch.bfloat16)
+    got = fwd_bwd(lightning_attn, leaves, log_decay)
+    ref_leaves = [x.detach().float().requires_grad_() for x in leaves]
+    want = fwd_bwd(naive_lightning_attn, ref_leaves, log_decay)
+    assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
+    for name, a, b in zip(NAMES, got, want):
+        assert rel_err(a, b) <= 1e-2, name
+
+
+def test_decay_extremes_stay_finite():
+    """No decay at all, and a decay so fast that lambda^64 underflows to 0."""
+    leaves, _ = make_inputs(1, 300, 2, 16, 16, seed=8)
+    log_decay = torch.tensor([0.0, -30.0])
+    assert_close(fwd_bwd(lightning_attn, leaves, log_decay), fwd_bwd(naive_lightning_attn, leaves, log_decay))
+
+
+# ---- packed variable-length batches ---------------------------------------------------------------
+
+LENGTHS = [[1000], [1, 63, 64, 65, 300], [130, 0, 7, 999], [5, 5, 5]]
+
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=lambda x: "L" + "-".join(map(str, x)))
+def test_cu_seqlens_equals_each_sequence_alone(lengths):
+    T, N = sum(lengths), len(lengths)
+    leaves, log_decay = make_inputs(1, T, 2, 32, 24, seed=9, N=N)
+    cu = torch.tensor([0] + lengths).cumsum(0)
+    got = fwd_bwd(lightning_attn, leaves, log_decay, cu_seqlens=cu)
+
+    def one_by_one(q, k, v, log_decay, *, initial_state, output_final_state):
+        outs = [
+            naive_lightning_attn(q[:, a:b], k[:, a:b], v[:, a:b], log_decay,
+                                 initial_state=initial_state[i : i + 1], output_final_state=True)
+            for i, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist()))
+        ]
+        return torch.cat([o for o, _ in outs], 1), torch.cat([s for _, s in outs])
+
+    assert_close(got, fwd_bwd(one_by_one, leaves, log_decay))
+
+
+@pytest.mark.parametrize(
+    "cu,match",
+    [([0, 5, 3, 10], "never decrease"), ([1, 10], "start at 0"), ([0, 9], "end at T"), ([0.0, 10.0], "integer")],
+)
+def test_cu_seqlens_validation(cu, match):
+    (q, k, v, _), log_decay = make_inputs(1, 10, 2, 8, 8)
+    with pytest.raises(ValueError, match=match):
+        lightning_attn(q, k, v, log_decay, cu_seqlens=torch.tensor(cu))
+
+
+def test_cu_seqlens_needs_batch_of_one_and_state_per_sequence():
+    (q, k, v, _), log_decay = make_inputs(2, 10, 2, 8, 8)
+    with pytest.raises(ValueError, match="B must be 1"):
+        lightning_attn(q, k, v, log_decay, cu_seqlens=torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match="initial_state"):
+        lightning_attn(q[:1], k[:1], v[:1], log_decay, cu_seqlens=torch.tensor([0, 4, 10]),
+                       initial_state=torch.zeros(1, 2, 8, 8))
+
+
+def test_input_validation():
+    (q, k, v, _), log_decay = make_inputs(1, 10, 2, 8, 8)
+    with pytest.raises(ValueError, match="log_decay"):
+        lightning_attn(q, k, v, log_decay[:1])
+    with pytest.raises(ValueError, match="v must be"):
+        lightning_attn(q, k, v[:, :5], log_decay)
