@@ -95,6 +95,7 @@ def test_resume_after_a_crash_gives_the_same_output(tmp_path, english_docs, monk
     assert report.steps[0].docs_out == 44  # every shard counted once
 
 
+@pytest.mark.slow  # ~15 s, mostly the child's `import tnlm`; test_resume_after_a_crash covers the same code in-process
 def test_killed_process_resumes_without_losing_or_duplicating(tmp_path, english_docs):
     make_corpus(tmp_path / "in", english_docs * 30, shards=24)
     cfg = config(tmp_path / "in", tmp_path / "out")

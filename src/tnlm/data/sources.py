@@ -82,11 +82,12 @@ def _text_of(row: dict[str, Any], key: str) -> str | None:
 
 class FileSource(Source):
     """Local files; each file is one shard. Text files give one document per file, or one per
-    `delimiter`-separated part; JSON Lines give one per line (malformed lines are skipped and counted)."""
+    `delimiter`-separated part; JSON Lines give one per line (malformed lines are skipped and counted).
+    A document's id is its `id_key` field when present, else "file:line"."""
 
     type = "files"
 
-    def __init__(self, *, paths: list[str] | str, text_key: str = "text", id_key: str | None = None,
+    def __init__(self, *, paths: list[str] | str, text_key: str = "text", id_key: str | None = "id",
                  delimiter: str | None = None) -> None:
         super().__init__()
         self.paths = expand_paths([paths] if isinstance(paths, str) else list(paths))
@@ -110,8 +111,9 @@ class FileSource(Source):
             self.skip("missing_text", f"{shard}:{index}")
             return None
         doc_id = str(row[self.id_key]) if self.id_key and self.id_key in row else f"{shard}:{index}"
-        meta = {k: v for k, v in row.items() if k not in (self.text_key, self.id_key)}
-        return self.emit(Document(text=text, id=doc_id, metadata={"source": shard, **meta}))
+        meta = {k: v for k, v in row.items() if k not in (self.text_key, self.id_key, "metadata")}
+        nested = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+        return self.emit(Document(text=text, id=doc_id, metadata={"source": shard, **nested, **meta}))
 
     def _read_text(self, shard: str) -> Iterator[Document]:
         with open_text(shard) as f:
