@@ -12,7 +12,7 @@ import json
 import multiprocessing
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ class PipelineConfig:
     output: str
     workers: int = 1
     compression: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
@@ -197,7 +196,8 @@ class Pipeline:
         for i, step in enumerate(self.steps):
             if isinstance(step, GlobalStep) and self.fit_path(i).exists():
                 fit = json.loads(self.fit_path(i).read_text(encoding="utf-8"))
-                merged[str(i)].counters.update(fit.get("fit_stats", {}))
+                merged[str(i)].counters.update(fit["fit_counters"])
+                merged[str(i)].seconds += fit["fit_seconds"]  # the fit is most of a global step's work
         order = ["read"] + [str(i) for i in range(len(self.steps))]
         return Report(steps=[merged[k] for k in order if k in merged], output=str(self.output))
 

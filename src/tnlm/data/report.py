@@ -37,4 +37,7 @@ class Report:
     def print(self) -> None:
         from rich.console import Console
 
-        Console().print(self.table())
+        console = Console()
+        if not console.is_terminal:  # logs and pipes: do not squeeze the table to 80 columns
+            console = Console(width=160)
+        console.print(self.table())

@@ -1,0 +1,36 @@
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from tnlm.cli.main import app
+
+from .test_pipeline import config, make_corpus
+
+runner = CliRunner()
+
+
+def test_data_run_pack_and_tokenizer_train(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config(tmp_path / "in", tmp_path / "clean")))
+    result = runner.invoke(app, ["data", "run", str(tmp_path / "cfg.yaml"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "minhash_dedup" in result.output and (tmp_path / "clean" / "report.json").is_file()
+    assert "pii" in runner.invoke(app, ["data", "report", str(tmp_path / "clean")]).output
+
+    result = runner.invoke(app, ["tokenizer", "train", str(tmp_path / "clean"), "--output", str(tmp_path / "tok"),
+                                 "--vocab-size", "500"])
+    assert result.exit_code == 0, result.output
+    assert "characters per token" in result.output and (tmp_path / "tok" / "tokenizer.json").is_file()
+
+    result = runner.invoke(app, ["data", "pack", str(tmp_path / "clean" / "shard-*.jsonl"), "--tokenizer",
+                                 str(tmp_path / "tok"), "--output", str(tmp_path / "tokens")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
+    assert meta["splits"]["train"]["tokens"] > 1000 and "train:" in result.output
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path):
+    result = runner.invoke(app, ["data", "run", str(tmp_path / "missing.yaml")])
+    assert result.exit_code != 0 and "cannot read pipeline config" in str(result.exception)
+    assert "perplexity_tail" in runner.invoke(app, ["data", "steps"]).output
