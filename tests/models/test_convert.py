@@ -31,12 +31,11 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def random_llama(rope: dict | None = None, *, tie: bool = False) -> LlamaForCausalLM:
+def random_llama(rope: dict | None = None, *, tie: bool = False, **extra: object) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=101, hidden_size=64, intermediate_size=88, num_hidden_layers=2, num_attention_heads=8,
-        num_key_value_heads=2, max_position_embeddings=256, rope_parameters=rope, tie_word_embeddings=tie,
-    )  # fmt: skip
+    shape = dict(vocab_size=101, hidden_size=64, intermediate_size=88, num_hidden_layers=2, num_attention_heads=8,
+                 num_key_value_heads=2, max_position_embeddings=256)  # fmt: skip
+    config = LlamaConfig(rope_parameters=rope, tie_word_embeddings=tie, **{**shape, **extra})
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # norms away from 1 so a dropped norm weight shows
         for name, p in model.named_parameters():
@@ -59,6 +58,19 @@ def test_llama_gqa_logits_match_both_ways(rope: str, tie: bool) -> None:
     assert back.config.rope_parameters == llama.config.rope_parameters
     assert rel_err(back(ids).logits, expected) <= 1e-5
     assert (ours.lm_head.weight is ours.model.embed_tokens.weight) == tie
+
+
+@pytest.mark.parametrize(
+    "extra", [{"head_dim": 12}, {"attention_bias": True, "mlp_bias": True}, {"num_key_value_heads": 1}],
+    ids=["head_dim-12", "biases", "MQA"],
+)
+@torch.no_grad()
+def test_llama_variants_match(extra: dict) -> None:
+    llama = random_llama(**extra)
+    ids = torch.randint(0, 101, (2, 37))
+    ours = llama_to_tnlm(llama)
+    assert rel_err(ours(ids).logits, llama(ids).logits) <= 1e-5
+    assert rel_err(tnlm_to_llama(ours)(ids).logits, llama(ids).logits) <= 1e-5
 
 
 @torch.no_grad()
