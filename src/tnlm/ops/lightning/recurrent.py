@@ -38,12 +38,14 @@ def recurrent_lightning_attn(
         if initial_state is not None
         else q.new_zeros(B, H, Dk, Dv, dtype=torch.float32)
     )
-    lam = torch.exp(log_decay.float()).view(1, H, 1, 1)
+    # lambda - 1 rather than lambda: for the slowest heads (slope ~4e-8) float32 would round lambda
+    # itself to 1 - 6e-8, a bias that compounds over tens of thousands of steps
+    lam_m1 = torch.expm1(log_decay.float()).view(1, H, 1, 1)
     qf, kf, vf = q.float(), k.float(), v.float()
     out = []
     for t in range(T):
         # only factors <= 1 touch the state: it stays finite at any position
-        state = torch.addcmul(state * lam, kf[:, t].unsqueeze(-1), vf[:, t].unsqueeze(-2))
+        state = torch.addcmul(state, state, lam_m1).addcmul_(kf[:, t].unsqueeze(-1), vf[:, t].unsqueeze(-2))
         out.append((qf[:, t].unsqueeze(-2) @ state).squeeze(-2))  # (B, H, Dv)
     o = torch.stack(out, dim=1).to(q.dtype) if T else v.new_zeros(B, 0, H, Dv, dtype=q.dtype)
     return o, (state if output_final_state else None)
