@@ -44,10 +44,10 @@ def decode(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, *, pre
     return torch.cat(logits, dim=1), sizes
 
 
-@pytest.mark.parametrize("rule", ["linear", "delta"])
+@pytest.mark.parametrize("rule,position_embedding", [("linear", "rope"), ("delta", "rope"), ("linear", "alibi")])
 @torch.no_grad()
-def test_one_call_equals_segment_by_segment(rule: str) -> None:
-    model = tiny(memory_rule=rule)
+def test_one_call_equals_segment_by_segment(rule: str, position_embedding: str) -> None:
+    model = tiny(memory_rule=rule, position_embedding=position_embedding)
     ids = torch.randint(3, 97, (2, 77))
     full = model(ids).logits
     cache, parts = None, []

@@ -136,3 +136,10 @@ def test_param_groups_decay_only_matrices() -> None:
     assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
     assert all(p.dim() == 1 for p in groups["no_decay"]["params"])
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_mask_must_cover_cache_and_new_tokens() -> None:
+    model = tiny()
+    cache = model(torch.randint(3, 97, (1, 5)), use_cache=True).cache
+    with pytest.raises(ValueError, match="past"):
+        model(torch.randint(3, 97, (1, 1)), attention_mask=torch.ones(1, 1), cache=cache)

@@ -43,6 +43,14 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x)), state
 
 
+def _check_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int]) -> None:
+    if attention_mask is not None and tuple(attention_mask.shape) != shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; it must cover the cached and the new tokens, "
+            f"(batch, past + new) = {shape}"
+        )
+
+
 class TransformerPreTrainedModel(PreTrainedModel):
     config_class = TransformerConfig
     config: TransformerConfig
@@ -135,12 +143,13 @@ class TransformerModel(TransformerPreTrainedModel):
         if use_cache and cache is None:
             cache = self.new_cache()
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        T = x.shape[1]
+        B, T = x.shape[:2]
         past_len = cache.get_seq_length() if cache is not None else 0
+        _check_mask(attention_mask, (B, past_len + T))
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, seq_len=T, past_len=past_len, device=x.device)
-        position_ids = position_ids.expand(x.shape[0], T)
-        if attention_mask is not None:
+        position_ids = position_ids.expand(B, T)
+        if attention_mask is not None:  # all ones -> None: the unmasked SDPA path
             attention_mask = None if bool(attention_mask.all()) else attention_mask.to(x.device)
         hidden_states = [] if output_hidden_states else None
         x = self.run_layers(
