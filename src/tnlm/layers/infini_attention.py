@@ -94,11 +94,27 @@ class InfiniAttention(SoftmaxAttention):
             q_seg=q_seg, k_seg=k_seg, gate=self.gate, memory=state.memory, count=int(folds.max()),
             rule=self.memory_rule, detach=self.detach_memory, alibi_slopes=self.alibi_slopes(x.device),
         )  # fmt: skip
-        keep = k_seg == folds[:, None]  # keys of the segment still open after this call
-        live = keep.any(0).nonzero()
-        start = int(live[0]) if len(live) else k_pos.shape[1]
-        new_state = InfiniState(
-            pick_memory(memories, folds), k_all[:, start:], v_all[:, start:],
-            k_pos.masked_fill(~keep, -1)[:, start:], state.base + folds, length,
-        )  # fmt: skip
-        return self.o_proj(o.reshape(B, T, -1)), new_state
+        next_state = _next_state(
+            memories, k=k_all, v=v_all, k_pos=k_pos, k_seg=k_seg, folds=folds, base=state.base, length=length
+        )
+        return self.o_proj(o.reshape(B, T, -1)), next_state
+
+
+def _next_state(
+    memories: list[Memory],
+    *,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_pos: torch.Tensor,
+    k_seg: torch.Tensor,
+    folds: torch.Tensor,
+    base: torch.Tensor,
+    length: torch.Tensor,
+) -> InfiniState:
+    """Per sequence: the memory after its completed segments and the keys of its still open segment;
+    leading columns that no sequence needs any more are dropped, so the state stays bounded."""
+    keep = k_seg == folds[:, None]  # (B, Tk)
+    live = keep.any(0).nonzero()
+    start = int(live[0]) if len(live) else k_pos.shape[1]
+    k_pos = k_pos.masked_fill(~keep, -1)
+    return InfiniState(pick_memory(memories, folds), k[:, start:], v[:, start:], k_pos[:, start:], base + folds, length)
