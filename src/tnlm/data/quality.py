@@ -5,11 +5,11 @@ stop words) apply only to documents that are not mostly CJK."""
 
 from __future__ import annotations
 
-from collections import Counter
+import numpy as np
 
 from tnlm.data.document import Document
 from tnlm.data.step import Filter, Step
-from tnlm.data.text import TERMINAL_PUNCT, cjk_fraction, lines, ngrams, paragraphs, words
+from tnlm.data.text import CJK_RE, TERMINAL_PUNCT, cjk_fraction, lines, combine_ngrams, paragraphs, word_hashes, words
 
 EN_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 ZH_STOP_WORDS = ("的", "是", "了", "在", "不", "之", "也", "而", "其", "有", "人", "我", "以")
@@ -89,23 +89,21 @@ def _duplicate_fraction(items: list[str]) -> tuple[float, float]:
     return dup_items / max(len(items), 1), dup_chars / total_chars
 
 
-def _top_ngram_fraction(tokens: list[str], n: int, total_chars: int) -> float:
-    counts = Counter(ngrams(tokens, n))
-    if not counts:
-        return 0.0
-    gram, count = counts.most_common(1)[0]
-    return count * sum(map(len, gram)) / total_chars if count > 1 else 0.0
-
-
-def _duplicated_ngram_fraction(tokens: list[str], n: int, total_chars: int) -> float:
-    """Fraction of word characters covered by n-grams that occur more than once."""
-    grams = ngrams(tokens, n)
-    counts = Counter(grams)
-    covered = [False] * len(tokens)
-    for i, gram in enumerate(grams):
-        if counts[gram] > 1:
-            covered[i : i + n] = [True] * n
-    return sum(len(w) for w, c in zip(tokens, covered) if c) / total_chars
+def _ngram_fractions(hashes: np.ndarray, lengths: np.ndarray, n: int, total_chars: int) -> tuple[float, float]:
+    """(characters of the most frequent n-gram times its count, characters covered by n-grams that
+    occur more than once), both as fractions of all word characters; n-grams hashed in numpy."""
+    if len(hashes) < n:
+        return 0.0, 0.0
+    _, inverse, counts = np.unique(combine_ngrams(hashes, n), return_inverse=True, return_counts=True)
+    top = int(counts.argmax())
+    top_first = int(np.flatnonzero(inverse == top)[0])
+    top_frac = counts[top] * int(lengths[top_first : top_first + n].sum()) / total_chars if counts[top] > 1 else 0.0
+    starts = np.flatnonzero(counts[inverse] > 1)
+    delta = np.zeros(len(hashes) + 1, dtype=np.int64)
+    np.add.at(delta, starts, 1)
+    np.add.at(delta, starts + n, -1)
+    covered = np.cumsum(delta[:-1]) > 0
+    return top_frac, int(lengths[covered].sum()) / total_chars
 
 
 class GopherRepetition(Filter):
@@ -131,12 +129,13 @@ class GopherRepetition(Filter):
             if char_frac > limits[1]:
                 return f"dup_{kind}_char_fraction"
         tokens = words(doc.text)
-        total = sum(map(len, tokens)) or 1
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        total, hashes = int(lengths.sum()) or 1, word_hashes([w.lower() for w in tokens])
         for n, limit in sorted(self.top_ngram_max.items()):
-            if _top_ngram_fraction(tokens, int(n), total) > limit:
+            if _ngram_fractions(hashes, lengths, int(n), total)[0] > limit:
                 return f"top_{n}gram"
         for n, limit in sorted(self.dup_ngram_max.items()):
-            if _duplicated_ngram_fraction(tokens, int(n), total) > limit:
+            if _ngram_fractions(hashes, lengths, int(n), total)[1] > limit:
                 return f"dup_{n}gram"
         return None
 
@@ -198,7 +197,7 @@ class FineWebQuality(Filter):
             return "empty"
         if sum(line.endswith(TERMINAL_PUNCT) for line in doc_lines) / len(doc_lines) < self.min_line_punct_ratio:
             return "line_punct_ratio"
-        width = [len(line) + 2 * cjk_fraction(words(line)) * len(words(line)) for line in doc_lines]
+        width = [len(line) + 2 * len(CJK_RE.findall(line)) for line in doc_lines]
         if sum(w <= self.short_line_chars for w in width) / len(doc_lines) > self.max_short_line_ratio:
             return "short_line_ratio"
         if _duplicate_fraction(doc_lines)[1] > self.max_dup_line_char_ratio:

@@ -54,18 +54,26 @@ def word_hash(word: str) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def ngram_hashes(tokens: list[str], n: int) -> np.ndarray:
-    """64-bit hashes of all word n-grams of `tokens` (one hash of the whole list if it is shorter),
-    combined from per-word hashes with a polynomial in wrapping uint64 arithmetic."""
-    if not tokens:
+def word_hashes(tokens: list[str]) -> np.ndarray:
+    return np.fromiter((word_hash(w) for w in tokens), dtype=np.uint64, count=len(tokens))
+
+
+def combine_ngrams(h: np.ndarray, n: int) -> np.ndarray:
+    """Hashes of all n-grams from per-word hashes `h` (one hash of all of them if fewer than n),
+    a polynomial in wrapping uint64 arithmetic."""
+    if not len(h):
         return np.zeros(0, dtype=np.uint64)
-    h = np.fromiter((word_hash(w) for w in tokens), dtype=np.uint64, count=len(tokens))
     width = min(n, len(h))
     out = np.zeros(len(h) - width + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for k in range(width):
             out = out * np.uint64(0x100000001B3) + h[k : len(h) - width + 1 + k]
     return out
+
+
+def ngram_hashes(tokens: list[str], n: int) -> np.ndarray:
+    """64-bit hashes of all word n-grams of `tokens` (one hash of the whole list if it is shorter)."""
+    return combine_ngrams(word_hashes(tokens), n)
 
 
 def ngram_hashes_batch(token_lists: list[list[str]], n: int) -> tuple[np.ndarray, np.ndarray]:
