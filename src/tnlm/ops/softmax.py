@@ -104,7 +104,9 @@ def softmax_attention_reference(
         i = torch.arange(Tq, device=q.device, dtype=torch.float64)[:, None] + (Tk - Tq)  # query positions
         j = torch.arange(Tk, device=q.device, dtype=torch.float64)[None, :]
         scores = scores - alibi_slopes.double()[:, None, None] * (i - j)  # bias[h, i, j] = -m_h (i - j)
-    allowed = _allowed(mask, Tq, Tk, q.device)[:, None]
-    scores = scores.masked_fill(~allowed, float("-inf"))
+    i = torch.arange(Tq, device=q.device)[:, None] + (Tk - Tq)  # each query's own key position
+    j = torch.arange(Tk, device=q.device)[None, :]
+    allowed = (j <= i) & (mask if mask is not None else True) | (j == i)  # (B or 1, Tq, Tk)
+    scores = scores.masked_fill(~allowed[:, None] if allowed.dim() == 3 else ~allowed, float("-inf"))
     out = torch.einsum("bhij,bjhd->bihd", scores.softmax(-1), vr)
     return out.to(q.dtype)

@@ -1,0 +1,43 @@
+"""The custom op `torch.ops.tnlm.lightning_attn`: registration checks, and torch.compile without breaks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import rel_err
+from tnlm.ops.lightning import lightning_attn, naive_lightning_attn
+from tnlm.ops.lightning.custom_op import lightning_attn_op
+
+
+def _args(state: bool, packed: bool):
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 70, 2, 16, generator=g).requires_grad_() for _ in range(2))
+    v = torch.randn(1, 70, 2, 8, generator=g).requires_grad_()
+    cu = torch.tensor([0, 30, 70]) if packed else None
+    s0 = torch.randn(2 if packed else 1, 2, 16, 8, generator=g).requires_grad_() if state else None
+    return q, k, v, torch.tensor([-0.5, -0.1]), s0, cu
+
+
+@pytest.mark.parametrize("state,packed", [(False, False), (True, False), (True, True)], ids=str)
+def test_opcheck(state, packed):
+    """Schema, fake (meta) implementation, autograd registration, AOT dispatch."""
+    result = torch.library.opcheck(lightning_attn_op, _args(state, packed))
+    assert all(v == "SUCCESS" for v in result.values()), result
+
+
+def test_compiled_attention_fullgraph_matches_naive():
+    q, k, v, log_decay, s0, _ = _args(True, False)
+
+    def f(q, k, v, s0):
+        o, s = lightning_attn(q, k, v, log_decay, initial_state=s0, output_final_state=True)
+        return o.sum() + s.sum()
+
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v, s0)
+    ref_o, ref_s = naive_lightning_attn(q, k, v, log_decay, initial_state=s0, output_final_state=True)
+    want = ref_o.sum() + ref_s.sum()
+    assert rel_err(got, want) <= 1e-5
+    g_got = torch.autograd.grad(got, (q, k, v, s0))
+    g_want = torch.autograd.grad(want, (q, k, v, s0))
+    for a, b in zip(g_got, g_want):
+        assert rel_err(a, b) <= 1e-5
