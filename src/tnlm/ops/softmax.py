@@ -100,13 +100,14 @@ def softmax_attention_reference(
     kr = k.double().repeat_interleave(group, dim=2)  # (B, Tk, H, D): query head h uses kv head h // group
     vr = v.double().repeat_interleave(group, dim=2)
     scores = torch.einsum("bihd,bjhd->bhij", q.double(), kr) * (D**-0.5 if scale is None else scale)
+    i = torch.arange(Tq, device=q.device)[:, None] + (Tk - Tq)  # (Tq, 1) each query's own key position
+    j = torch.arange(Tk, device=q.device)[None, :]  # (1, Tk)
     if alibi_slopes is not None:
-        i = torch.arange(Tq, device=q.device, dtype=torch.float64)[:, None] + (Tk - Tq)  # query positions
-        j = torch.arange(Tk, device=q.device, dtype=torch.float64)[None, :]
-        scores = scores - alibi_slopes.double()[:, None, None] * (i - j)  # bias[h, i, j] = -m_h (i - j)
-    i = torch.arange(Tq, device=q.device)[:, None] + (Tk - Tq)  # each query's own key position
-    j = torch.arange(Tk, device=q.device)[None, :]
-    allowed = (j <= i) & (mask if mask is not None else True) | (j == i)  # (B or 1, Tq, Tk)
-    scores = scores.masked_fill(~allowed[:, None] if allowed.dim() == 3 else ~allowed, float("-inf"))
+        scores = scores - alibi_slopes.double()[:, None, None] * (i - j).double()  # bias[h, i, j] = -m_h (i - j)
+    allowed = j <= i
+    if mask is not None:
+        allowed = allowed & mask  # (B, Tq, Tk)
+    allowed = allowed | (j == i)  # a padded query sees itself: finite output, ignored
+    scores = scores.masked_fill(~allowed.reshape(-1, 1, Tq, Tk), float("-inf"))
     out = torch.einsum("bhij,bjhd->bihd", scores.softmax(-1), vr)
     return out.to(q.dtype)
