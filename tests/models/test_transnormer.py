@@ -191,3 +191,19 @@ def test_tiny_preset_trains():
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0
     assert model.model.layers[0].token_mixer.lrpe.theta.grad is not None
+
+
+def test_packed_documents_equal_each_document_alone():
+    torch.manual_seed(0)
+    model = TransnormerForCausalLM(_tiny_config()).eval()
+    docs = [torch.randint(1, 97, (1, n)) for n in (7, 1, 30, 12)]
+    packed = torch.cat(docs, dim=1)
+    cu = torch.tensor([0, 7, 8, 38, 50])
+    with torch.no_grad():
+        out = model(packed, cu_seqlens=cu).logits
+        alone = torch.cat([model(d, use_cache=False).logits for d in docs], dim=1)
+        unpacked = model(packed, use_cache=False).logits
+    assert rel_err(out, alone) < 1e-5
+    assert rel_err(unpacked[:, 7:], alone[:, 7:]) > 1e-3  # without boundaries the documents mix
+    with pytest.raises(ValueError, match="without a cache"):
+        model(packed, cu_seqlens=cu, use_cache=True)

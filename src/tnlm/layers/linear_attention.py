@@ -59,9 +59,11 @@ class NormLinearAttention(nn.Module):
         padding_mask: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         output_state: bool = False,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T, d); positions: (B, T) absolute indices (for LRPE); padding_mask: (B, T), 1 = real
-        token; state: (B, H, Dk, Dv) float32 from earlier tokens. Returns (out, new state or None)."""
+        token; state: (B, H, Dk, Dv) float32 from earlier tokens; cu_seqlens: offsets of sequences
+        packed along T (B = 1), each starting from an empty state. Returns (out, new state or None)."""
         B, T, _ = x.shape
         q, k, v, u = self.qkvu_proj(x).chunk(4, dim=-1)  # each (B, T, hidden)
         q, k, v = (t.reshape(B, T, self.num_heads, self.head_dim) for t in (q, k, v))
@@ -71,7 +73,11 @@ class NormLinearAttention(nn.Module):
         if padding_mask is not None:
             # a padded token adds nothing to the state: k^T v = 0
             v = v.masked_fill(~padding_mask.bool()[:, :, None, None], 0.0)
-        attn = recurrent_lightning_attn if state is not None and T <= RECURRENT_MAX_TOKENS else lightning_attn
-        o, new_state = attn(q, k, v, self.log_decay(x.device), initial_state=state, output_final_state=output_state)
+        log_decay = self.log_decay(x.device)
+        if cu_seqlens is not None:
+            o, new_state = lightning_attn(q, k, v, log_decay, output_final_state=output_state, cu_seqlens=cu_seqlens)
+        else:
+            attn = recurrent_lightning_attn if state is not None and T <= RECURRENT_MAX_TOKENS else lightning_attn
+            o, new_state = attn(q, k, v, log_decay, initial_state=state, output_final_state=output_state)
         o = self.norm(o.reshape(B, T, -1))  # over all heads together
         return self.out_proj(u * o), new_state

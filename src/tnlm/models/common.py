@@ -13,6 +13,13 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: 
     return F.cross_entropy(shift_logits, shift_labels, ignore_index=ignore_index)
 
 
+def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, *, seq_len: int) -> torch.Tensor:
+    """(1, T) positions of documents packed in one row: each restarts at 0 at its offset."""
+    t = torch.arange(seq_len, device=cu_seqlens.device)
+    doc = torch.searchsorted(cu_seqlens[1:].long(), t, right=True).clamp(max=cu_seqlens.numel() - 2)
+    return (t - cu_seqlens.long()[doc]).unsqueeze(0)
+
+
 def positions_from_mask(
     attention_mask: torch.Tensor | None, *, seq_len: int, past_len: int, device: torch.device
 ) -> torch.Tensor:

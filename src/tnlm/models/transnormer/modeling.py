@@ -17,7 +17,7 @@ from tnlm.layers.linear_attention import NormLinearAttention
 from tnlm.layers.lrpe import Lrpe, lrpe_init_theta
 from tnlm.layers.mlp import SGLU
 from tnlm.layers.norm import build_norm
-from tnlm.models.common import causal_lm_loss, positions_from_mask
+from tnlm.models.common import causal_lm_loss, positions_from_cu_seqlens, positions_from_mask
 from tnlm.models.generation_utils import OwnStateGenerationMixin
 from tnlm.models.transnormer.cache import TransnormerCache
 from tnlm.models.transnormer.configuration import TransnormerConfig
@@ -52,10 +52,12 @@ class TransnormerBlock(nn.Module):
         padding_mask: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         output_state: bool = False,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         h, new_state = self.token_mixer(
-            self.token_norm(x), positions=positions, padding_mask=padding_mask, state=state, output_state=output_state
-        )
+            self.token_norm(x), positions=positions, padding_mask=padding_mask, state=state,
+            output_state=output_state, cu_seqlens=cu_seqlens,
+        )  # fmt: skip
         x = x + h
         x = x + self.channel_mixer(self.channel_norm(x))
         return x, new_state
@@ -116,19 +118,26 @@ class TransnormerModel(TransnormerPreTrainedModel):
         return_dict: bool | None = None,
         cache: TransnormerCache | None = None,
         cache_position: torch.LongTensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPast:
         """attention_mask: (B, past + T), 1 = real token (left padding supported); the cache holds the
-        float32 recurrent state of every layer, so decoding costs the same at any position."""
+        float32 recurrent state of every layer, so decoding costs the same at any position.
+        cu_seqlens: (N + 1,) offsets of N documents packed in one row (B = 1): each document starts
+        from an empty state and LRPE position 0, as if it were alone; no cache."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         cache = cache if cache is not None else past_key_values
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if cu_seqlens is not None and (use_cache or cache is not None):
+            raise ValueError("cu_seqlens packs documents for training or scoring; call without a cache")
+        use_cache = (self.config.use_cache and cu_seqlens is None) if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = TransnormerCache(self.config.decoder_layers)
         x = self.embed_tokens(input_ids) * self.embed_scale if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
         past_len = cache.get_seq_length() if cache is not None else 0
-        if position_ids is None:
+        if position_ids is None and cu_seqlens is not None:
+            position_ids = positions_from_cu_seqlens(cu_seqlens, seq_len=T).to(x.device)
+        elif position_ids is None:
             position_ids = positions_from_mask(attention_mask, seq_len=T, past_len=past_len, device=x.device)
         padding_mask = None
         if attention_mask is not None and not bool(attention_mask[:, -T:].all()):
@@ -139,8 +148,9 @@ class TransnormerModel(TransnormerPreTrainedModel):
                 hidden_states.append(x)
             state = cache.states[i] if cache is not None else None
             x, new_state = layer(
-                x, positions=position_ids, padding_mask=padding_mask, state=state, output_state=cache is not None
-            )
+                x, positions=position_ids, padding_mask=padding_mask, state=state,
+                output_state=cache is not None, cu_seqlens=cu_seqlens,
+            )  # fmt: skip
             if cache is not None:
                 cache.states[i] = new_state
         if cache is not None:
@@ -190,6 +200,7 @@ class TransnormerForCausalLM(OwnStateGenerationMixin, TransnormerPreTrainedModel
         cache: TransnormerCache | None = None,
         cache_position: torch.LongTensor | None = None,
         logits_to_keep: int = 0,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> CausalLMOutputWithPast:
         """labels (B, T): next-token targets are labels shifted by one inside; -100 is ignored."""
         out = self.model(
@@ -201,6 +212,7 @@ class TransnormerForCausalLM(OwnStateGenerationMixin, TransnormerPreTrainedModel
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            cu_seqlens=cu_seqlens,
         )
         h = out.last_hidden_state
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
