@@ -35,11 +35,12 @@ def eval_file(tmp_path):
     path = tmp_path / "evalset" / "dev.jsonl"
     path.parent.mkdir()
     path.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    (path.parent / "README.md").write_text("not an evaluation file")  # folders hold other files too
     return path
 
 
 def test_decontamination_removes_a_document_quoting_a_test_item(tmp_path):
-    step = Decontaminate(eval_paths=[str(eval_file(tmp_path))], ngram=8)
+    step = Decontaminate(eval_paths=[str(eval_file(tmp_path).parent)], ngram=8)
     quoting = "My blog. So, which gas do plants absorb from the air during photosynthesis? Everyone asks."
     assert step.reject_reason(doc(quoting)) == "contaminated"
     assert step.stats.counters["matched_evalset"] == 1

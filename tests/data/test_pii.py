@@ -24,6 +24,7 @@ def test_masks_each_kind(text, expected):
     "假号110105194912310021校验位错",  # right shape, wrong check digit
     "假号110105194913310028日期错",  # month 13
     "meeting 2024-01-15 at 10:30, score 3-2, pi 3.14159, order 12345",
+    "slices x[::2] and y[1::3] and C++ a::b are code, not IPv6",
 ])
 def test_look_alikes_survive(text):
     assert PIIMasker().transform(text) == text

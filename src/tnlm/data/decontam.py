@@ -31,6 +31,14 @@ def _strings(value: Any, fields: set[str] | None, key: str | None = None) -> Ite
             yield from _strings(v, fields, key)
 
 
+def _json_files(patterns: list[str]) -> list[str]:
+    """The JSON Lines / JSON files among the paths (folders may hold READMEs and label files)."""
+    files = [p for p in expand_paths(patterns) if p.removesuffix(".gz").removesuffix(".zst").endswith((".jsonl", ".json"))]
+    if not files:
+        raise DataError(f"decontaminate: no .jsonl or .json evaluation files in {patterns}")
+    return files
+
+
 def eval_items(path: str) -> Iterator[Any]:
     """The items of one evaluation file (JSON Lines, or a JSON list)."""
     with open_text(path) as f:
@@ -58,7 +66,7 @@ class Decontaminate(Filter):
         self.ngram, self.min_item_words = ngram, min_item_words
         self.names: list[str] = []
         by_width: dict[int, tuple[list[list[str]], list[int]]] = {}  # width -> (token lists, file index)
-        for path in expand_paths(eval_paths):
+        for path in _json_files(eval_paths):
             self.names.append(Path(path).parent.name or Path(path).stem)
             for item in eval_items(path):
                 for text in _strings(item, set(fields) if fields else None):

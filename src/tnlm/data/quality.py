@@ -89,21 +89,29 @@ def _duplicate_fraction(items: list[str]) -> tuple[float, float]:
     return dup_items / max(len(items), 1), dup_chars / total_chars
 
 
-def _ngram_fractions(hashes: np.ndarray, lengths: np.ndarray, n: int, total_chars: int) -> tuple[float, float]:
-    """(characters of the most frequent n-gram times its count, characters covered by n-grams that
-    occur more than once), both as fractions of all word characters; n-grams hashed in numpy."""
+def _top_ngram_fraction(hashes: np.ndarray, lengths: np.ndarray, n: int, total_chars: int) -> float:
+    """Characters of the most frequent n-gram times its count, over all word characters."""
     if len(hashes) < n:
-        return 0.0, 0.0
-    _, inverse, counts = np.unique(combine_ngrams(hashes, n), return_inverse=True, return_counts=True)
+        return 0.0
+    _, first, counts = np.unique(combine_ngrams(hashes, n), return_index=True, return_counts=True)
     top = int(counts.argmax())
-    top_first = int(np.flatnonzero(inverse == top)[0])
-    top_frac = counts[top] * int(lengths[top_first : top_first + n].sum()) / total_chars if counts[top] > 1 else 0.0
+    if counts[top] < 2:
+        return 0.0
+    return counts[top] * int(lengths[first[top] : first[top] + n].sum()) / total_chars
+
+
+def _dup_ngram_fraction(hashes: np.ndarray, lengths: np.ndarray, n: int, total_chars: int) -> float:
+    """Characters covered by n-grams that occur more than once, over all word characters."""
+    if len(hashes) < n:
+        return 0.0
+    _, inverse, counts = np.unique(combine_ngrams(hashes, n), return_inverse=True, return_counts=True)
     starts = np.flatnonzero(counts[inverse] > 1)
+    if not len(starts):
+        return 0.0
     delta = np.zeros(len(hashes) + 1, dtype=np.int64)
     np.add.at(delta, starts, 1)
     np.add.at(delta, starts + n, -1)
-    covered = np.cumsum(delta[:-1]) > 0
-    return top_frac, int(lengths[covered].sum()) / total_chars
+    return int(lengths[np.cumsum(delta[:-1]) > 0].sum()) / total_chars
 
 
 class GopherRepetition(Filter):
@@ -132,10 +140,10 @@ class GopherRepetition(Filter):
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
         total, hashes = int(lengths.sum()) or 1, word_hashes([w.lower() for w in tokens])
         for n, limit in sorted(self.top_ngram_max.items()):
-            if _ngram_fractions(hashes, lengths, int(n), total)[0] > limit:
+            if _top_ngram_fraction(hashes, lengths, int(n), total) > limit:
                 return f"top_{n}gram"
         for n, limit in sorted(self.dup_ngram_max.items()):
-            if _ngram_fractions(hashes, lengths, int(n), total)[1] > limit:
+            if _dup_ngram_fraction(hashes, lengths, int(n), total) > limit:
                 return f"dup_{n}gram"
         return None
 
