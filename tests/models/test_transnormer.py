@@ -207,3 +207,13 @@ def test_packed_documents_equal_each_document_alone():
     assert rel_err(unpacked[:, 7:], alone[:, 7:]) > 1e-3  # without boundaries the documents mix
     with pytest.raises(ValueError, match="without a cache"):
         model(packed, cu_seqlens=cu, use_cache=True)
+
+
+def test_param_groups_exclude_lrpe_theta_from_decay():
+    model = TransnormerForCausalLM(_tiny_config())
+    groups = {g["name"]: g for g in model.param_groups(lr=1e-3, weight_decay=0.1)}
+    theta = model.model.layers[0].token_mixer.lrpe.theta
+    assert any(p is theta for p in groups["lrpe.theta"]["params"]) and groups["lrpe.theta"]["weight_decay"] == 0.0
+    assert groups["decay"]["weight_decay"] == 0.1
+    n = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert n == sum(p.numel() for p in model.parameters())  # every parameter once, the tied head included

@@ -17,7 +17,7 @@ from tnlm.layers.linear_attention import NormLinearAttention
 from tnlm.layers.lrpe import Lrpe, lrpe_init_theta
 from tnlm.layers.mlp import SGLU
 from tnlm.layers.norm import build_norm
-from tnlm.models.common import causal_lm_loss, positions_from_cu_seqlens, positions_from_mask
+from tnlm.models.common import causal_lm_loss, param_groups, positions_from_cu_seqlens, positions_from_mask
 from tnlm.models.generation_utils import OwnStateGenerationMixin
 from tnlm.models.transnormer.cache import TransnormerCache
 from tnlm.models.transnormer.configuration import TransnormerConfig
@@ -185,6 +185,10 @@ class TransnormerForCausalLM(OwnStateGenerationMixin, TransnormerPreTrainedModel
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
+
+    def param_groups(self, *, lr: float, weight_decay: float) -> list[dict]:
+        """Optimizer groups: decay on weight matrices; LRPE's theta (frequencies, not a matrix) gets none."""
+        return param_groups(self, lr=lr, weight_decay=weight_decay, lr_multipliers={"lrpe.theta": 1.0})
 
     def forward(
         self,
