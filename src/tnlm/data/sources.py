@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import sysconfig
+from functools import lru_cache
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,7 @@ class HFSource(Source):
             yield self.emit(Document(text=text, id=f"{self.kwargs['path']}:{shard}:{i}", metadata=meta))
 
 
+@lru_cache(maxsize=1)
 def stdlib_files() -> list[Path]:
     """The Python standard library's own .py files (not site-packages, not its test suite)."""
     root = Path(sysconfig.get_paths()["stdlib"])
