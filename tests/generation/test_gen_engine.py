@@ -114,3 +114,19 @@ def test_stats_and_errors() -> None:
         generate(model, TOK, [""], max_new_tokens=5)
     with pytest.raises(ConfigError, match="max_new_tokens"):
         generate(model, TOK, ["x"], max_new_tokens=0)
+
+
+def test_prompt_longer_than_the_model_allows_is_refused_before_any_work() -> None:
+    model = tiny_model("transformer-tiny")
+    limit = model.config.max_position_embeddings
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        generate(model, TOK, [[9] * (limit - 5)], max_new_tokens=10)
+
+
+def test_repetition_penalty_counts_prompt_tokens_but_not_padding() -> None:
+    """With a huge penalty, a scripted model that wants to repeat a prompt token is overridden."""
+    model = ScriptedLM([TOK.encode("a")[0]] * 4, vocab_size=TOK.vocab_size)
+    strong = SamplingParams(repetition_penalty=1e9)
+    out = generate(model, TOK, ["a", "bbbbbb"], max_new_tokens=1, sampling=strong, eos_token_ids=[])
+    assert out.sequences[0].tokens != TOK.encode("a")  # "a" is in prompt 0
+    assert out.sequences[1].tokens == TOK.encode("a")  # prompt 1 is padded but has no "a"

@@ -110,8 +110,11 @@ def _generators(seed: int | None, batch: int) -> list[torch.Generator] | None:
 
 
 def _seen_mask(ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(B, V): which tokens each prompt contains (padding excluded), for the repetition penalty."""
     seen = torch.zeros(ids.shape[0], vocab, dtype=torch.bool)
-    return seen.scatter_(1, ids, mask.bool())
+    for row in range(ids.shape[0]):
+        seen[row, ids[row][mask[row].bool()]] = True
+    return seen
 
 
 def _accept(seq: GeneratedSequence, stream: TextStream, token: int, req: _Request) -> str:
