@@ -30,6 +30,16 @@ def test_data_run_pack_and_tokenizer_train(tmp_path, english_docs):
     assert meta["splits"]["train"]["tokens"] > 1000 and "train:" in result.output
 
 
+def test_data_run_with_the_datatrove_engine(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    cfg = config(tmp_path / "in", tmp_path / "dt")
+    cfg["steps"] = [{"step": "normalize"}, {"step": "pii"}]
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["data", "run", str(tmp_path / "cfg.yaml"), "--engine", "datatrove", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert sum(1 for p in (tmp_path / "dt").glob("*.jsonl") for _ in p.open()) == 44
+
+
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     result = runner.invoke(app, ["data", "run", str(tmp_path / "missing.yaml")])
     assert result.exit_code != 0 and "cannot read pipeline config" in str(result.exception)

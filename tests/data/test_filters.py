@@ -108,3 +108,20 @@ def test_model_scorer_with_a_tiny_hugging_face_model():
     nll = scorer.score(["hello world", "x"])
     assert 0 < nll[0] < 10 and nll[1] == 0.0  # random weights: about log(64) = 4.2
     assert abs(nll[0] - math.log(64)) < 1.0
+
+
+def test_self_cleaning_with_a_saved_tnlm_model(tmp_path):
+    import tnlm
+
+    from tnlm.data.tokenizer import save_tokenizer, train_tokenizer
+
+    tok = train_tokenizer(REFERENCE * 5, vocab_size=300, show_progress=False)
+    save_tokenizer(tok, tmp_path / "model")
+    model = tnlm.create_model("tnl-tiny", overrides={"vocab_size": tok.get_vocab_size()}, seed=0)
+    model.save_pretrained(tmp_path / "model")
+    step = PerplexityTail(scorer={"type": "model", "path": str(tmp_path / "model"), "max_tokens": 64},
+                          drop_fraction=0.5)
+    drop = step.decide([(f"0:{i}", doc(t, i)) for i, t in enumerate(["The cat sat.", "qzx 😀 vjk wpq ☃ ¿", "A", "B c"])])
+    assert len(drop) == 2 and all(reason == "high_perplexity" for reason in drop.values())
+    nll = step.scorer.score(["The cat sat on the mat."])[0]
+    assert abs(nll - math.log(tok.get_vocab_size())) < 1.5  # untrained: close to uniform
