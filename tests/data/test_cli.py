@@ -18,10 +18,14 @@ def test_data_run_pack_and_tokenizer_train(tmp_path, english_docs):
     assert "minhash_dedup" in result.output and (tmp_path / "clean" / "report.json").is_file()
     assert "pii" in runner.invoke(app, ["data", "report", str(tmp_path / "clean")]).output
 
+    (tmp_path / "zh.txt").write_text("子曰：学而时习之，不亦说乎？有朋自远方来，不亦乐乎？", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("The farmer walked to the river before the rain came.")
     result = runner.invoke(app, ["tokenizer", "train", str(tmp_path / "clean"), "--output", str(tmp_path / "tok"),
-                                 "--vocab-size", "500"])
+                                 "--vocab-size", "500", "--held-out", str(tmp_path / "zh.txt"),
+                                 "--held-out", str(tmp_path / "en.txt")])
     assert result.exit_code == 0, result.output
-    assert "characters per token" in result.output and (tmp_path / "tok" / "tokenizer.json").is_file()
+    assert "English: " in result.output and "Chinese: " in result.output
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
 
     result = runner.invoke(app, ["data", "pack", str(tmp_path / "clean" / "shard-*.jsonl"), "--tokenizer",
                                  str(tmp_path / "tok"), "--output", str(tmp_path / "tokens")])

@@ -81,16 +81,20 @@ def train(
     vocab_size: int = typer.Option(32000, help="Vocabulary size, including 256 byte tokens and specials."),
     text_key: str = typer.Option("text", help="JSON field holding the text."),
     max_docs: int = typer.Option(0, help="Use at most this many documents (0: all)."),
+    held_out_paths: list[str] = typer.Option(None, "--held-out", help="Evaluation files (default: every 20th document)."),
 ) -> None:
-    """Train a byte-fallback BPE tokenizer; reports characters per token on held-out text."""
+    """Train a byte-fallback BPE tokenizer; reports characters per token on held-out English and Chinese."""
     from tnlm.data.sources import BuiltinSource, FileSource
     from tnlm.data.tokenizer import chars_per_token, held_out, save_tokenizer, split_by_language, train_tokenizer
 
     source = FileSource(paths=inputs, text_key=text_key) if inputs else BuiltinSource(kind="all")
-    texts = (doc.text for shard in source.shards() for doc in source.read(shard))
-    training, evaluation = held_out(islice(texts, max_docs or None))
+    texts = islice((doc.text for shard in source.shards() for doc in source.read(shard)), max_docs or None)
+    training, evaluation = (texts, []) if held_out_paths else held_out(texts)
     tok = train_tokenizer(training, vocab_size=vocab_size)
     save_tokenizer(tok, output)
+    if held_out_paths:
+        extra = FileSource(paths=held_out_paths, text_key=text_key)
+        evaluation = [doc.text for shard in extra.shards() for doc in extra.read(shard)]
     typer.echo(f"saved {tok.get_vocab_size()} tokens to {output}")
     for language, held in zip(("English", "Chinese"), split_by_language(evaluation)):
         if held:
