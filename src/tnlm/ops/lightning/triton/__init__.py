@@ -80,7 +80,8 @@ def triton_bwd(q, k, v, log_decay, do, *, initial_state, d_final, cu_seqlens):
 
 
 def _prepare(q, k, v, log_decay, initial_state, cu_seqlens):
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    # tl.dot needs both operands in one dtype: k and v follow q
+    q, k, v = q.contiguous(), k.to(q.dtype).contiguous(), v.to(q.dtype).contiguous()
     log_decay = log_decay.detach().float().contiguous()
     s0 = None if initial_state is None else initial_state.detach().float().contiguous()
     return q, k, v, log_decay, s0, cu_seqlens
