@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -76,7 +77,18 @@ def time_pipeline(tmp: Path, max_files: int | None, workers: int) -> dict:
             "docs_out": report.docs_out, "mb": mb, "seconds": seconds, "mb_per_s": mb / seconds}
 
 
+def chinese_docs() -> list[Document]:
+    """Chinese prose and poetry from ../shared/data, when present, so the tokenizer sees CJK text."""
+    from tnlm.data.sources import FileSource
+
+    if not (SHARED / "chinese").is_dir():
+        return []
+    source = FileSource(paths=[str(SHARED / "chinese" / "*.json")], text_key="paragraphs")
+    return [d for shard in source.shards() for d in source.read(shard)]
+
+
 def time_tokenizer_and_pack(tmp: Path, docs: list[Document], vocab_size: int) -> tuple[list[dict], dict]:
+    docs = docs + chinese_docs()
     texts = [d.text for d in docs]
     held, train = texts[::20], [t for i, t in enumerate(texts) if i % 20]
     start = time.perf_counter()
@@ -96,7 +108,8 @@ def time_tokenizer_and_pack(tmp: Path, docs: list[Document], vocab_size: int) ->
          "seconds": pack_s, "mb_per_s": mb / pack_s, "tokens": tokens, "tokens_per_s": tokens / pack_s},
     ]
     en, zh = split_by_language(held)
-    return rows, {"chars_per_token_en": chars_per_token(tok, en) if en else None, "held_out_docs": len(held)}
+    return rows, {"chars_per_token_en": chars_per_token(tok, en) if en else None,
+                  "chars_per_token_zh": chars_per_token(tok, zh) if zh else None, "held_out_docs": len(held)}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -144,10 +157,14 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows)
     serial, parallel = rows[-4]["seconds"], rows[-3]["seconds"]
-    print(f"2 workers vs 1: {serial / parallel:.2f}x; English chars/token: {tokenizer_stats['chars_per_token_en']:.2f}")
+    load = os.getloadavg()[0]
+    print(f"2 workers vs 1: {serial / parallel:.2f}x (1-minute load average {load:.1f} on {os.cpu_count()} cores); "
+          f"characters per token on held-out text: English {tokenizer_stats['chars_per_token_en']:.2f}, "
+          f"Chinese {tokenizer_stats['chars_per_token_zh'] or float('nan'):.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"corpus": "builtin kind=all", "max_files": args.max_files, "machine": platform.processor() or platform.machine(),
-              "rows": rows, "speedup_2_workers": serial / parallel, **tokenizer_stats}
+              "rows": rows, "speedup_2_workers": serial / parallel, "load_average_1min": load,
+              "cpu_count": os.cpu_count(), **tokenizer_stats}
     (RESULTS / "data_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(rows, RESULTS / "data_pipeline.png")
 
