@@ -148,3 +148,13 @@ def test_stages_split_at_global_steps(tmp_path, english_docs):
     pipeline = Pipeline(PipelineConfig.from_dict(config(tmp_path / "in", tmp_path / "out")))
     assert [s.step_indices for s in pipeline.stages] == [[0, 1], [2], [3, 4]]
     assert pipeline.stages[-1].folder == tmp_path / "out"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_outputs(tmp_path, english_docs, compression):
+    make_corpus(tmp_path / "in", english_docs)
+    report = run_pipeline(config(tmp_path / "in", tmp_path / "out", compression=compression), progress=False)
+    suffix = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}[compression]
+    files = sorted((tmp_path / "out").glob(f"shard-*{suffix}"))
+    assert len(files) == 4
+    assert sum(1 for p in files for _ in read_documents(p)) == report.docs_out == 41

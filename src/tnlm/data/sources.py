@@ -239,13 +239,14 @@ class BuiltinSource(Source):
 
             for name in sorted(topics):
                 yield self.emit(Document(text=topics[name], id=f"pydoc:{name}", metadata={"source": "pydoc"}))
+        root = Path(sysconfig.get_paths()["stdlib"])
         for path in stdlib_files()[: self.max_files][index::total]:
+            name = path.relative_to(root).as_posix()
             if self.kind in ("docs", "all") and (text := _docstrings(path)):
-                yield self.emit(Document(text=text, id=f"docstrings:{path.name}:{path.parent.name}",
-                                         metadata={"source": "stdlib-docstrings"}))
+                yield self.emit(Document(text=text, id=f"docstrings:{name}", metadata={"source": "stdlib-docstrings"}))
             if self.kind in ("source", "all"):
                 text = path.read_text(encoding="utf-8", errors="replace")
-                yield self.emit(Document(text=text, id=f"source:{path}", metadata={"source": "stdlib-source"}))
+                yield self.emit(Document(text=text, id=f"source:{name}", metadata={"source": "stdlib-source"}))
 
 
 SOURCES: dict[str, type[Source]] = {cls.type: cls for cls in (FileSource, HFSource, BuiltinSource)}
