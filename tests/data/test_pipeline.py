@@ -158,3 +158,12 @@ def test_compressed_outputs(tmp_path, english_docs, compression):
     files = sorted((tmp_path / "out").glob(f"shard-*{suffix}"))
     assert len(files) == 4
     assert sum(1 for p in files for _ in read_documents(p)) == report.docs_out == 41
+
+
+def test_a_global_step_first_and_no_steps_at_all(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    first = {**config(tmp_path / "in", tmp_path / "a"), "steps": [{"step": "exact_dedup"}, {"step": "length"}]}
+    report = run_pipeline(first, progress=False)
+    assert [s.name for s in report.steps] == ["read", "exact_dedup", "length"] and report.steps[1].removed == 1
+    copy = run_pipeline({**config(tmp_path / "in", tmp_path / "b"), "steps": []}, progress=False)
+    assert copy.docs_out == 44 and len(output_docs(tmp_path / "b")) == 44

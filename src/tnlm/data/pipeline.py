@@ -140,10 +140,10 @@ class Pipeline:
         return read_documents(self.shard_path(self.stages[stage.index - 1], shard))
 
     def _fit(self, stage: Stage, *, progress: bool) -> None:
-        first = stage.step_indices[0]
-        step = self.steps[first]
-        if not isinstance(step, GlobalStep) or self.fit_path(first).exists():
+        first = stage.step_indices[0] if stage.step_indices else None
+        if first is None or not isinstance(self.steps[first], GlobalStep) or self.fit_path(first).exists():
             return
+        step = self.steps[first]
         keyed = ((f"{i}:{pos}", doc) for i in tqdm(range(len(self.shards)), desc=f"fit {step.name}",
                                                       disable=not progress, file=sys.stderr)
                  for pos, doc in enumerate(self.read_input(stage, i)))

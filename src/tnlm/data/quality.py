@@ -55,7 +55,7 @@ class GopherQuality(Filter):
     def reject_reason(self, doc: Document) -> str | None:
         text, tokens = doc.text, words(doc.text)
         n = len(tokens)
-        if n < self.min_words:
+        if n < max(self.min_words, 1):
             return "too_few_words"
         if n > self.max_words:
             return "too_many_words"
