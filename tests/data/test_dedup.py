@@ -11,9 +11,14 @@ def keyed(texts):
     return [(f"0:{i}", Document(text=t, id=str(i))) for i, t in enumerate(texts)]
 
 
+def fitted(step, texts):
+    step.fit(keyed(texts))
+    return step.decisions
+
+
 def test_exact_dedup_ignores_case_space_and_punctuation():
     texts = ["Hello world, again.", "hello   WORLD again", "Hello world again and more", "Hello world, again."]
-    assert ExactDedup().decide(keyed(texts)) == {"0:1": "exact_duplicate", "0:3": "exact_duplicate"}
+    assert fitted(ExactDedup(), texts) == {"0:1": "exact_duplicate", "0:3": "exact_duplicate"}
 
 
 def test_shingle_hashes_match_shingles():
@@ -46,7 +51,7 @@ def planted_corpus(seed: int = 0):
 
 def test_minhash_recall_and_precision_on_planted_near_duplicates():
     texts, groups = planted_corpus()
-    removed = {int(k.split(":")[1]) for k in MinHashDedup(ngram=5, num_perm=128, threshold=0.7).decide(keyed(texts))}
+    removed = {int(k.split(":")[1]) for k in fitted(MinHashDedup(ngram=5, num_perm=128, threshold=0.7), texts)}
     first_of_group = {}
     for i, g in enumerate(groups):
         first_of_group.setdefault(g, i)
@@ -70,5 +75,5 @@ def test_minhash_options_are_validated():
 def test_minhash_is_cjk_aware():
     poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。" * 3
     other = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。" * 3
-    drop = MinHashDedup(ngram=3, threshold=0.7).decide(keyed([poem, poem.replace("霜", "雪"), other]))
+    drop = fitted(MinHashDedup(ngram=3, threshold=0.7), [poem, poem.replace("霜", "雪"), other])
     assert drop == {"0:1": "near_duplicate"}

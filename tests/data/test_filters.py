@@ -82,7 +82,9 @@ def test_perplexity_filter_and_tail_drop_the_worst():
     kept = list(PerplexityFilter(scorer=scorer, max_perplexity=threshold).run([doc(t, i) for i, t in enumerate(texts)]))
     assert "qzx vjk wpq" not in [d.text for d in kept] and len(kept) == 3
     tail = PerplexityTail(scorer=scorer, drop_fraction=0.25)
-    assert tail.decide([(f"0:{i}", doc(t, i)) for i, t in enumerate(texts)]) == {"0:2": "high_perplexity"}
+    tail.fit([(f"0:{i}", doc(t, i)) for i, t in enumerate(texts)])
+    assert tail.decisions == {"0:2": "high_perplexity"}
+    assert [d.text for d in tail.run([doc(t, i) for i, t in enumerate(texts)], rank=0)] == [texts[i] for i in (0, 1, 3)]
 
 
 def test_scorer_from_config_trains_on_reference_files(tmp_path):
@@ -121,7 +123,8 @@ def test_self_cleaning_with_a_saved_tnlm_model(tmp_path):
     model.save_pretrained(tmp_path / "model")
     step = PerplexityTail(scorer={"type": "model", "path": str(tmp_path / "model"), "max_tokens": 64},
                           drop_fraction=0.5)
-    drop = step.decide([(f"0:{i}", doc(t, i)) for i, t in enumerate(["The cat sat.", "qzx 😀 vjk wpq ☃ ¿", "A", "B c"])])
+    step.fit([(f"0:{i}", doc(t, i)) for i, t in enumerate(["The cat sat.", "qzx 😀 vjk wpq ☃ ¿", "A", "B c"])])
+    drop = step.decisions
     assert len(drop) == 2 and all(reason == "high_perplexity" for reason in drop.values())
     nll = step.scorer.score(["The cat sat on the mat."])[0]
     assert abs(nll - math.log(tok.get_vocab_size())) < 1.5  # untrained: close to uniform

@@ -5,7 +5,6 @@ depend on how many workers ran."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import islice
 
 import numpy as np
 
@@ -21,11 +20,13 @@ class ExactDedup(GlobalStep):
 
     name = "exact_dedup"
 
-    def decide(self, docs: Iterable[tuple[str, Document]]) -> dict[str, str]:
+    def features(self, docs: list[Document]) -> list[int]:
+        return [stable_hash(" ".join(normalized_words(doc.text))) for doc in docs]
+
+    def decide(self, features: Iterable[tuple[str, int]]) -> dict[str, str]:
         seen: set[int] = set()
         drop = {}
-        for key, doc in docs:
-            digest = stable_hash(" ".join(normalized_words(doc.text)))
+        for key, digest in features:
             if digest in seen:
                 drop[key] = "exact_duplicate"
             seen.add(digest)
@@ -70,29 +71,31 @@ class MinHashDedup(GlobalStep):
         self.ngram, self.num_perm, self.threshold, self.seed = ngram, num_perm, threshold, seed
         self.params = (bands, rows) if bands else None
 
-    def signatures(self, texts: list[str]) -> list:  # list[datasketch.MinHash]
-        """MinHash signatures, reusing one set of permutations for all texts."""
+    def features(self, docs: list[Document]) -> list[np.ndarray]:
+        """MinHash signatures (their hash values), one set of permutations for the whole batch."""
         from datasketch import MinHash
 
-        batches = [shingle_hashes(text, self.ngram) for text in texts]
-        return MinHash.bulk(batches, num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
+        batches = [shingle_hashes(doc.text, self.ngram) for doc in docs]
+        sigs = MinHash.bulk(batches, num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
+        return [sig.hashvalues for sig in sigs]
 
-    def decide(self, docs: Iterable[tuple[str, Document]]) -> dict[str, str]:
-        from datasketch import MinHashLSH
+    def decide(self, features: Iterable[tuple[str, np.ndarray]]) -> dict[str, str]:
+        from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+        scheme = MinHash(num_perm=1).scheme
+        empty = MinHash(num_perm=self.num_perm, seed=self.seed).hashvalues
         lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, params=self.params)
-        kept: dict[str, object] = {}
+        kept: dict[str, LeanMinHash] = {}
         drop = {}
-        docs = iter(docs)
-        while chunk := list(islice(docs, 1024)):
-            for (key, _), sig in zip(chunk, self.signatures([doc.text for _, doc in chunk])):
-                if sig.is_empty():  # no words at all: nothing to compare
-                    continue
-                candidates = lsh.query(sig)
-                self.count("lsh_candidates", len(candidates))
-                if any(sig.jaccard(kept[c]) >= self.threshold for c in candidates):
-                    drop[key] = "near_duplicate"
-                    continue
-                lsh.insert(key, sig)
-                kept[key] = sig
+        for key, values in features:
+            if np.array_equal(values, empty):  # no words at all: nothing to compare
+                continue
+            sig = LeanMinHash(seed=self.seed, hashvalues=values, scheme=scheme)
+            candidates = lsh.query(sig)
+            self.count("lsh_candidates", len(candidates))
+            if any(sig.jaccard(kept[c]) >= self.threshold for c in candidates):
+                drop[key] = "near_duplicate"
+                continue
+            lsh.insert(key, sig)
+            kept[key] = sig
         return drop

@@ -174,17 +174,18 @@ class PerplexityTail(GlobalStep):
         self.scorer, self.drop_fraction, self.batch_size = build_scorer(scorer), drop_fraction, batch_size
         self.threshold: float | None = None
 
-    def decide(self, docs: Iterable[tuple[str, Document]]) -> dict[str, str]:
-        keys: list[str] = []
+    def features(self, docs: list[Document]) -> list[float]:
         scores: list[float] = []
-        docs = iter(docs)
-        while chunk := list(islice(docs, self.batch_size)):
-            keys += [key for key, _ in chunk]
-            scores += self.scorer.score([doc.text for _, doc in chunk])
-        if not scores:
+        for i in range(0, len(docs), self.batch_size):
+            scores += self.scorer.score([doc.text for doc in docs[i : i + self.batch_size]])
+        return scores
+
+    def decide(self, features: Iterable[tuple[str, float]]) -> dict[str, str]:
+        keyed = list(features)
+        if not keyed:
             return {}
-        values = np.asarray(scores)
+        values = np.asarray([score for _, score in keyed])
         n_drop = int(round(self.drop_fraction * len(values)))
         order = np.argsort(-values, kind="stable")[:n_drop]
         self.threshold = float(np.exp(values[order[-1]])) if n_drop else None
-        return {keys[i]: "high_perplexity" for i in order}
+        return {keyed[i][0]: "high_perplexity" for i in order}

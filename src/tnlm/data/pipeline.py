@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ class Pipeline:
     def run(self, *, workers: int | None = None, progress: bool = True) -> Report:
         self._check_resumable()
         for stage in self.stages:
-            self._fit(stage, progress=progress)
+            self._fit(stage, workers=workers or self.config.workers, progress=progress)
             self._run_stage(stage, workers=workers or self.config.workers, progress=progress)
         report = self.report()
         write_json_atomic(self.output / "report.json", report.to_json())
@@ -139,33 +140,45 @@ class Pipeline:
             return self.source.read(self.shards[shard])
         return read_documents(self.shard_path(self.stages[stage.index - 1], shard))
 
-    def _fit(self, stage: Stage, *, progress: bool) -> None:
+    def _fit(self, stage: Stage, *, workers: int, progress: bool) -> None:
+        """Fit the global step at the head of a stage: features per shard (in parallel), then decide."""
         first = stage.step_indices[0] if stage.step_indices else None
         if first is None or not isinstance(self.steps[first], GlobalStep) or self.fit_path(first).exists():
             return
         step = self.steps[first]
-        keyed = ((f"{i}:{pos}", doc) for i in tqdm(range(len(self.shards)), desc=f"fit {step.name}",
-                                                      disable=not progress, file=sys.stderr)
-                 for pos, doc in enumerate(self.read_input(stage, i)))
-        step.fit(keyed)
+        start = time.perf_counter()
+        tasks = [(stage.index, i) for i in range(len(self.shards))]
+        per_shard = tqdm(self._map(_features_task, tasks, workers=workers, ordered=True), total=len(tasks),
+                         desc=f"fit {step.name}", disable=not progress, file=sys.stderr)
+        step.decisions = step.decide((f"{i}:{pos}", f) for i, feats in enumerate(per_shard) for pos, f in enumerate(feats))
+        step.fit_seconds = time.perf_counter() - start
         write_json_atomic(self.fit_path(first), step.state())
 
+    def shard_features(self, stage_index: int, shard: int) -> list[Any]:
+        stage = self.stages[stage_index]
+        step = self.steps[stage.step_indices[0]]
+        assert isinstance(step, GlobalStep)
+        return step.features(list(self.read_input(stage, shard)))
+
     def _run_stage(self, stage: Stage, *, workers: int, progress: bool) -> None:
-        todo = [i for i in range(len(self.shards)) if not self.stats_path(stage, i).exists()]
+        todo = [(stage.index, i) for i in range(len(self.shards)) if not self.stats_path(stage, i).exists()]
         bar = tqdm(total=len(self.shards), initial=len(self.shards) - len(todo), desc=f"stage {stage.index}",
                    disable=not progress, file=sys.stderr)
-        if workers <= 1 or len(todo) <= 1:
-            for i in todo:
-                self.run_shard(stage.index, i)
-                bar.update()
-        else:
-            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            global _ACTIVE
-            _ACTIVE = self  # inherited by forked workers; spawned ones rebuild it from the config
-            with context.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(asdict(self.config),)) as pool:
-                for _ in pool.imap_unordered(_run_shard_task, [(stage.index, i) for i in todo]):
-                    bar.update()
+        for _ in self._map(_run_shard_task, todo, workers=workers, ordered=False):
+            bar.update()
         bar.close()
+
+    def _map(self, fn: Callable[[tuple[int, int]], Any], tasks: list[tuple[int, int]], *, workers: int,
+             ordered: bool) -> Iterator[Any]:
+        """fn over tasks, in this process or in a pool of forked workers (spawned where fork is missing)."""
+        global _ACTIVE
+        _ACTIVE = self  # forked workers inherit it; spawned ones rebuild it from the config
+        if workers <= 1 or len(tasks) <= 1:
+            yield from map(fn, tasks)
+            return
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(asdict(self.config),)) as pool:
+            yield from (pool.imap if ordered else pool.imap_unordered)(fn, tasks)
 
     def run_shard(self, stage_index: int, shard: int) -> None:
         """Run one stage on one shard: write its documents, then its statistics (the done marker)."""
@@ -214,6 +227,11 @@ def _init_worker(config: dict[str, Any]) -> None:
 def _run_shard_task(task: tuple[int, int]) -> None:
     assert _ACTIVE is not None
     _ACTIVE.run_shard(*task)
+
+
+def _features_task(task: tuple[int, int]) -> list[Any]:
+    assert _ACTIVE is not None
+    return _ACTIVE.shard_features(*task)
 
 
 def run_pipeline(config: PipelineConfig | dict[str, Any] | str | Path, *, workers: int | None = None,

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, ClassVar
 
 from tnlm.data.document import Document
@@ -137,10 +138,11 @@ class Mapper(Step):
 class GlobalStep(Step):
     """A step whose decisions need every document first (deduplication, a perplexity quantile).
 
-    The executor calls `fit` once over all documents that reach this step, each keyed by
-    "shard:position", saves `state()` to disk, and then runs the step shard by shard with that state
-    loaded, where `run(docs, rank=shard)` removes the documents the fit decided to remove. So the
-    per-shard phase parallelises and resumes like any other step; a subclass only writes `decide`."""
+    It works in two parts: `features` computes what the decision needs from each document (a hash,
+    a MinHash signature, a score); the executor runs it shard by shard in parallel. `decide` then
+    walks all features in corpus order, keyed "shard:position", and names the documents to remove.
+    The decisions are saved, and `run(docs, rank=shard)` removes those documents shard by shard, so
+    that phase parallelises and resumes like any other step."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -148,13 +150,24 @@ class GlobalStep(Step):
         self.fit_seconds = 0.0
         self._key = ""
 
-    def decide(self, docs: Iterable[tuple[str, Document]]) -> dict[str, str]:
+    def features(self, docs: list[Document]) -> list[Any]:
+        """One picklable value per document: what `decide` needs to know about it."""
+        raise NotImplementedError
+
+    def decide(self, features: Iterable[tuple[str, Any]]) -> dict[str, str]:
         """Map the key of every document to remove to the reason for removing it."""
         raise NotImplementedError
 
-    def fit(self, docs: Iterable[tuple[str, Document]]) -> None:
+    def fit(self, docs: Iterable[tuple[str, Document]], *, batch_size: int = 1024) -> None:
+        """`features` then `decide` in this process (the executor spreads `features` over workers)."""
         start = time.perf_counter()
-        self.decisions = self.decide(docs)
+
+        def keyed_features() -> Iterator[tuple[str, Any]]:
+            stream = iter(docs)
+            while batch := list(islice(stream, batch_size)):
+                yield from zip([key for key, _ in batch], self.features([doc for _, doc in batch]))
+
+        self.decisions = self.decide(keyed_features())
         self.fit_seconds = time.perf_counter() - start
 
     def state(self) -> dict[str, Any]:
