@@ -27,11 +27,14 @@ def test_data_run_pack_and_tokenizer_train(tmp_path, english_docs):
     assert "English: " in result.output and "Chinese: " in result.output
     assert (tmp_path / "tok" / "tokenizer.json").is_file()
 
-    result = runner.invoke(app, ["data", "pack", str(tmp_path / "clean" / "shard-*.jsonl"), "--tokenizer",
+    # the output folder itself: its _work stages, _stats and report.json are not documents
+    result = runner.invoke(app, ["data", "pack", str(tmp_path / "clean"), "--tokenizer",
                                  str(tmp_path / "tok"), "--output", str(tmp_path / "tokens")])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
     assert meta["splits"]["train"]["tokens"] > 1000 and "train:" in result.output
+    assert meta["num_shards"] == 4
+    assert meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"] == 41
 
 
 def test_data_run_with_the_datatrove_engine(tmp_path, english_docs):

@@ -59,13 +59,20 @@ def _base_suffix(path: str) -> str:
     return os.path.splitext(name)[1]
 
 
+def _is_data(path: Path, folder: Path) -> bool:
+    """Inside a folder: files with a known suffix, leaving out hidden and "_"-prefixed entries (a
+    pipeline's `_work` and `_stats`) and a pipeline's or packer's report.json / meta.json."""
+    parts = path.relative_to(folder).parts
+    return (_base_suffix(path.name) in KNOWN_SUFFIXES and not any(p.startswith(("_", ".")) for p in parts)
+            and path.name not in ("report.json", "meta.json"))
+
+
 def expand_paths(patterns: list[str]) -> list[str]:
-    """Files named by paths, folders (searched recursively for known suffixes) and glob patterns."""
+    """Files named by paths, folders (searched recursively for data files) and glob patterns."""
     found: list[str] = []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            matches = [str(p) for p in sorted(Path(pattern).rglob("*")) if p.is_file()]
-            matches = [m for m in matches if _base_suffix(m) in KNOWN_SUFFIXES]
+            matches = [str(p) for p in sorted(Path(pattern).rglob("*")) if p.is_file() and _is_data(p, Path(pattern))]
         else:
             matches = sorted(glob.glob(pattern, recursive=True))
         if not matches:
