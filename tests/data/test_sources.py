@@ -71,3 +71,14 @@ def test_builtin_corpus_needs_no_download():
     assert len(pydoc) > 50 and "assert" in {d.id.split(":")[1] for d in pydoc}
     assert len(code) == 6 and all("import" in d.text or "def " in d.text for d in code)
     assert len({d.id for d in docs}) == len(docs)
+
+
+def test_split_files_spreads_one_file_over_shards(tmp_path):
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(10)] + ["{bad"]
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    source = FileSource(paths=[str(tmp_path / "big.jsonl")], split_files=3)
+    assert len(source.shards()) == 3
+    parts = [[d.text for d in source.read(shard)] for shard in source.shards()]
+    assert parts[0] == ["doc 0", "doc 3", "doc 6", "doc 9"] and len(parts[1]) == len(parts[2]) == 3
+    assert sorted(sum(parts, [])) == sorted(f"doc {i}" for i in range(10))
+    assert source.stats.counters["malformed_lines"] == 1 and source.stats.docs_out == 10

@@ -89,29 +89,48 @@ def _text_of(row: dict[str, Any], key: str) -> str | None:
 
 
 class FileSource(Source):
-    """Local files; each file is one shard. Text files give one document per file, or one per
-    `delimiter`-separated part; JSON Lines give one per line (malformed lines are skipped and counted).
-    A document's id is its `id_key` field when present, else "file:line"."""
+    """Local files. Text files give one document per file, or one per `delimiter`-separated part;
+    JSON Lines give one per line (malformed lines are skipped and counted); JSON lists and Parquet one
+    per row. A document's id is its `id_key` field when present, else "file:index". Each file is one
+    shard, or `split_files` shards (shard k takes every k-th document) so big files still spread
+    over the workers."""
 
     type = "files"
 
     def __init__(self, *, paths: list[str] | str, text_key: str = "text", id_key: str | None = "id",
-                 delimiter: str | None = None) -> None:
+                 delimiter: str | None = None, split_files: int = 1) -> None:
         super().__init__()
         self.paths = expand_paths([paths] if isinstance(paths, str) else list(paths))
         self.text_key, self.id_key, self.delimiter = text_key, id_key, delimiter
+        if split_files < 1:
+            raise DataError("split_files must be 1 or more")
+        self.split_files = split_files
+        self._count_skips = True
 
     def shards(self) -> list[str]:
-        return list(self.paths)
+        if self.split_files == 1:
+            return list(self.paths)
+        return [f"{path}::{k}/{self.split_files}" for path in self.paths for k in range(self.split_files)]
 
     def read(self, shard: str) -> Iterator[Document]:
-        reader = {".parquet": self._read_parquet, ".json": self._read_json}.get(_base_suffix(shard))
+        path, part, parts = shard, 0, 1
+        if "::" in shard:
+            path, spec = shard.rsplit("::", 1)
+            part, parts = (int(x) for x in spec.split("/"))
+        self._count_skips = part == 0  # every part sees the same bad lines; count them once
+        reader = {".parquet": self._read_parquet, ".json": self._read_json}.get(_base_suffix(path))
         if reader is None:
-            reader = self._read_jsonl if _base_suffix(shard) in JSONL_SUFFIXES else self._read_text
+            reader = self._read_jsonl if _base_suffix(path) in JSONL_SUFFIXES else self._read_text
         try:
-            yield from reader(shard)
+            for i, doc in enumerate(reader(path)):
+                if i % parts == part:
+                    yield self.emit(doc)
         except (OSError, EOFError, UnicodeDecodeError, ValueError) as err:
-            self.skip("unreadable_files", f"{shard}: {type(err).__name__}: {err}")
+            self.skip("unreadable_files", f"{path}: {type(err).__name__}: {err}")
+
+    def skip(self, reason: str, where: str) -> None:
+        if self._count_skips:
+            super().skip(reason, where)
 
     def _doc(self, row: dict[str, Any], shard: str, index: int) -> Document | None:
         text = _text_of(row, self.text_key)
@@ -121,7 +140,7 @@ class FileSource(Source):
         doc_id = str(row[self.id_key]) if self.id_key and self.id_key in row else f"{shard}:{index}"
         meta = {k: v for k, v in row.items() if k not in (self.text_key, self.id_key, "metadata")}
         nested = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
-        return self.emit(Document(text=text, id=doc_id, metadata={"source": shard, **nested, **meta}))
+        return Document(text=text, id=doc_id, metadata={"source": shard, **nested, **meta})
 
     def _read_text(self, shard: str) -> Iterator[Document]:
         with open_text(shard) as f:
@@ -129,7 +148,7 @@ class FileSource(Source):
         parts = text.split(self.delimiter) if self.delimiter else [text]
         for i, part in enumerate(parts):
             if part.strip():
-                yield self.emit(Document(text=part.strip("\n"), id=f"{shard}:{i}", metadata={"source": shard}))
+                yield Document(text=part.strip("\n"), id=f"{shard}:{i}", metadata={"source": shard})
 
     def _read_jsonl(self, shard: str) -> Iterator[Document]:
         with open_text(shard) as f:
