@@ -180,17 +180,18 @@ def plot(rows: list[dict], contexts: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind in MODELS:
+    for kind, color in zip(MODELS, ("tab:blue", "tab:orange", "tab:green")):
         mine = [r for r in rows if r["model"] == kind]
-        ax1.plot(contexts, [r["ms_per_token"] for r in mine], marker="o", label=kind)
-        ax2.plot(contexts, [r["peak_rss_mb"] for r in mine], marker="o", label=f"{kind} peak")
-        ax2.plot(contexts, [r["decode_rss_mb"] for r in mine], marker="x", linestyle="--", label=f"{kind} decoding")
+        ax1.plot(contexts, [r["ms_per_token"] for r in mine], marker="o", color=color, label=f"{kind} (median)")
+        ax1.plot(contexts, [r["ms_per_token_min"] for r in mine], marker=".", linestyle=":", color=color, label=f"{kind} (fastest step)")
+        ax2.plot(contexts, [r["peak_rss_mb"] for r in mine], marker="o", color=color, label=f"{kind} peak")
+        ax2.plot(contexts, [r["decode_rss_mb"] for r in mine], marker="x", linestyle="--", color=color, label=f"{kind} decoding")
     for ax, label in ((ax1, "ms per generated token"), (ax2, "resident memory (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle("Decoding on CPU, float32: TransNormerLLM vs KV-cache Transformer vs HF Llama (same shape)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

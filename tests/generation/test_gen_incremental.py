@@ -80,3 +80,28 @@ def test_transnormer_state_size_does_not_grow() -> None:
         logits = state.step(logits.argmax(-1))
         sizes.append(state.nbytes())
     assert len(set(sizes)) == 1 and sizes[0] > 0
+
+
+def test_transnormer_prefills_with_the_block_algorithm_then_steps_recurrently(monkeypatch) -> None:
+    """One block-algorithm call per layer for the whole prompt, then one RNN step per layer per token."""
+    import tnlm.layers.linear_attention as la
+
+    calls = {"block": [], "recurrent": []}
+
+    def spy(kind, fn):
+        def wrapped(q, k, v, log_decay, **kw):
+            calls[kind].append((q.shape[1], kw.get("initial_state") is not None))
+            return fn(q, k, v, log_decay, **kw)
+
+        return wrapped
+
+    monkeypatch.setattr(la, "lightning_attn", spy("block", la.lightning_attn))
+    monkeypatch.setattr(la, "recurrent_lightning_attn", spy("recurrent", la.recurrent_lightning_attn))
+    model = tiny_model("tnl-tiny")
+    layers = model.config.decoder_layers
+    state = DecodeState(model)
+    logits = state.prefill(torch.randint(8, 200, (1, 50)), torch.ones(1, 50, dtype=torch.long))
+    for _ in range(5):
+        logits = state.step(logits.argmax(-1))
+    assert calls["block"] == [(50, False)] * layers
+    assert calls["recurrent"] == [(1, True)] * (5 * layers)

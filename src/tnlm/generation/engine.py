@@ -132,7 +132,21 @@ def _accept(seq: GeneratedSequence, stream: TextStream, token: int, req: _Reques
     return piece
 
 
-def _decode_loop(model: nn.Module, prompts: Sequence[Prompt], req: _Request, result: GenerationResult) -> Iterator[tuple[int, str]]:
+def _accept_all(
+    seqs: list[GeneratedSequence], streams: list[TextStream], toks: list[int], req: _Request, stats: GenerationStats
+) -> Iterator[tuple[int, str]]:
+    """One new token per sequence; finished sequences ignore theirs (their rows still run, harmlessly)."""
+    for i, tok in enumerate(toks):
+        if seqs[i].finish_reason is None:
+            stats.generated_tokens += 1
+            piece = _accept(seqs[i], streams[i], tok, req)
+            if piece:
+                yield i, piece
+
+
+def _decode_loop(
+    model: nn.Module, prompts: Sequence[Prompt], req: _Request, result: GenerationResult
+) -> Iterator[tuple[int, str]]:
     """Yields (sequence index, text piece) as text is released; fills `result` as it goes."""
     encoded = _encode(req.tokenizer, prompts)
     _check_length(model, max(len(e) for e in encoded), req.max_new_tokens)
@@ -148,12 +162,7 @@ def _decode_loop(model: nn.Module, prompts: Sequence[Prompt], req: _Request, res
     for step in range(req.max_new_tokens):
         toks = next_tokens(logits, params=req.sampling, seen=seen, generators=gens)
         seen[torch.arange(len(seqs), device=seen.device), toks] = True
-        for i, tok in enumerate(toks.tolist()):
-            if seqs[i].finish_reason is None:
-                stats.generated_tokens += 1
-                piece = _accept(seqs[i], streams[i], tok, req)
-                if piece:
-                    yield i, piece
+        yield from _accept_all(seqs, streams, toks.tolist(), req, stats)
         now = time.perf_counter()
         if step == 0:
             stats.prefill_s, t0 = now - t0, now
@@ -166,21 +175,28 @@ def _decode_loop(model: nn.Module, prompts: Sequence[Prompt], req: _Request, res
         seq.text = stream.text
 
 
-def _request(tokenizer: TextTokenizer, **options) -> _Request:
-    max_new_tokens = options["max_new_tokens"]
+def _request(
+    tokenizer: TextTokenizer,
+    *,
+    max_new_tokens: int,
+    sampling: SamplingParams | None,
+    stop: Sequence[str],
+    eos_token_ids: Sequence[int] | None,
+    seed: int | None,
+    prefill_chunk_size: int | None,
+) -> _Request:
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    eos = options["eos_token_ids"]
-    if eos is None:
-        eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    if eos_token_ids is None:
+        eos_token_ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     return _Request(
         tokenizer=tokenizer,
-        sampling=options["sampling"] or SamplingParams(),
+        sampling=sampling or SamplingParams(),
         max_new_tokens=max_new_tokens,
-        stop=tuple(options["stop"]),
-        eos_ids=frozenset(int(e) for e in eos),
-        seed=options["seed"],
-        prefill_chunk_size=options["prefill_chunk_size"],
+        stop=tuple(stop),
+        eos_ids=frozenset(int(e) for e in eos_token_ids),
+        seed=seed,
+        prefill_chunk_size=prefill_chunk_size,
     )
 
 
