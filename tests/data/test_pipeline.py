@@ -167,3 +167,23 @@ def test_a_global_step_first_and_no_steps_at_all(tmp_path, english_docs):
     assert [s.name for s in report.steps] == ["read", "exact_dedup", "length"] and report.steps[1].removed == 1
     copy = run_pipeline({**config(tmp_path / "in", tmp_path / "b"), "steps": []}, progress=False)
     assert copy.docs_out == 44 and len(output_docs(tmp_path / "b")) == 44
+
+
+def test_intermediate_documents_are_removed_and_reruns_are_free(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    first = run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
+    assert not list((tmp_path / "out" / "_work").rglob("shard-*.jsonl"))
+    assert list((tmp_path / "out" / "_work").rglob("_stats/shard-*.json"))
+    again = run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)  # nothing left to do
+    assert again.to_json() == first.to_json()
+    run_pipeline(config(tmp_path / "in", tmp_path / "kept", keep_work=True), progress=False)
+    assert len(list((tmp_path / "kept" / "_work").rglob("shard-*.jsonl"))) == 8  # 2 intermediate stages x 4
+
+
+def test_refuses_to_write_into_a_folder_with_other_files(tmp_path, english_docs):
+    make_corpus(tmp_path / "in", english_docs)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not empty"):
+        run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
+    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"

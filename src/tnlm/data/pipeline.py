@@ -39,6 +39,7 @@ class PipelineConfig:
     output: str
     workers: int = 1
     compression: str | None = None
+    keep_work: bool = False  # keep the documents between stages (their statistics are always kept)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
@@ -47,7 +48,7 @@ class PipelineConfig:
         missing = [k for k in ("source", "steps", "output") if k not in data]
         if missing:
             raise DataError(f"pipeline config lacks {', '.join(missing)}: see configs/data/*.yaml for examples")
-        unknown = set(data) - {"source", "steps", "output", "workers", "compression"}
+        unknown = set(data) - {"source", "steps", "output", "workers", "compression", "keep_work"}
         if unknown:
             raise DataError(f"unknown pipeline config keys {sorted(unknown)}")
         if data.get("compression") not in SUFFIXES:
@@ -113,9 +114,15 @@ class Pipeline:
 
     def run(self, *, workers: int | None = None, progress: bool = True) -> Report:
         self._check_resumable()
-        for stage in self.stages:
-            self._fit(stage, workers=workers or self.config.workers, progress=progress)
-            self._run_stage(stage, workers=workers or self.config.workers, progress=progress)
+        final = self.stages[-1]
+        if not all(self.stats_path(final, i).exists() for i in range(len(self.shards))):
+            for stage in self.stages:
+                self._fit(stage, workers=workers or self.config.workers, progress=progress)
+                self._run_stage(stage, workers=workers or self.config.workers, progress=progress)
+        if not self.config.keep_work:  # intermediate documents; their statistics stay for the report
+            for stage in self.stages[:-1]:
+                for shard in range(len(self.shards)):
+                    self.shard_path(stage, shard).unlink(missing_ok=True)
         report = self.report()
         write_json_atomic(self.output / "report.json", report.to_json())
         if report.docs_out == 0:
@@ -125,6 +132,9 @@ class Pipeline:
 
     def _check_resumable(self) -> None:
         marker = self.work / "config.json"
+        if not marker.exists() and self.output.is_dir() and any(self.output.iterdir()):
+            raise DataError(f"output folder {self.output} is not empty and holds no tnlm pipeline run; "
+                            "give an empty or new folder")
         if marker.exists():
             previous = json.loads(marker.read_text(encoding="utf-8"))
             if previous != json.loads(json.dumps(self.config.fingerprint())):
