@@ -66,8 +66,21 @@ def _make_model(kind: str, shape: dict):
     return AutoModelForCausalLM.from_config(build(kind, shape)).eval()
 
 
-def measure(kind: str, context: int, *, shape: dict, new_tokens: int, chunk: int, threads: int) -> dict:
-    """Runs in a child process: prefill, then `new_tokens` timed decode steps."""
+def _timed_steps(state, logits, n: int) -> tuple[list[float], list[float], object]:
+    """n greedy decode steps: (seconds per step, resident MB after each step, last logits)."""
+    steps, rss = [], []
+    for _ in range(n):
+        tok = logits.argmax(-1)
+        t0 = time.perf_counter()
+        logits = state.step(tok)
+        steps.append(time.perf_counter() - t0)
+        rss.append(_rss_mb())
+    return steps, rss, logits
+
+
+def measure(kind: str, context: int, *, shape: dict, new_tokens: int, rounds: int, chunk: int, threads: int) -> dict:
+    """Runs in a child process: prefill, then `rounds` rounds of `new_tokens` timed decode steps, a second
+    apart, so that a burst of work from other processes cannot decide a cell on its own."""
     import torch
 
     from tnlm.generation import DecodeState
@@ -81,12 +94,10 @@ def measure(kind: str, context: int, *, shape: dict, new_tokens: int, chunk: int
     prefill_s = time.perf_counter() - t0
     _release_freed_memory()
     steps, rss = [], []
-    for _ in range(new_tokens):
-        tok = logits.argmax(-1)
-        t0 = time.perf_counter()
-        logits = state.step(tok)
-        steps.append(time.perf_counter() - t0)
-        rss.append(_rss_mb())
+    for r in range(rounds):
+        time.sleep(1.0 if r else 0.0)
+        round_steps, round_rss, logits = _timed_steps(state, logits, new_tokens)
+        steps, rss = steps + round_steps, rss + round_rss
     return dict(
         model=kind, context=context, prefill_s=prefill_s,
         ms_per_token=1000 * statistics.median(steps), ms_per_token_mean=1000 * statistics.fmean(steps),
@@ -200,13 +211,15 @@ def plot(rows: list[dict], contexts: list[int], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contexts", type=int, nargs="+", default=[256, 1024, 4096, 16384, 32768])
-    p.add_argument("--new-tokens", type=int, default=64, help="timed decode steps per cell (median reported)")
+    p.add_argument("--new-tokens", type=int, default=32, help="timed decode steps per round (median reported)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds of decode steps per cell, a second apart")
     p.add_argument("--chunk", type=int, default=256, help="prefill chunk size (all models)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "decode")
     args = p.parse_args()
-    kwargs = dict(shape=SHAPE, new_tokens=args.new_tokens, chunk=args.chunk, threads=args.threads)
-    print(f"shape {SHAPE}, {args.threads} threads, {args.new_tokens} decode steps per cell, prefill chunks of {args.chunk}")
+    kwargs = dict(shape=SHAPE, new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, threads=args.threads)
+    print(f"shape {SHAPE}, {args.threads} threads, {args.rounds} x {args.new_tokens} decode steps per cell, "
+          f"prefill chunks of {args.chunk}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     rows = run_all(args.contexts, **kwargs)
     text = table(rows, args.contexts)
     checks = targets(rows, args.contexts)
@@ -214,7 +227,8 @@ def main() -> None:
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(shape=SHAPE, threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"], new_tokens=args.new_tokens, chunk=args.chunk,
+    meta = dict(shape=SHAPE, threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"], new_tokens=args.new_tokens,
+                rounds=args.rounds, chunk=args.chunk,
                 cpu=platform.processor() or platform.machine(), torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2))
