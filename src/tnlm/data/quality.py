@@ -5,6 +5,8 @@ stop words) apply only to documents that are not mostly CJK."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from tnlm.data.document import Document
@@ -14,6 +16,7 @@ from tnlm.data.text import CJK_RE, TERMINAL_PUNCT, cjk_fraction, lines, combine_
 EN_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 ZH_STOP_WORDS = ("的", "是", "了", "在", "不", "之", "也", "而", "其", "有", "人", "我", "以")
 BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "–", "-", "*", "·")
+LETTER_RE = re.compile(r"[^\W\d_]")
 BOILERPLATE = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                "all rights reserved", "javascript")
 
@@ -69,7 +72,7 @@ class GopherQuality(Filter):
             return "bullet_lines"
         if sum(line.rstrip().endswith(("...", "…")) for line in doc_lines) / len(doc_lines) > self.max_ellipsis:
             return "ellipsis_lines"
-        if sum(any(ch.isalpha() for ch in w) for w in tokens) / n < self.min_alpha_words_ratio:
+        if sum(1 for w in tokens if LETTER_RE.search(w)) / n < self.min_alpha_words_ratio:
             return "non_alpha_words"
         stop = ZH_STOP_WORDS if cjk else EN_STOP_WORDS
         if sum(1 for w in tokens if w.lower() in stop) < self.min_stop_words:
