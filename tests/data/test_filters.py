@@ -114,7 +114,6 @@ def test_model_scorer_with_a_tiny_hugging_face_model():
 
 def test_self_cleaning_with_a_saved_tnlm_model(tmp_path):
     import tnlm
-
     from tnlm.data.tokenizer import save_tokenizer, train_tokenizer
 
     tok = train_tokenizer(REFERENCE * 5, vocab_size=300, show_progress=False)

@@ -1,6 +1,6 @@
 import json
-import random
 import os
+import random
 import signal
 import subprocess
 import sys

@@ -3,8 +3,15 @@ import random
 import pytest
 
 from tnlm.data.files import DataError
-from tnlm.data.tokenizer import (BYTE_TOKENS, SPECIAL_TOKENS, chars_per_token, held_out, save_tokenizer,
-                                 split_by_language, train_tokenizer)
+from tnlm.data.tokenizer import (
+    BYTE_TOKENS,
+    SPECIAL_TOKENS,
+    chars_per_token,
+    held_out,
+    save_tokenizer,
+    split_by_language,
+    train_tokenizer,
+)
 
 ZH = "子曰：学而时习之，不亦说乎？有朋自远方来，不亦乐乎？人不知而不愠，不亦君子乎？"
 

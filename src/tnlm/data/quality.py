@@ -11,7 +11,7 @@ import numpy as np
 
 from tnlm.data.document import Document
 from tnlm.data.step import Filter, Step
-from tnlm.data.text import CJK_RE, TERMINAL_PUNCT, cjk_fraction, lines, combine_ngrams, paragraphs, word_hashes, words
+from tnlm.data.text import CJK_RE, TERMINAL_PUNCT, cjk_fraction, combine_ngrams, lines, paragraphs, word_hashes, words
 
 EN_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 ZH_STOP_WORDS = ("的", "是", "了", "在", "不", "之", "也", "而", "其", "有", "人", "我", "以")

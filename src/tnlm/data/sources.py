@@ -10,8 +10,8 @@ import glob
 import json
 import os
 import sysconfig
-from functools import lru_cache
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
