@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from tnlm.data.document import Document, stable_hash
@@ -32,16 +32,7 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
     return stable_hash(doc_id) % 1_000_000 < val_fraction * 1_000_000
 
 
-@dataclass
-class PackResult:
-    tokens: dict[str, int]
-    documents: dict[str, int]
-    seconds: float
-
-
-def _load_tokenizer(path: str | Path):  # -> tokenizers.Tokenizer
-    from tokenizers import Tokenizer
-
+def _load_tokenizer(path: str | Path) -> Tokenizer:
     file = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise DataError(f"no tokenizer at {path}: give a folder with tokenizer.json (tnlm tokenizer train makes one)")
@@ -59,7 +50,7 @@ def _write_split(folder: Path, name: str, chunks: list[np.ndarray], dtype: np.dt
     return len(tokens)
 
 
-def pack_shard(docs: Iterable[Document], tokenizer, *, folder: Path, shard: int, eos_id: int,
+def pack_shard(docs: Iterable[Document], tokenizer: Tokenizer, *, folder: Path, shard: int, eos_id: int,
                val_fraction: float, batch_size: int = 256) -> dict[str, list[int]]:
     """Tokenise one shard; returns {split: [documents, tokens]}."""
     dtype = token_dtype(tokenizer.get_vocab_size())
@@ -92,7 +83,7 @@ def pack(inputs: list[str], tokenizer_path: str | Path, output: str | Path, *, v
     return _write_meta(folder, tokenizer, eos_id, len(source.shards()), tokenizer_path)
 
 
-def _write_meta(folder: Path, tokenizer, eos_id: int, n_shards: int, tokenizer_path: str | Path) -> dict:
+def _write_meta(folder: Path, tokenizer: Tokenizer, eos_id: int, n_shards: int, tokenizer_path: str | Path) -> dict:
     totals = {s: {"documents": 0, "tokens": 0} for s in SPLITS}
     for shard in range(n_shards):
         counts = json.loads((folder / f"shard-{shard:05d}.json").read_text())["counts"]

@@ -128,8 +128,10 @@ class ModelScorer:
 def build_scorer(config: dict[str, Any] | Scorer) -> Scorer:
     """A scorer from config: {type: ngram, reference: [paths] or "builtin", order: 5} or
     {type: model, path: DIR}; an object with `score` is returned as is."""
-    if hasattr(config, "score"):
-        return config  # type: ignore[return-value]
+    if not isinstance(config, dict):
+        if not hasattr(config, "score"):
+            raise DataError("scorer must be a config mapping or an object with score(texts)")
+        return config
     options = dict(config)
     kind = options.pop("type", "ngram")
     if kind == "model":
