@@ -187,3 +187,19 @@ def test_refuses_to_write_into_a_folder_with_other_files(tmp_path, english_docs)
     with pytest.raises(DataError, match="not empty"):
         run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "data").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_configs_name_real_steps_and_options(path):
+    import inspect
+
+    from tnlm.data.registry import STEPS
+    from tnlm.data.sources import SOURCES
+
+    cfg = PipelineConfig.from_yaml(path)
+    source = dict(cfg.source)
+    inspect.signature(SOURCES[source.pop("type")]).bind(**source)
+    for entry in cfg.steps:
+        options = {k: v for k, v in entry.items() if k != "step"}
+        inspect.signature(STEPS[entry["step"]]).bind(**options)  # raises TypeError on a misspelt option
