@@ -230,6 +230,8 @@ _ACTIVE: Pipeline | None = None
 
 def _init_worker(config: dict[str, Any]) -> None:
     global _ACTIVE
+    if "torch" in sys.modules:  # a model scorer: one thread per worker, the workers share the cores
+        sys.modules["torch"].set_num_threads(1)
     if _ACTIVE is None:
         _ACTIVE = Pipeline(PipelineConfig(**config))
 
