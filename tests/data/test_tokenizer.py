@@ -83,3 +83,12 @@ def test_bad_vocab_size_and_empty_text():
         train_tokenizer(["abc"], vocab_size=100, show_progress=False)
     with pytest.raises(DataError, match="empty"):
         train_tokenizer([], vocab_size=1000, show_progress=False)
+
+
+def test_saving_leaves_other_files_in_the_folder(tokenizer, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"weights")
+    save_tokenizer(tokenizer, tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == b"weights"
+    assert (tmp_path / "model" / "tokenizer.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind

@@ -5,6 +5,8 @@ normalises), and the special tokens a chat model needs. Saved as a Hugging Face 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -69,7 +71,14 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path, *, model_max_length: int 
         clean_up_tokenization_spaces=False, model_max_length=model_max_length,
     )
     fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(str(folder))
+    # save beside the target, then move file by file: a crash leaves each file old or new, and other
+    # files already in the folder (a model's weights) are left alone
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
+        fast.save_pretrained(tmp)
+        for file in Path(tmp).iterdir():
+            os.replace(file, folder / file.name)
 
 
 def chars_per_token(tok: Tokenizer, texts: Sequence[str]) -> float:
