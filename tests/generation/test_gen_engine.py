@@ -130,3 +130,26 @@ def test_repetition_penalty_counts_prompt_tokens_but_not_padding() -> None:
     out = generate(model, TOK, ["a", "bbbbbb"], max_new_tokens=1, sampling=strong, eos_token_ids=[])
     assert out.sequences[0].tokens != TOK.encode("a")  # "a" is in prompt 0
     assert out.sequences[1].tokens == TOK.encode("a")  # prompt 1 is padded but has no "a"
+
+
+def test_stream_with_a_hf_byte_level_tokenizer_that_splits_characters() -> None:
+    """Every token is one byte (no merges), so 世 and 🙂 arrive over 3-4 tokens each."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tnlm.generation import HFTokenizer
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=258, special_tokens=["<pad>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    raw.train_from_iterator(["x"], trainer=trainer)
+    tok = HFTokenizer(PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="</s>"))
+    text = "héllo 世界 🙂!"
+    script = tok.encode(text)
+    assert len(script) == len(text.encode("utf-8"))
+    model = ScriptedLM(script + [tok.eos_token_id], vocab_size=258)
+    pieces = list(stream(model, tok, "p", max_new_tokens=100))
+    assert "".join(pieces) == text
+    assert all(p and "\ufffd" not in p for p in pieces)
