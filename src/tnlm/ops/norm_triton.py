@@ -63,21 +63,41 @@ def srms_norm_bwd(x: torch.Tensor, rstd: torch.Tensor, dy: torch.Tensor) -> torc
     return dx.view(x.shape)
 
 
-class TritonSRMSNorm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, eps):
-        y, rstd = srms_norm_fwd(x, eps)
-        ctx.save_for_backward(x, rstd)
-        return y
+@torch.library.custom_op("tnlm::srms_norm_fused", mutates_args=())
+def srms_norm_fused_op(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, rstd): an opaque op, so torch.compile keeps the fused kernels instead of tracing into them."""
+    return srms_norm_fwd(x, eps)
 
-    @staticmethod
-    def backward(ctx, dy):
-        x, rstd = ctx.saved_tensors
-        return srms_norm_bwd(x, rstd, dy), None
+
+@srms_norm_fused_op.register_fake
+def _(x, eps):
+    return torch.empty_like(x), x.new_empty(x.numel() // max(x.shape[-1], 1), dtype=torch.float32)
+
+
+@torch.library.custom_op("tnlm::srms_norm_fused_bwd", mutates_args=())
+def srms_norm_fused_bwd_op(x: torch.Tensor, rstd: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    return srms_norm_bwd(x, rstd, dy)
+
+
+@srms_norm_fused_bwd_op.register_fake
+def _(x, rstd, dy):
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+def _backward(ctx, dy, _drstd):
+    x, rstd = ctx.saved_tensors
+    return srms_norm_fused_bwd_op(x, rstd, dy), None
+
+
+srms_norm_fused_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def triton_srms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """SRMSNorm with the fused kernels; any device Triton can run on (a GPU, or the interpreter)."""
     if x.shape[-1] > MAX_FUSED_DIM:
         raise ValueError(f"fused SRMSNorm handles rows up to {MAX_FUSED_DIM} wide; got {x.shape[-1]}")
-    return TritonSRMSNorm.apply(x, eps)
+    return srms_norm_fused_op(x, eps)[0]

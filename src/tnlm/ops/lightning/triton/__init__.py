@@ -69,7 +69,7 @@ def triton_bwd(q, k, v, log_decay, do, *, initial_state, d_final, cu_seqlens):
         BK=tiles["tile_k"], BV=tiles["full_v"], HAS_S0=initial_state is not None, **c["meta"],
     )
     lightning_bwd_dk_kernel[grid_k](
-        q, k, v, do, dk, dsn, d_init, log_decay, c["cu"], c["T"],
+        q, v, do, dk, dsn, d_init, log_decay, c["cu"], c["T"],
         BK=tiles["tile_k"], BV=tiles["full_v"], HAS_DSN=d_final is not None, **c["meta"],
     )
     lightning_bwd_dv_kernel[grid_v](

@@ -118,7 +118,7 @@ def lightning_bwd_dq_kernel(
 
 @triton.jit
 def lightning_bwd_dk_kernel(
-    Q, K, V, DO, DK_, DSN, DS0, LOG_DECAY, CU, T,
+    Q, V, DO, DK_, DSN, DS0, LOG_DECAY, CU, T,
     H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     HAS_DSN: tl.constexpr, VARLEN: tl.constexpr, PREC: tl.constexpr,
