@@ -51,7 +51,8 @@ def build(kind: str, shape: dict):
         return PRESETS["tnl-tiny"].config(dict(decoder_embed_dim=d, hidden_dim=d, decoder_layers=L,
             decoder_attention_heads=H, glu_dim=F, vocab_size=V, linear_use_lrpe_list=[1] + [0] * (L - 1)))  # fmt: skip
     common = dict(hidden_size=d, num_hidden_layers=L, num_attention_heads=H, num_key_value_heads=H,
-                  intermediate_size=F, vocab_size=V, max_position_embeddings=65536, tie_word_embeddings=True)  # fmt: skip
+                  intermediate_size=F, vocab_size=V, max_position_embeddings=65536,
+                  tie_word_embeddings=True)  # fmt: skip
     if kind == "transformer":
         return PRESETS["transformer-tiny"].config(common)
     from transformers import LlamaConfig
@@ -182,7 +183,8 @@ def targets(rows: list[dict], contexts: list[int]) -> list[tuple[str, float, boo
     tnl = [by[("tnl", c)] for c in contexts]
     for key, what in (("decode_rss_mb", "decoding memory"), ("peak_rss_mb", "process peak memory")):
         mb = [r[key] for r in tnl]
-        out.append((f"TNL {what}, largest / smallest over contexts (flat: <= 1.05)", max(mb) / min(mb), max(mb) / min(mb) <= 1.05))
+        spread = max(mb) / min(mb)
+        out.append((f"TNL {what}, largest / smallest over contexts (flat: <= 1.05)", spread, spread <= 1.05))
     states = {round(r["state_mb"], 6) for r in tnl}
     out.append(("TNL decoding-state MB (one value = independent of context)", max(states), len(states) == 1))
     return out
@@ -201,7 +203,8 @@ def plot(rows: list[dict], contexts: list[int], path: Path) -> None:
         ax1.plot(contexts, [r["ms_per_token_median"] for r in mine], marker=".", linestyle=":", color=color,
                  label=f"{kind} (median of all steps)")  # fmt: skip
         ax2.plot(contexts, [r["peak_rss_mb"] for r in mine], marker="o", color=color, label=f"{kind} peak")
-        ax2.plot(contexts, [r["decode_rss_mb"] for r in mine], marker="x", linestyle="--", color=color, label=f"{kind} decoding")
+        ax2.plot(contexts, [r["decode_rss_mb"] for r in mine], marker="x", linestyle="--", color=color,
+                 label=f"{kind} decoding")  # fmt: skip
     for ax, label in ((ax1, "ms per generated token"), (ax2, "resident memory (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("context length (tokens)")
@@ -217,7 +220,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contexts", type=int, nargs="+", default=[256, 1024, 4096, 16384, 32768])
     p.add_argument("--new-tokens", type=int, default=32, help="timed decode steps per round")
-    p.add_argument("--rounds", type=int, default=6, help="rounds per cell, a second apart; the best round's mean is reported")
+    p.add_argument("--rounds", type=int, default=6,
+                   help="rounds per cell, a second apart; the best round's mean is reported")  # fmt: skip
     p.add_argument("--chunk", type=int, default=256, help="prefill chunk size (all models)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "decode")
@@ -232,8 +236,8 @@ def main() -> None:
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(shape=SHAPE, threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"], new_tokens=args.new_tokens,
-                rounds=args.rounds, chunk=args.chunk,
+    meta = dict(shape=SHAPE, threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
+                new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk,
                 cpu=platform.processor() or platform.machine(), torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2))

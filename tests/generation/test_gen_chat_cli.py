@@ -37,7 +37,9 @@ def _hf_tokenizer():
 
 def test_render_chat_layout() -> None:
     text = render_chat(CONVERSATION[:2], add_generation_prompt=True)
-    assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    )
     with pytest.raises(ConfigError, match="role"):
         render_chat([{"role": "robot", "content": "x"}])
 
@@ -72,7 +74,8 @@ def test_cli_generate_streams_and_reports_speed() -> None:
 
 
 def test_cli_chat_takes_turns_until_exit() -> None:
-    result = CliRunner().invoke(app, ["chat", "tnl-tiny", "-n", "4", "--system", "Be brief."], input="hello\n/reset\nagain\n/exit\n")
+    args = ["chat", "tnl-tiny", "-n", "4", "--system", "Be brief."]
+    result = CliRunner().invoke(app, args, input="hello\n/reset\nagain\n/exit\n")
     assert result.exit_code == 0, result.output
     assert result.output.count("assistant> ") == 2
 

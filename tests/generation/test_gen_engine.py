@@ -102,7 +102,8 @@ def test_stream_reassembles_generate_text_of_a_real_model() -> None:
     full = generate(model, TOK, [PROMPTS[0]], max_new_tokens=40, sampling=SAMPLING, seed=3)
     assert "".join(pieces) == full.sequences[0].text == result.sequences[0].text
     assert result.sequences[0].tokens == full.sequences[0].tokens
-    assert result.stats.generated_tokens == len(result.sequences[0].tokens) + (result.sequences[0].finish_reason == "eos")
+    seq = result.sequences[0]
+    assert result.stats.generated_tokens == len(seq.tokens) + (seq.finish_reason == "eos")
 
 
 def test_stats_and_errors() -> None:

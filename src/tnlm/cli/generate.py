@@ -12,7 +12,9 @@ from tnlm.generation import GenerationResult, GenerationStats, SamplingParams, l
 from tnlm.generation.tokenizer import TextTokenizer
 from tnlm.models.registry import create_model
 
-MODEL_ARG = typer.Argument(..., help="A preset name (random weights, byte tokenizer) or a model directory with a tokenizer.")
+MODEL_ARG = typer.Argument(
+    ..., help="A preset name (random weights, byte tokenizer) or a model directory with a tokenizer."
+)
 MAX_NEW = typer.Option(128, "--max-new-tokens", "-n", help="Stop after this many new tokens.")
 TEMPERATURE = typer.Option(0.0, help="0 = greedy; higher = more random.")
 TOP_K = typer.Option(0, help="Sample only among the k most likely tokens (0 = off).")

@@ -100,7 +100,8 @@ def load_tokenizer(name_or_dir: str | Path, *, vocab_size: int) -> TextTokenizer
         return ByteTokenizer()
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise CheckpointError(
-            f"{path} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); save one with tokenizer.save_pretrained({str(path)!r})"
+            f"{path} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); "
+            f"save one with tokenizer.save_pretrained({str(path)!r})"
         )
     from transformers import AutoTokenizer
 
