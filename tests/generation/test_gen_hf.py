@@ -49,3 +49,11 @@ def test_strategies_that_need_to_fork_the_state_raise_clearly(kwargs: dict) -> N
     assert isinstance(model, OwnStateGenerationMixin)
     with pytest.raises(ConfigError, match="num_beams=1"):
         model.generate(torch.tensor([TOK.encode("hi")]), max_new_tokens=3, pad_token_id=0, **kwargs)
+
+
+def test_hf_generate_without_a_cache_gives_the_same_tokens(family_model) -> None:
+    ids = torch.tensor([TOK.encode(PROMPTS[2])])
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    cached = family_model.generate(ids, **kwargs)
+    uncached = family_model.generate(ids, use_cache=False, **kwargs)
+    assert cached.tolist() == uncached.tolist()
