@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from tnlm.layers.infini_attention import InfiniAttention
-from tnlm.models.common import param_groups
 from tnlm.models.infini.cache import InfiniCache
 from tnlm.models.infini.configuration import InfiniConfig
 from tnlm.models.transformer.modeling import TransformerForCausalLM, TransformerModel
@@ -66,8 +65,7 @@ class InfiniForCausalLM(TransformerForCausalLM):
     config_class = InfiniConfig
     base_model_class = InfiniModel
 
-    def param_groups(self, *, lr: float, weight_decay: float) -> list[dict]:
-        """Optimizer groups: decay on matrices; the per-head gates get lr * config.gate_lr_multiplier and
-        no weight decay (a failed reproduction of the paper traced its gates not training to this)."""
-        multipliers = {"self_attn.gate": self.config.gate_lr_multiplier}
-        return param_groups(self, lr=lr, weight_decay=weight_decay, lr_multipliers=multipliers)
+    def lr_multipliers(self) -> dict[str, float]:
+        """The per-head gates get lr * config.gate_lr_multiplier and no weight decay (a failed
+        reproduction of the paper traced its gates not training to this)."""
+        return {"self_attn.gate": self.config.gate_lr_multiplier}

@@ -17,8 +17,8 @@ from tnlm.layers.infini_attention import InfiniAttention
 from tnlm.layers.mlp import SwiGLU
 from tnlm.layers.norm import RMSNorm
 from tnlm.layers.softmax_attention import SoftmaxAttention
-from tnlm.models.common import causal_lm_loss, param_groups, positions_from_mask
-from tnlm.models.generation_utils import OwnStateGenerationMixin
+from tnlm.models.causal_lm import CausalLMMixin
+from tnlm.models.common import positions_from_mask
 from tnlm.models.transformer.cache import KVCache
 from tnlm.models.transformer.configuration import TransformerConfig
 
@@ -167,7 +167,7 @@ class TransformerModel(TransformerPreTrainedModel):
         )
 
 
-class TransformerForCausalLM(OwnStateGenerationMixin, TransformerPreTrainedModel, GenerationMixin):
+class TransformerForCausalLM(CausalLMMixin, TransformerPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     base_model_class: type[TransformerModel] = TransformerModel
 
@@ -176,22 +176,6 @@ class TransformerForCausalLM(OwnStateGenerationMixin, TransformerPreTrainedModel
         self.model = self.base_model_class(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
-
-    def param_groups(self, *, lr: float, weight_decay: float) -> list[dict]:
-        """Optimizer groups: decay on matrices only."""
-        return param_groups(self, lr=lr, weight_decay=weight_decay)
 
     def forward(
         self,
@@ -214,7 +198,4 @@ class TransformerForCausalLM(OwnStateGenerationMixin, TransformerPreTrainedModel
             past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )  # fmt: skip
-        h = out.last_hidden_state
-        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states)
+        return self.lm_output(out, labels=labels, logits_to_keep=logits_to_keep)

@@ -17,8 +17,8 @@ from tnlm.layers.linear_attention import NormLinearAttention
 from tnlm.layers.lrpe import Lrpe, lrpe_init_theta
 from tnlm.layers.mlp import SGLU
 from tnlm.layers.norm import build_norm
-from tnlm.models.common import causal_lm_loss, param_groups, positions_from_cu_seqlens, positions_from_mask
-from tnlm.models.generation_utils import OwnStateGenerationMixin
+from tnlm.models.causal_lm import CausalLMMixin
+from tnlm.models.common import positions_from_cu_seqlens, positions_from_mask
 from tnlm.models.transnormer.cache import TransnormerCache
 from tnlm.models.transnormer.configuration import TransnormerConfig
 
@@ -165,7 +165,7 @@ class TransnormerModel(TransnormerPreTrainedModel):
         )
 
 
-class TransnormerForCausalLM(OwnStateGenerationMixin, TransnormerPreTrainedModel, GenerationMixin):
+class TransnormerForCausalLM(CausalLMMixin, TransnormerPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: TransnormerConfig) -> None:
@@ -174,21 +174,8 @@ class TransnormerForCausalLM(OwnStateGenerationMixin, TransnormerPreTrainedModel
         self.lm_head = nn.Linear(config.decoder_embed_dim, config.vocab_size, bias=False)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
-
-    def param_groups(self, *, lr: float, weight_decay: float) -> list[dict]:
-        """Optimizer groups: decay on weight matrices; LRPE's theta (frequencies, not a matrix) gets none."""
-        return param_groups(self, lr=lr, weight_decay=weight_decay, lr_multipliers={"lrpe.theta": 1.0})
+    def lr_multipliers(self) -> dict[str, float]:
+        return {"lrpe.theta": 1.0}  # frequencies, not a weight matrix: no weight decay
 
     def forward(
         self,
@@ -218,9 +205,4 @@ class TransnormerForCausalLM(OwnStateGenerationMixin, TransnormerPreTrainedModel
             output_hidden_states=output_hidden_states,
             cu_seqlens=cu_seqlens,
         )
-        h = out.last_hidden_state
-        logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states
-        )
+        return self.lm_output(out, labels=labels, logits_to_keep=logits_to_keep)
