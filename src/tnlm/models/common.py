@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from tnlm.models.cache import LayerCache
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100) -> torch.Tensor:
@@ -52,3 +56,25 @@ def param_groups(
             key, group_lr, wd = ("decay", lr, weight_decay) if p.dim() >= 2 else ("no_decay", lr, 0.0)
         groups.setdefault(key, {"name": key, "params": [], "lr": group_lr, "weight_decay": wd})["params"].append(p)
     return list(groups.values())
+
+
+def decoder_output(
+    x: torch.Tensor,
+    *,
+    final_norm: nn.Module,
+    cache: LayerCache | None,
+    use_cache: bool,
+    hidden_states: list[torch.Tensor] | None,
+) -> BaseModelOutputWithPast:
+    """The end of every family's decoder forward: count the new tokens in the cache, apply the final
+    norm, and package the output (the cache only when asked for)."""
+    if cache is not None:
+        cache.seen_tokens += x.shape[1]
+    x = final_norm(x)
+    if hidden_states is not None:
+        hidden_states.append(x)
+    return BaseModelOutputWithPast(
+        last_hidden_state=x,
+        cache=cache if use_cache else None,
+        hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+    )

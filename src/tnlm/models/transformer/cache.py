@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from tnlm.models.cache import LayerCache
 
-class KVCache:
+
+class KVCache(LayerCache[tuple[torch.Tensor, torch.Tensor]]):
     """layers[i] = (k, v), each (B, T_past, Hkv, D). Grows by one column per decoded token."""
-
-    def __init__(self, num_layers: int) -> None:
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
-        self.seen_tokens = 0
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen_tokens
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for kv in self.layers if kv is not None for t in kv)

@@ -18,7 +18,7 @@ from tnlm.layers.mlp import SwiGLU
 from tnlm.layers.norm import RMSNorm
 from tnlm.layers.softmax_attention import SoftmaxAttention
 from tnlm.models.causal_lm import CausalLMMixin
-from tnlm.models.common import positions_from_mask
+from tnlm.models.common import decoder_output, positions_from_mask
 from tnlm.models.transformer.cache import KVCache
 from tnlm.models.transformer.configuration import TransformerConfig
 
@@ -155,16 +155,7 @@ class TransformerModel(TransformerPreTrainedModel):
         x = self.run_layers(
             x, positions=position_ids, attention_mask=attention_mask, cache=cache, hidden_states=hidden_states
         )
-        if cache is not None:
-            cache.seen_tokens += T
-        x = self.norm(x)
-        if hidden_states is not None:
-            hidden_states.append(x)
-        return BaseModelOutputWithPast(
-            last_hidden_state=x,
-            cache=cache if use_cache else None,
-            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
-        )
+        return decoder_output(x, final_norm=self.norm, cache=cache, use_cache=use_cache, hidden_states=hidden_states)
 
 
 class TransformerForCausalLM(CausalLMMixin, TransformerPreTrainedModel, GenerationMixin):

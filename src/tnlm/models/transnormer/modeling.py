@@ -18,7 +18,7 @@ from tnlm.layers.lrpe import Lrpe, lrpe_init_theta
 from tnlm.layers.mlp import SGLU
 from tnlm.layers.norm import build_norm
 from tnlm.models.causal_lm import CausalLMMixin
-from tnlm.models.common import positions_from_cu_seqlens, positions_from_mask
+from tnlm.models.common import decoder_output, positions_from_cu_seqlens, positions_from_mask
 from tnlm.models.transnormer.cache import TransnormerCache
 from tnlm.models.transnormer.configuration import TransnormerConfig
 
@@ -146,23 +146,14 @@ class TransnormerModel(TransnormerPreTrainedModel):
         for i, layer in enumerate(self.layers):
             if hidden_states is not None:
                 hidden_states.append(x)
-            state = cache.states[i] if cache is not None else None
+            state = cache.layers[i] if cache is not None else None
             x, new_state = layer(
                 x, positions=position_ids, padding_mask=padding_mask, state=state,
                 output_state=cache is not None, cu_seqlens=cu_seqlens,
             )  # fmt: skip
             if cache is not None:
-                cache.states[i] = new_state
-        if cache is not None:
-            cache.seen_tokens += T
-        x = self.final_norm(x)
-        if hidden_states is not None:
-            hidden_states.append(x)
-        return BaseModelOutputWithPast(
-            last_hidden_state=x,
-            cache=cache if use_cache else None,
-            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
-        )
+                cache.layers[i] = new_state
+        return decoder_output(x, final_norm=self.final_norm, cache=cache, use_cache=use_cache, hidden_states=hidden_states)
 
 
 class TransnormerForCausalLM(CausalLMMixin, TransnormerPreTrainedModel, GenerationMixin):
