@@ -11,6 +11,8 @@ backward time, and the peak memory of forward + backward. The methods:
   fla        flash-linear-attention with the same decays, when installed (CPU: its pure-PyTorch
              naive_chunk_simple_gla, the only path it runs on a CPU; GPU: chunk_simple_gla)
 A quadratic method is skipped at a length where its predicted time exceeds --max-seconds.
+Every method runs under tnlm.runtime.keep_freed_memory(), as the CLI does (--default-malloc to turn it
+off), and its input gradients are dropped after each fwd+bwd, as zero_grad(set_to_none=True) does.
 Times are the minimum over repeats; peak memory on a CPU is read from the profiler's allocation
 events, on a GPU from torch.cuda.max_memory_allocated. Writes results/attention.{json,png}.
 """
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 from tnlm.ops.lightning import lightning_attn, naive_lightning_attn
 from tnlm.ops.norm import srms_norm, srms_norm_reference
+from tnlm.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 QUADRATIC = {"naive", "sdpa"}
@@ -59,29 +62,35 @@ def _leaves(shape, device, dtype, n: int = 3):
     return [torch.randn(*shape, device=device, dtype=dtype).requires_grad_() for _ in range(n)]
 
 
+def _with_leaves(fn, *leaves):
+    """Tags a method's closure with its inputs, whose gradients `_fwd_bwd` drops after each run."""
+    fn.leaves = leaves
+    return fn
+
+
 def make_lightning(T, H, D, device, dtype):
     q, k, v = _leaves((1, T, H, D), device, dtype)
     a = _decays(H, device)
-    return lambda: lightning_attn(q, k, v, a)[0]
+    return _with_leaves(lambda: lightning_attn(q, k, v, a)[0], q, k, v)
 
 
 def make_naive(T, H, D, device, dtype):
     q, k, v = _leaves((1, T, H, D), device, dtype)
     a = _decays(H, device)
-    return lambda: naive_lightning_attn(q, k, v, a)[0]
+    return _with_leaves(lambda: naive_lightning_attn(q, k, v, a)[0], q, k, v)
 
 
 def make_sdpa(T, H, D, device, dtype):
     q, k, v = _leaves((1, H, T, D), device, dtype)
     if device != "cuda":
-        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return _with_leaves(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v)
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     def flash():
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-    return flash
+    return _with_leaves(flash, q, k, v)
 
 
 def make_fla(T, H, D, device, dtype):
@@ -91,7 +100,7 @@ def make_fla(T, H, D, device, dtype):
         from fla.ops.simple_gla.naive import naive_chunk_simple_gla as fn
     else:
         from fla.ops.simple_gla import chunk_simple_gla as fn
-    return lambda: fn(q, k, v, g, scale=1.0)[0]
+    return _with_leaves(lambda: fn(q, k, v, g, scale=1.0)[0], q, k, v)
 
 
 def fla_available() -> bool:
@@ -111,8 +120,12 @@ def _sync(device: str) -> None:
 
 
 def _fwd_bwd(fn) -> None:
+    """One training step's attention work: the gradients are dropped afterwards, as
+    `zero_grad(set_to_none=True)` does, so no run pays for accumulating into the last one's."""
     out = fn()
     out.backward(torch.ones_like(out))
+    for leaf in getattr(fn, "leaves", ()):
+        leaf.grad = None
 
 
 def _fwd(fn) -> None:
@@ -202,22 +215,27 @@ def _one(args, name, make, T, D, device, dtype, last) -> Row:
 # ---- checks, norm, tuning -------------------------------------------------------------------------
 
 
-def flatness(args, D: int, device: str, dtype: torch.dtype, short: int = 2048, long: int = 32768) -> dict:
+def flatness(args, D: int, device: str, dtype: torch.dtype, short: int = 2048, long: int = 32768,
+             rounds: int = 5) -> dict:
     """Per-token fwd+bwd time at `long` over `short`, measured in alternation so that both lengths see
-    the same machine load (on a shared machine a minimum over short runs is biased low); the short
-    length runs long/short times back to back so each sample spans the same work. Medians of 3 rounds."""
+    the same machine load; the short length runs long/short times back to back so each sample spans
+    the same work (a minimum over short samples would otherwise be biased low). Reports the median
+    and the minimum over `rounds` samples of each; the target is judged on the median."""
     fns = {T: make_lightning(T, args.heads, D, device, dtype) for T in (short, long)}
     reps = {short: long // short, long: 1}
     for T, fn in fns.items():
         _fwd_bwd(fn)
     per_token: dict[int, list[float]] = {short: [], long: []}
-    for _ in range(3):
+    for _ in range(rounds):
         for T, fn in fns.items():
             sec = _timed(lambda: [_fwd_bwd(fn) for _ in range(reps[T])], device)
             per_token[T].append(sec / (reps[T] * T))
-    med = {T: sorted(v)[1] for T, v in per_token.items()}
-    return {"D": D, "short": short, "long": long, "us_per_token": {T: m * 1e6 for T, m in med.items()},
-            "ratio": med[long] / med[short]}
+    med = {T: sorted(v)[len(v) // 2] for T, v in per_token.items()}
+    low = {T: min(v) for T, v in per_token.items()}
+    return {"D": D, "short": short, "long": long, "rounds": rounds,
+            "us_per_token": {T: m * 1e6 for T, m in med.items()},
+            "us_per_token_min": {T: m * 1e6 for T, m in low.items()},
+            "ratio": med[long] / med[short], "ratio_min": low[long] / low[short]}
 
 
 def same_function_check(device: str) -> dict[str, float]:
@@ -370,7 +388,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "attention", help="writes OUT.json / OUT.png (OUT.cuda.* on a GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--tune", action="store_true")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default: tnlm.runtime.keep_freed_memory(), as the CLI does)")
     args = p.parse_args()
+    kept = False if args.default_malloc else keep_freed_memory()
     if args.threads:
         # on a shared machine one thread per process avoids OpenMP barriers waiting on descheduled threads
         torch.set_num_threads(args.threads)
@@ -378,7 +399,8 @@ def main() -> None:
         return tune(args)
     device = args.device
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    print(f"device {device}, {dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"device {device}, {dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"keep_freed_memory {kept}")
     check = same_function_check(device)
     print("same function (rel err vs naive at T=300):", {k: f"{v:.1e}" for k, v in check.items()})
     rows = sweep(args, device, dtype)
@@ -391,14 +413,16 @@ def main() -> None:
         print(f"SRMSNorm fwd+bwd, 8192 x {r['d']}, {r['method']}: {r['fwd_bwd_ms']:.2f} ms")
     for f in flat:
         us = f["us_per_token"]
-        print(f"lightning fwd+bwd per token, D={f['D']}, alternating runs: T={f['short']} {us[f['short']]:.1f} us, "
-              f"T={f['long']} {us[f['long']]:.1f} us, ratio {f['ratio']:.2f}")
+        print(f"lightning fwd+bwd per token, D={f['D']}, {f['rounds']} alternating runs, median: T={f['short']} "
+              f"{us[f['short']]:.1f} us, T={f['long']} {us[f['long']]:.1f} us, ratio {f['ratio']:.2f} "
+              f"(minimum: ratio {f['ratio_min']:.2f})")
     for name, ok in goals:
         print(f"[{'met' if ok else 'NOT met' if ok is False else 'not measured'}] {name}")
     stem = f"{args.out}{'' if device == 'cpu' else '.' + device}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": device, "dtype": str(dtype), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "heads": args.heads, "batch": 1}
+            "machine": platform.processor() or platform.machine(), "heads": args.heads, "batch": 1,
+            "keep_freed_memory": kept}
     payload = {"meta": meta, "same_function_check": check, "rows": [asdict(r) for r in rows],
                "norm": norm, "flatness": flat, "targets": [{"target": n, "met": ok} for n, ok in goals], "table": text}
     Path(stem + ".json").write_text(json.dumps(payload, indent=1))
