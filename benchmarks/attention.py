@@ -9,10 +9,10 @@ backward time, and the peak memory of forward + backward. The methods:
   naive      the O(T^2) reference, while its T x T matrices fit
   sdpa       torch scaled_dot_product_attention(is_causal=True) (GPU: the flash backend)
   fla        flash-linear-attention with the same decays, when installed (CPU: its pure-PyTorch
-             naive_chunk_simple_gla, the only path it runs on a CPU; GPU: chunk_simple_gla)
+             naive_chunk_simple_gla, the only path it runs on a CPU; GPU: chunk_simple_gla).
+             Since 0.6 its ops live in fla-core: pip install --no-deps flash-linear-attention fla-core einops
 A quadratic method is skipped at a length where its predicted time exceeds --max-seconds.
-Every method runs under tnlm.runtime.keep_freed_memory(), as the CLI does (--default-malloc to turn it
-off), and its input gradients are dropped after each fwd+bwd, as zero_grad(set_to_none=True) does.
+Every method's input gradients are dropped after each fwd+bwd, as zero_grad(set_to_none=True) does.
 Times are the minimum over repeats; peak memory on a CPU is read from the profiler's allocation
 events, on a GPU from torch.cuda.max_memory_allocated. Writes results/attention.{json,png}.
 """
@@ -32,7 +32,6 @@ import torch.nn.functional as F
 
 from tnlm.ops.lightning import lightning_attn, naive_lightning_attn
 from tnlm.ops.norm import srms_norm, srms_norm_reference
-from tnlm.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 QUADRATIC = {"naive", "sdpa"}
@@ -388,10 +387,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "attention", help="writes OUT.json / OUT.png (OUT.cuda.* on a GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--tune", action="store_true")
-    p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc malloc as it is (default: tnlm.runtime.keep_freed_memory(), as the CLI does)")
     args = p.parse_args()
-    kept = False if args.default_malloc else keep_freed_memory()
     if args.threads:
         # on a shared machine one thread per process avoids OpenMP barriers waiting on descheduled threads
         torch.set_num_threads(args.threads)
@@ -399,8 +395,7 @@ def main() -> None:
         return tune(args)
     device = args.device
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    print(f"device {device}, {dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"keep_freed_memory {kept}")
+    print(f"device {device}, {dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     check = same_function_check(device)
     print("same function (rel err vs naive at T=300):", {k: f"{v:.1e}" for k, v in check.items()})
     rows = sweep(args, device, dtype)
@@ -421,8 +416,7 @@ def main() -> None:
     stem = f"{args.out}{'' if device == 'cpu' else '.' + device}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": device, "dtype": str(dtype), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "heads": args.heads, "batch": 1,
-            "keep_freed_memory": kept}
+            "machine": platform.processor() or platform.machine(), "heads": args.heads, "batch": 1}
     payload = {"meta": meta, "same_function_check": check, "rows": [asdict(r) for r in rows],
                "norm": norm, "flatness": flat, "targets": [{"target": n, "met": ok} for n, ok in goals], "table": text}
     Path(stem + ".json").write_text(json.dumps(payload, indent=1))

@@ -177,3 +177,32 @@ def test_input_validation():
         lightning_attn(q, k, v, log_decay[:1])
     with pytest.raises(ValueError, match="v must be"):
         lightning_attn(q, k, v[:, :5], log_decay)
+
+
+def _allocated_bytes(step) -> int:
+    """Bytes the CPU allocator handed out while `step` ran (every allocation, freed or not)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = prof.profiler.kineto_results.events()
+    return sum(e.nbytes() for e in events if e.name() == "[memory]" and e.nbytes() > 0)
+
+
+def test_segment_loop_allocates_only_its_outputs():
+    """After the first segment the loop reuses its buffers: 8 more segments cost only their share
+    of the outputs (o forwards; dq, dk, dv backwards) and one state each, no temporaries."""
+    H, D, span = 2, 32, chunk.BLOCK * chunk.SEGMENT_BLOCKS
+    a = -torch.logspace(0, -4, H)
+
+    def volume(T):
+        q, k, v, do = (torch.randn(1, T, H, D) for _ in range(4))
+        fwd = _allocated_bytes(lambda: chunk.chunk_fwd(q, k, v, a, initial_state=None))
+        entries = chunk.chunk_fwd(q, k, v, a, initial_state=None)[2]
+        bwd = _allocated_bytes(lambda: chunk.chunk_bwd(q, k, v, a, do, d_final=None, entries=entries))
+        return fwd, bwd
+
+    (f1, b1), (f2, b2) = volume(4 * span), volume(12 * span)
+    segment_rows, state = span * H * D * 4, H * D * D * 4
+    assert (f2 - f1) / 8 <= 1.5 * (segment_rows + 2 * state), f"forward: {(f2 - f1) / 8:.0f} bytes per extra segment"
+    assert (b2 - b1) / 8 <= 1.5 * (3 * segment_rows + 2 * state), f"backward: {(b2 - b1) / 8:.0f} bytes per extra segment"

@@ -79,3 +79,23 @@ def test_cuda_tensors_dispatch_to_the_kernels(monkeypatch):
     q = torch.randn(1, 70, 2, 32, device="cuda")
     lightning_attn(q, q, q, torch.tensor([-0.5, -0.1], device="cuda"))
     assert calls
+
+
+def test_kernels_compile_for_a_gpu_without_spilling_registers():
+    """Compiled ahead of time for sm_90 (no GPU needed) with the launchers' configurations: a
+    kernel that spills registers to local memory would be slow on every GPU run."""
+    pytest.importorskip("triton.backends.nvidia")
+    code = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); from triton_resources import kernels, resource_usage; "
+        "print(json.dumps([resource_usage(n, dt, 128, 128) for dt in ('bf16', 'fp32') for n in kernels()]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    rows = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(rows) == 10
+    bf16 = {r["kernel"]: r["spill_bytes"] for r in rows if r["dtype"] == "bf16"}
+    assert not any(bf16.values()), f"bf16 kernels spill registers (bytes): {bf16}"
+    fp32 = {r["kernel"]: r["spill_bytes"] for r in rows if r["dtype"] == "fp32"}
+    assert max(fp32.values()) <= 64, f"fp32 kernels spill registers (bytes): {fp32}"
+    assert all(r["shared_kib"] <= 227 for r in rows), "a kernel needs more shared memory than an H100 block has"

@@ -44,6 +44,8 @@ ATTN_CASES = [
     _case(1, 1000, 1, 16),
     _case(1, 100, 2, 32, state=False),
     _case(1, 193, 2, 32, 48, lengths=(1, 63, 64, 65)),
+    _case(1, 200, 2, 32, lengths=(70, 0, 130), state=False),
+    _case(2, 130, 1, 192, 96),  # LRPE doubles Dk: several feature tiles on both sides
     _case(1, 130, 2, 32, dtype="float16"),
     _case(1, 65, 2, 64, 32, dtype="float16"),
 ]

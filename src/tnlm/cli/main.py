@@ -12,7 +12,6 @@ from tnlm.cli.data import data_app, tokenizer_app
 from tnlm.cli.generate import chat, generate
 from tnlm.cli.info import info, presets
 from tnlm.errors import TnlmError
-from tnlm.runtime import keep_freed_memory
 
 app = typer.Typer(
     name="tnlm",
@@ -47,7 +46,6 @@ app.add_typer(tokenizer_app, name="tokenizer")
 
 def run() -> None:
     """Console-script entry: user errors print one clear line and exit 2, no traceback."""
-    keep_freed_memory()
     try:
         app()  # standalone: click reports usage errors itself
     except TnlmError as e:

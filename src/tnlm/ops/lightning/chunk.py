@@ -52,16 +52,35 @@ def _tables(a: torch.Tensor, *, block: int, n: int, length: int) -> _Tables:
     return _Tables(mask=mask, q_decay=q_decay, k_decay=k_decay, scan=scan)
 
 
-def _blocks(x: torch.Tensor, *, start: int, stop: int, block: int) -> torch.Tensor:
+class _Workspace:
+    """Buffers for one call's segment loop, reused by every segment of the same shape.
+
+    PyTorch has no caching allocator on the CPU: a fresh multi-MiB temporary per product comes from
+    new pages that the OS must zero, and at D = 128 that cost more than the products themselves.
+    Writing into these buffers (`out=` and in-place ops) makes the loop allocation-free after its
+    first segment, so long sequences cost the same per token as short ones."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.like, self.bufs = like, {}
+
+    def __call__(self, name: str, *shape: int) -> torch.Tensor:
+        buf = self.bufs.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self.bufs[name] = self.like.new_empty(shape, dtype=torch.float32)
+        return buf
+
+
+def _blocks(x: torch.Tensor, ws: _Workspace, name: str, *, start: int, stop: int, block: int) -> torch.Tensor:
     """(B, T, H, D) slice [start, stop) -> (B, H, n, C, D) float32, zero-padded to whole blocks."""
-    seg = x[:, start:stop].transpose(1, 2)
-    pad = -(stop - start) % block
-    if pad:
-        seg = F.pad(seg, (0, 0, 0, pad))
-    B, H, L, D = seg.shape
-    # one contiguous float32 copy: every batched product below then runs without hidden copies
-    out = torch.empty(B, H, L // block, block, D, device=x.device, dtype=torch.float32)
-    return out.copy_(seg.view(B, H, L // block, block, D))
+    B, _, H, D = x.shape
+    L = stop - start
+    n = -(-L // block)
+    out = ws(name, B, H, n, block, D)
+    flat = out.view(B, H, n * block, D)
+    flat[:, :, :L].copy_(x[:, start:stop].transpose(1, 2))
+    if n * block > L:
+        flat[:, :, L:].zero_()
+    return out
 
 
 def _unblocks(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -70,40 +89,60 @@ def _unblocks(x: torch.Tensor, length: int) -> torch.Tensor:
     return x.reshape(B, H, n * C, D)[:, :, :length].transpose(1, 2)
 
 
-def _states(scan: torch.Tensor, first: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
-    """scan (H, n+1, n+1) applied to [first; rest]: first (B, H, Dk, Dv), rest (B, H, n, Dk, Dv)."""
-    B, H, n, Dk, Dv = rest.shape
-    x = torch.cat([first.unsqueeze(2), rest], dim=2).reshape(B, H, n + 1, Dk * Dv)
-    return (scan @ x).reshape(B, H, n + 1, Dk, Dv)
+def _scan(scan: torch.Tensor, s_in: torch.Tensor, u: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """States before each of the n blocks: out[i] = sum_j scan[i, 1 + j] u[j] + scan[i, 0] s_in.
+    scan (H, n+1, n+1) over [s_in; u], s_in (B, H, Dk, Dv), u and out (B, H, n, Dk, Dv)."""
+    B, H, n, Dk, Dv = u.shape
+    flat = out.view(B, H, n, Dk * Dv)
+    torch.matmul(scan[:, :n, 1:], u.view(B, H, n, Dk * Dv), out=flat)
+    flat.addcmul_(scan[:, :n, 0].view(1, H, n, 1), s_in.reshape(B, H, 1, Dk * Dv))
+    return out
 
 
-def _segment_fwd(q, k, v, s_in, tab: _Tables):
+def _scan_last(scan: torch.Tensor, s_in: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The last row of the scan, the state after the segment, as a new (B, H, Dk, Dv) tensor."""
+    B, H, n, Dk, Dv = u.shape
+    last = scan[:, n:, 1:] @ u.view(B, H, n, Dk * Dv)  # (B, H, 1, Dk*Dv)
+    return last.addcmul_(scan[:, n:, :1], s_in.reshape(B, H, 1, Dk * Dv)).view(B, H, Dk, Dv)
+
+
+def _segment_fwd(q, k, v, s_in, tab: _Tables, ws: _Workspace):
     """q, k (B, H, n, C, Dk), v (B, H, n, C, Dv), s_in (B, H, Dk, Dv) -> (o like v, s_out)."""
-    n = q.shape[2]
-    attn = (q @ k.mT) * tab.mask  # (B, H, n, C, C)
-    u = (k * tab.k_decay).mT @ v  # (B, H, n, Dk, Dv): each block's own contribution
-    s = _states(tab.scan, s_in, u)  # (B, H, n+1, Dk, Dv): states before each block, then after all
-    o = attn @ v + (q * tab.q_decay) @ s[:, :, :n]
-    return o, s[:, :, n]
+    B, H, n, C, Dk = q.shape
+    Dv = v.shape[-1]
+    kd = torch.mul(k, tab.k_decay, out=ws("kd", *k.shape))
+    u = torch.matmul(kd.mT, v, out=ws("u", B, H, n, Dk, Dv))  # each block's own contribution
+    s = _scan(tab.scan, s_in, u, ws("s", B, H, n, Dk, Dv))  # the state before each block
+    attn = torch.matmul(q, k.mT, out=ws("attn", B, H, n, C, C)).mul_(tab.mask)
+    o = torch.matmul(attn, v, out=ws("o", B, H, n, C, Dv))
+    qd = torch.mul(q, tab.q_decay, out=ws("qd", *q.shape))
+    o.view(-1, C, Dv).baddbmm_(qd.view(-1, C, Dk), s.view(-1, Dk, Dv))
+    return o, _scan_last(tab.scan, s_in, u)
 
 
-def _segment_bwd(q, k, v, do, s_in, ds_out, tab: _Tables):
+def _segment_bwd(q, k, v, do, s_in, ds_out, tab: _Tables, ws: _Workspace):
     """Gradients of one segment given the state entering it and the gradient of the state leaving it."""
-    n = q.shape[2]
-    kd = k * tab.k_decay
-    s = _states(tab.scan, s_in, kd.mT @ v)[:, :, :n]  # recomputed block-start states
-    qd = q * tab.q_decay
-    dp = (do @ v.mT) * tab.mask  # (B, H, n, C, C)
-    dq = dp @ k + tab.q_decay * (do @ s.mT)
-    r = qd.mT @ do  # (B, H, n, Dk, Dv): gradient of each block-start state
-    B, H, _, Dk, Dv = r.shape
-    g = torch.cat([r, ds_out.unsqueeze(2)], dim=2).reshape(B, H, n + 1, Dk * Dv)
-    dx = (tab.scan.mT @ g).reshape(B, H, n + 1, Dk, Dv)  # [d s_in; d u_0 .. d u_(n-1)]
-    du = dx[:, :, 1:]
-    attn = (q @ k.mT) * tab.mask
-    dk = dp.mT @ q + tab.k_decay * (v @ du.mT)
-    dv = attn.mT @ do + kd @ du
-    return dq, dk, dv, dx[:, :, 0]
+    B, H, n, C, Dk = q.shape
+    Dv = v.shape[-1]
+    kd = torch.mul(k, tab.k_decay, out=ws("kd", *k.shape))
+    u = torch.matmul(kd.mT, v, out=ws("u", B, H, n, Dk, Dv))
+    s = _scan(tab.scan, s_in, u, ws("s", B, H, n, Dk, Dv))  # recomputed block-start states
+    qd = torch.mul(q, tab.q_decay, out=ws("qd", *q.shape))
+    dp = torch.matmul(do, v.mT, out=ws("dp", B, H, n, C, C)).mul_(tab.mask)
+    dq = torch.matmul(do, s.mT, out=ws("dq", *q.shape)).mul_(tab.q_decay)
+    dq.view(-1, C, Dk).baddbmm_(dp.view(-1, C, C), k.view(-1, C, Dk))
+    # r: gradient of each block-start state; the scan's transpose carries r and ds_out back to u, s_in
+    r = torch.matmul(qd.mT, do, out=ws("r", B, H, n, Dk, Dv)).view(B, H, n, Dk * Dv)
+    du = torch.matmul(tab.scan[:, :n, 1:].mT, r, out=ws("du", B, H, n, Dk, Dv).view(B, H, n, Dk * Dv))
+    du.addcmul_(tab.scan[:, n, 1:].reshape(1, H, n, 1), ds_out.reshape(B, H, 1, Dk * Dv))
+    ds_in = (tab.scan[:, :n, 0].reshape(1, H, 1, n) @ r).addcmul_(tab.scan[:, n:, :1], ds_out.reshape(B, H, 1, Dk * Dv))
+    du = du.view(B, H, n, Dk, Dv)
+    dk = torch.matmul(v, du.mT, out=ws("dk", *k.shape)).mul_(tab.k_decay)
+    dk.view(-1, C, Dk).baddbmm_(dp.view(-1, C, C).mT, q.view(-1, C, Dk))
+    attn = torch.matmul(q, k.mT, out=ws("attn", B, H, n, C, C)).mul_(tab.mask)
+    dv = torch.matmul(kd, du, out=ws("dv", *v.shape))
+    dv.view(-1, C, Dv).baddbmm_(attn.view(-1, C, C).mT, do.view(-1, C, Dv))
+    return dq, dk, dv, ds_in.view(B, H, Dk, Dv)
 
 
 def _empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
@@ -152,13 +191,13 @@ def chunk_fwd(
     rows = B if cu_seqlens is None else 1
     s0 = initial_state.float() if initial_state is not None else None
     o = _empty(q, B, T, H, Dv)
-    tabs, finals, entries = _TableCache(log_decay, block), [], []
+    tabs, finals, entries, ws = _TableCache(log_decay, block), [], [], _Workspace(q)
     for i, (bos, eos) in enumerate(seqs):
         s = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32) if s0 is None else s0[i * rows : (i + 1) * rows]
         for start, stop in _spans(bos, eos, block * segment):
             entries.append(s)
-            qb, kb, vb = (_blocks(x, start=start, stop=stop, block=block) for x in (q, k, v))
-            ob, s = _segment_fwd(qb, kb, vb, s, tabs.get(stop - start))
+            qb, kb, vb = (_blocks(x, ws, name, start=start, stop=stop, block=block) for x, name in ((q, "q"), (k, "k"), (v, "v")))
+            ob, s = _segment_fwd(qb, kb, vb, s, tabs.get(stop - start), ws)
             o[:, start:stop] = _unblocks(ob, stop - start)
         finals.append(s)
     empty = q.new_zeros(0, rows, H, Dk, Dv, dtype=torch.float32)
@@ -185,15 +224,16 @@ def chunk_bwd(
     seqs = _sequences(T, cu_seqlens)
     rows = B if cu_seqlens is None else 1
     dq, dk, dv = _empty(q, *q.shape), _empty(k, *k.shape), _empty(v, *v.shape)
-    tabs, d_init, idx = _TableCache(log_decay, block), [], len(entries)
+    tabs, d_init, idx, ws = _TableCache(log_decay, block), [], len(entries), _Workspace(q)
     for i, (bos, eos) in reversed(list(enumerate(seqs))):
         ds = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32)
         if d_final is not None:
             ds = ds + d_final[i * rows : (i + 1) * rows].float()
         for start, stop in reversed(_spans(bos, eos, block * segment)):
             idx -= 1
-            qb, kb, vb, dob = (_blocks(x, start=start, stop=stop, block=block) for x in (q, k, v, do))
-            grads = _segment_bwd(qb, kb, vb, dob, entries[idx], ds, tabs.get(stop - start))
+            qb, kb, vb, dob = (_blocks(x, ws, name, start=start, stop=stop, block=block)
+                               for x, name in ((q, "q"), (k, "k"), (v, "v"), (do, "do")))
+            grads = _segment_bwd(qb, kb, vb, dob, entries[idx], ds, tabs.get(stop - start), ws)
             for out, g in zip((dq, dk, dv), grads[:3]):
                 out[:, start:stop] = _unblocks(g, stop - start)
             ds = grads[3]
