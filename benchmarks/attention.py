@@ -159,12 +159,25 @@ def _peak_bytes(step, device: str) -> tuple[int, float]:
     return peak, sec
 
 
+def _batched(step, device: str, floor: float = 0.01):
+    """On a GPU one call can be shorter than the launch overhead around it: returns a step of n
+    back-to-back calls (n doubling until they take `floor` seconds) and n. On a CPU, (step, 1)."""
+    if device != "cuda":
+        return step, 1
+    n = 1
+    while _timed(lambda: [step() for _ in range(n)], device) < floor and n < 1024:
+        n *= 2
+    return (lambda: [step() for _ in range(n)]), n
+
+
 def _best(step, device: str, repeats: int, budget: float) -> float:
-    """Minimum over up to `repeats` timed runs (at least one), stopping once `budget` seconds are spent."""
+    """Minimum over up to `repeats` timed runs (at least one) of one call, stopping once `budget`
+    seconds are spent."""
+    step, calls = _batched(step, device)
     runs = [_timed(step, device)]
     while len(runs) < repeats and sum(runs) < budget:
         runs.append(_timed(step, device))
-    return min(runs)
+    return min(runs) / calls
 
 
 def measure(make, T, H, D, device, dtype, *, repeats: int, budget: float) -> tuple[float, float, int, str]:

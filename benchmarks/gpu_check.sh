@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every GPU check of the Lightning Attention kernels in one call, for a lent GPU machine whose image
+# has torch and triton but no network and no fla. Writes logs and results under $OUT (or ./gpu-out).
+#
+# Here, before the call (fla travels as wheels; .whl/ is git-ignored):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 -d .whl flash-linear-attention==0.6.0 fla-core==0.6.0
+# The call: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
+set -u -o pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+} 2>&1 | tee "$OUT/env.txt"
+
+# 1. correctness: kernels against the O(T^2) reference, fp32 and bf16, and the fused SRMSNorm
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/ops/test_lightning_triton.py -k "gpu or cuda" 2>&1 \
+    | tee "$OUT/tests.txt"
+
+# 2. a tnl-tiny training step on the GPU (bf16) against the same step on the CPU (float32)
+timeout 120 python3 - <<'EOF' 2>&1 | tee "$OUT/model.txt"
+import torch, tnlm
+torch.manual_seed(0)
+ids = torch.randint(3, 8192, (2, 300))
+cpu = tnlm.create_model("tnl-tiny", seed=0)
+gpu = tnlm.create_model("tnl-tiny", seed=0).to("cuda", torch.bfloat16)
+ref = cpu(ids, labels=ids)
+out = gpu(ids.cuda(), labels=ids.cuda())
+ref.loss.backward(); out.loss.backward()
+rel = lambda a, b: ((a.float().cpu() - b).norm() / b.norm()).item()
+print(f"loss cpu {ref.loss.item():.5f} gpu {out.loss.item():.5f}; logits rel err {rel(out.logits, ref.logits):.2e}")
+g_cpu = torch.cat([p.grad.flatten() for p in cpu.parameters()])
+g_gpu = torch.cat([p.grad.float().flatten() for p in gpu.parameters()])
+print(f"gradient rel err {rel(g_gpu, g_cpu):.2e}")
+EOF
+
+# 3. the benchmark: Triton vs SDPA flash vs fla chunk_simple_gla, bf16, B = 1, H = 8
+timeout 300 python3 benchmarks/attention.py --out "$OUT/attention" 2>&1 | tee "$OUT/attention.txt"
