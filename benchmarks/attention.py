@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -387,6 +388,41 @@ def plot(rows: list[Row], dims: list[int], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def flatness_only(args) -> None:
+    """The flatness check alone, e.g. to compare malloc settings: on Linux, glibc maps every block
+    over 32 MiB fresh from the OS, so T = 32768 pays first-touch page faults on its outputs and
+    gradients that T = 2048 (served from the heap) does not; GLIBC_TUNABLES can change that."""
+    device = args.device
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    env = os.environ.get("GLIBC_TUNABLES", "")
+    print(f"device {device}, {dtype}, threads {torch.get_num_threads()}, GLIBC_TUNABLES={env!r}")
+    flat = [flatness(args, D, device, dtype) for D in args.dims]
+    lines = [f"{'D':>4} | {'T=2048 us/token':>15} | {'T=32768 us/token':>16} | {'ratio':>5} | min ratio", "-" * 64]
+    for f in flat:
+        us = f["us_per_token"]
+        lines.append(f"{f['D']:>4} | {us[f['short']]:>15.1f} | {us[f['long']]:>16.1f} | {f['ratio']:>5.2f} | {f['ratio_min']:.2f}")
+    text = "\n".join(lines)
+    print(text)
+    stem = f"{args.out}.flatness{'' if device == 'cpu' else '.' + device}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"device": device, "threads": torch.get_num_threads(), "GLIBC_TUNABLES": env, "torch": torch.__version__}
+    Path(stem + ".json").write_text(json.dumps({"meta": meta, "flatness": flat, "table": text}, indent=1))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, f in enumerate(flat):
+        us = f["us_per_token"]
+        ax.bar([3 * i, 3 * i + 1], [us[f["short"]], us[f["long"]]], color=["C0", "C1"])
+    ax.set_xticks([3 * i + 0.5 for i in range(len(flat))], [f"D={f['D']}" for f in flat])
+    ax.set(ylabel="fwd+bwd us / token (median)", title=f"T=2048 (blue) vs T=32768 (orange) {env}")
+    fig.tight_layout()
+    fig.savefig(stem + ".png", dpi=110)
+    print(f"wrote {stem}.json and {stem}.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -400,12 +436,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "attention", help="writes OUT.json / OUT.png (OUT.cuda.* on a GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--tune", action="store_true")
+    p.add_argument("--flatness-only", action="store_true", help="only the per-token flatness check, to OUT.flatness.*")
     args = p.parse_args()
     if args.threads:
         # on a shared machine one thread per process avoids OpenMP barriers waiting on descheduled threads
         torch.set_num_threads(args.threads)
     if args.tune:
         return tune(args)
+    if args.flatness_only:
+        return flatness_only(args)
     device = args.device
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     print(f"device {device}, {dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
