@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 # Chosen by measurement on the 2-core CPUs this project targets (benchmarks/attention.py --tune).
 BLOCK = 64
