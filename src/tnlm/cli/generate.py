@@ -7,8 +7,7 @@ import sys
 import torch
 import typer
 
-from tnlm.chat_template import END_MARKER, render_chat
-from tnlm.generation import GenerationResult, GenerationStats, SamplingParams, load_tokenizer, stream
+from tnlm.generation import ChatSession, GenerationResult, GenerationStats, SamplingParams, load_tokenizer, stream
 from tnlm.generation.tokenizer import TextTokenizer
 from tnlm.models.registry import create_model
 
@@ -34,21 +33,20 @@ def _load(model: str, *, dtype: str, device: str) -> tuple[torch.nn.Module, Text
 
 
 def _report(stats: GenerationStats) -> None:
+    cached = f" (+{stats.cached_tokens} kept from earlier turns)" if stats.cached_tokens else ""
     typer.echo(
-        f"[{stats.prompt_tokens} prompt tokens, {stats.generated_tokens} generated in "
+        f"[{stats.prompt_tokens} prompt tokens{cached}, {stats.generated_tokens} generated in "
         f"{stats.prefill_s + stats.decode_s:.2f} s: {stats.tokens_per_s:.1f} tokens/s, "
         f"{stats.ms_per_token:.1f} ms/token after the first, state {stats.state_bytes / 2**20:.2f} MiB]",
         err=True,
     )
 
 
-def _stream_to_terminal(model, tokenizer: TextTokenizer, prompt: str, **options) -> GenerationResult:
-    result = GenerationResult(sequences=[], stats=GenerationStats())
-    for piece in stream(model, tokenizer, prompt, result=result, **options):
+def _to_terminal(pieces) -> None:
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    return result
 
 
 def generate(
@@ -67,14 +65,10 @@ def generate(
     """Continue a prompt, streaming the text; report tokens/s on stderr."""
     m, tok = _load(model, dtype=dtype, device=device)
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
-    result = _stream_to_terminal(m, tok, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop, seed=seed)
+    result = GenerationResult(sequences=[], stats=GenerationStats())
+    _to_terminal(stream(m, tok, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop, seed=seed,
+                        result=result))
     _report(result.stats)
-
-
-def _chat_eos(tokenizer: TextTokenizer) -> list[int]:
-    """The reply ends at the tokenizer's EOS or at the template's end marker, whichever comes first."""
-    ids = [tokenizer.eos_token_id, tokenizer.token_id(END_MARKER)]
-    return [i for i in ids if i is not None]
 
 
 def chat(
@@ -89,11 +83,11 @@ def chat(
     dtype: str = DTYPE,
     device: str = DEVICE,
 ) -> None:
-    """Interactive chat with tnlm's chat template. /reset starts over, /exit (or Ctrl-D) quits."""
+    """Interactive chat with tnlm's chat template. /reset starts over, /exit (or Ctrl-D) quits.
+    The decoding state carries over between turns: each turn feeds only the new message."""
     m, tok = _load(model, dtype=dtype, device=device)
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
-    opening = [{"role": "system", "content": system}] if system else []
-    messages = list(opening)
+    session = ChatSession(m, tok, system=system)
     typer.echo("chat: type a message; /reset starts over, /exit quits.", err=True)
     while True:
         try:
@@ -103,14 +97,9 @@ def chat(
         if line.strip() == "/exit":
             break
         if line.strip() == "/reset":
-            messages = list(opening)
+            session.reset()
             continue
-        messages.append({"role": "user", "content": line})
         sys.stdout.write("assistant> ")
-        prompt = render_chat(messages, add_generation_prompt=True)
-        result = _stream_to_terminal(
-            m, tok, prompt, max_new_tokens=max_new_tokens, sampling=sampling, stop=[END_MARKER],
-            eos_token_ids=_chat_eos(tok), seed=seed,
-        )  # fmt: skip
-        messages.append({"role": "assistant", "content": result.sequences[0].text})
+        result = GenerationResult(sequences=[], stats=GenerationStats())
+        _to_terminal(session.send(line, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed, result=result))
         _report(result.stats)

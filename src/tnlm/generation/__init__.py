@@ -4,6 +4,7 @@
 pieces. The model's own cache object is the decoding state (see state.py).
 """
 
+from tnlm.generation.chat import ChatSession, chat_eos_ids
 from tnlm.generation.engine import GeneratedSequence, GenerationResult, GenerationStats, generate, left_pad, stream
 from tnlm.generation.sampling import SamplingParams
 from tnlm.generation.state import DecodeState
@@ -11,6 +12,7 @@ from tnlm.generation.tokenizer import ByteTokenizer, HFTokenizer, TextTokenizer,
 
 __all__ = [
     "ByteTokenizer",
+    "ChatSession",
     "DecodeState",
     "GeneratedSequence",
     "GenerationResult",
@@ -18,6 +20,7 @@ __all__ = [
     "HFTokenizer",
     "SamplingParams",
     "TextTokenizer",
+    "chat_eos_ids",
     "generate",
     "left_pad",
     "load_tokenizer",

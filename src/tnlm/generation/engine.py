@@ -36,7 +36,8 @@ class GeneratedSequence:
 
 @dataclass
 class GenerationStats:
-    prompt_tokens: int = 0  # over the batch, padding excluded
+    prompt_tokens: int = 0  # over the batch, padding excluded; new tokens only when a state is continued
+    cached_tokens: int = 0  # tokens a continued state already held (a chat's earlier turns)
     generated_tokens: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0  # after the first token
@@ -145,20 +146,25 @@ def _accept_all(
 
 
 def _decode_loop(
-    model: nn.Module, prompts: Sequence[Prompt], req: _Request, result: GenerationResult
+    model: nn.Module, prompts: Sequence[Prompt], req: _Request, result: GenerationResult,
+    state: DecodeState | None = None,
 ) -> Iterator[tuple[int, str]]:
-    """Yields (sequence index, text piece) as text is released; fills `result` as it goes."""
+    """Yields (sequence index, text piece) as text is released; fills `result` as it goes. A given
+    `state` that holds tokens is continued: the prompt is fed after them."""
     encoded = _encode(req.tokenizer, prompts)
-    _check_length(model, max(len(e) for e in encoded), req.max_new_tokens)
+    state = state if state is not None else DecodeState(model)
+    history = [t for row in state.tokens for t in row]
+    _check_length(model, len(history) + max(len(e) for e in encoded), req.max_new_tokens)
     ids, mask = left_pad(encoded, pad_id=req.tokenizer.pad_token_id)
     seqs = [GeneratedSequence(prompt_tokens=e) for e in encoded]
     result.sequences[:] = seqs
     streams = [TextStream(req.tokenizer, stop=req.stop) for _ in seqs]
-    stats, gens, state = result.stats, _generators(req.seed, len(seqs)), DecodeState(model)
-    stats.prompt_tokens = int(mask.sum())
+    stats, gens = result.stats, _generators(req.seed, len(seqs))
+    stats.prompt_tokens, stats.cached_tokens = int(mask.sum()), len(history)
     t0 = time.perf_counter()
     logits = state.prefill(ids, mask, chunk_size=req.prefill_chunk_size)
     seen = _seen_mask(ids, mask, logits.shape[-1]).to(logits.device)
+    seen[:, history] = True  # the repetition penalty sees the whole conversation
     for step in range(req.max_new_tokens):
         toks = next_tokens(logits, params=req.sampling, seen=seen, generators=gens)
         seen[torch.arange(len(seqs), device=seen.device), toks] = True
@@ -234,11 +240,14 @@ def stream(
     seed: int | None = None,
     prefill_chunk_size: int | None = None,
     result: GenerationResult | None = None,
+    state: DecodeState | None = None,
 ) -> Iterator[str]:
     """Text pieces of one prompt's continuation as they are decoded; never half a character, never
-    part of a stop string. Pass an empty GenerationResult as `result` to read the tokens and stats after."""
+    part of a stop string. Pass an empty GenerationResult as `result` to read the tokens and stats after.
+    Pass a DecodeState to keep it: it then holds every token fed (see state.tokens), and a later call
+    with it continues from there, feeding only its own prompt (how ChatSession carries a conversation)."""
     req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
                    eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size)  # fmt: skip
     result = result if result is not None else GenerationResult(sequences=[], stats=GenerationStats())
-    for _, piece in _decode_loop(model, [prompt], req, result):
+    for _, piece in _decode_loop(model, [prompt], req, result, state):
         yield piece

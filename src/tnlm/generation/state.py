@@ -50,6 +50,7 @@ class DecodeState:
         self.model = model
         self.cache: object | None = None
         self.mask: torch.Tensor | None = None  # (B, past + T); None while no sequence has padding
+        self.tokens: list[list[int]] = []  # per sequence, every real token fed so far (no padding)
         self._cache_kw = "cache" if _accepts(model, "cache") else "past_key_values"
         self._keep_last = _accepts(model, "logits_to_keep")
 
@@ -68,9 +69,16 @@ class DecodeState:
 
     @torch.inference_mode()  # no autograd bookkeeping at all: ~10% off a small model's decode step
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
-        """ids, mask: (B, T) left-padded prompts. Chunks share the state, so the result is the same."""
+        """ids, mask: (B, T) left-padded prompts. Chunks share the state, so the result is the same.
+        A state that already holds tokens continues from them (a batch of one, no padding)."""
         ids, mask = ids.to(self.device), mask.to(self.device)
-        self.mask = None if bool(mask.all()) else mask
+        if self.tokens:
+            if ids.shape[0] != 1 or not bool(mask.all()):
+                raise ValueError("a state that holds tokens continues one sequence, without padding")
+            self.tokens[0] += ids[0].tolist()
+        else:
+            self.mask = None if bool(mask.all()) else mask
+            self.tokens = [row[m.bool()].tolist() for row, m in zip(ids.cpu(), mask.cpu())]
         T = ids.shape[1]
         step = T if not chunk_size or chunk_size >= T else chunk_size
         logits = None
@@ -84,6 +92,8 @@ class DecodeState:
         """tokens: (B,) one new token per sequence -> logits (B, V) for the token after it."""
         if self.mask is not None:
             self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        for row, tok in zip(self.tokens, tokens.tolist()):
+            row.append(tok)
         return self._forward(tokens.to(self.device).view(-1, 1), self.mask)
 
     def nbytes(self) -> int:
