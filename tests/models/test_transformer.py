@@ -67,10 +67,13 @@ def test_cache_holds_every_token_and_reports_length() -> None:
     model = tiny()
     out = model(torch.randint(3, 97, (2, 11)), use_cache=True)
     assert isinstance(out.cache, KVCache) and out.cache.get_seq_length() == 11
-    k, v = out.cache.layers[0]
-    assert k.shape == (2, 11, 2, 8) and v.shape == (2, 11, 2, 8)
+    kv = out.cache.layers[0]
+    assert kv.k.shape == (2, 11, 2, 8) and kv.v.shape == (2, 11, 2, 8)
+    k11 = kv.k.clone()
     out = model(torch.randint(3, 97, (2, 1)), past_key_values=out.cache)  # the HF name works too
-    assert out.cache.get_seq_length() == 12
+    assert out.cache.get_seq_length() == 12 and kv.k.shape[1] == 12
+    assert torch.equal(kv.k[:, :11], k11)  # the past is kept, the new token appended in place
+    assert kv.capacity >= 12 and out.cache.nbytes() == sum(layer.nbytes() for layer in out.cache.layers)
 
 
 @pytest.mark.parametrize("position_embedding", ["rope", "alibi"])

@@ -10,7 +10,45 @@ from tnlm.layers.positions import Alibi, RopeSpec, Rotary
 from tnlm.ops.softmax import softmax_attention
 
 POSITION_EMBEDDINGS = ("rope", "alibi")
-KVState = tuple[torch.Tensor, torch.Tensor]  # k, v (B, T_past, Hkv, D); k already rotated
+
+
+class KVBuffer:
+    """Keys (already rotated) and values of every past token, (B, T_past, Hkv, D) each, in buffers
+    with room to grow: a decoded token is written in place, and the buffers are reallocated only when
+    full, with 1/8 of their length to spare. (torch.cat, as HF's DynamicCache does, copies the
+    whole cache for every token: at 16k tokens that copy costs more than the attention itself.)"""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        self._k, self._v, self.length = k, v, k.shape[1]
+
+    @property
+    def k(self) -> torch.Tensor:
+        return self._k[:, : self.length]
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self._v[:, : self.length]
+
+    @property
+    def capacity(self) -> int:
+        return self._k.shape[1]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        need = self.length + k.shape[1]
+        if need > self.capacity:
+            room = need + max(256, need // 8)
+            for name in ("_k", "_v"):
+                old = getattr(self, name)
+                new = old.new_empty(old.shape[0], room, *old.shape[2:])
+                new[:, : self.length] = old[:, : self.length]
+                setattr(self, name, new)
+        self._k[:, self.length : need] = k
+        self._v[:, self.length : need] = v
+        self.length = need
+
+    def nbytes(self) -> int:
+        """Bytes held, spare room included."""
+        return self._k.numel() * self._k.element_size() + self._v.numel() * self._v.element_size()
 
 
 class SoftmaxAttention(nn.Module):
@@ -57,19 +95,23 @@ class SoftmaxAttention(nn.Module):
         *,
         positions: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        state: KVState | None = None,
-    ) -> tuple[torch.Tensor, KVState]:
+        state: KVBuffer | None = None,
+    ) -> tuple[torch.Tensor, KVBuffer]:
         """x (B, T, d); positions (B, T); attention_mask (B, T_past + T), 1 = real token; state: the
-        cached k, v. Returns the output (B, T, d) and k, v including the new tokens."""
+        cached keys and values. Returns the output (B, T, d) and the state with the new tokens added
+        (the given one, updated in place, or a new one wrapping this call's keys and values)."""
         B, T, _ = x.shape
         q, k, v = self.split_heads(x)
         cos_sin = self.rotary.cos_sin(positions) if self.rotary is not None else None
         if cos_sin is not None:
             q, k = self.rotary(q, cos_sin), self.rotary(k, cos_sin)
-        if state is not None:
-            k, v = torch.cat([state[0], k], dim=1), torch.cat([state[1], v], dim=1)
+        if state is None:
+            state = KVBuffer(k, v)
+        else:
+            state.append(k, v)
+            k, v = state.k, state.v
         mask = None
         if attention_mask is not None:
             mask = attention_mask[:, -k.shape[1] :].bool()[:, None, :].expand(B, T, k.shape[1])
         o = softmax_attention(q, k, v, mask=mask, alibi_slopes=self.alibi_slopes(x.device))
-        return self.o_proj(o.reshape(B, T, -1)), (k, v)
+        return self.o_proj(o.reshape(B, T, -1)), state

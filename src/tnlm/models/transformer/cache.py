@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
+from tnlm.layers.softmax_attention import KVBuffer
 from tnlm.models.cache import LayerCache
 
 
-class KVCache(LayerCache[tuple[torch.Tensor, torch.Tensor]]):
-    """layers[i] = (k, v), each (B, T_past, Hkv, D). Grows by one column per decoded token."""
+class KVCache(LayerCache[KVBuffer]):
+    """layers[i] is a KVBuffer: .k and .v, each (B, T_past, Hkv, D), growing by one column per
+    decoded token without copying the past."""
