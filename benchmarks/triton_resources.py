@@ -92,8 +92,8 @@ def main() -> None:
                     f"{r['registers']:>4} {r['spill_bytes']:>5} {r['shared_kib']:>5.0f}K" for r in cells))
     text = "\n".join(lines)
     print(text)
-    print("configs (tile, warps):", {n: (r["BK"], r["num_warps"]) for n in kernels()
-                                     for r in rows if r["kernel"] == n and r["Dk"] == 128})
+    print("bf16 configs (tile, warps):", {n: (r["BK"], r["num_warps"]) for n in kernels() for r in rows
+                                          if r["kernel"] == n and r["Dk"] == 128 and r["dtype"] == "bf16"})
     spilled = [r for r in rows if r["spill_bytes"] and r["dtype"] != "fp32"]
     print(f"bf16/fp16 kernels that spill: {len(spilled)} of {sum(r['dtype'] != 'fp32' for r in rows)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
