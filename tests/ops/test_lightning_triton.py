@@ -52,6 +52,20 @@ def test_interpreted_srms_norm_kernels_match_pytorch(interpreted, rows, dim):
             assert_errors(dict(interpreted[key + suffix]), TOLERANCE[dtype])
 
 
+def test_interpreted_kernels_run_a_whole_model_step(interpreted):
+    """tnl-tiny forward and backward through the custom op's Triton branch (forced on the CPU)."""
+    assert_errors(dict(interpreted["model-tnl-tiny"]), TOLERANCE["float32"])
+
+
+def test_backend_override_is_checked(monkeypatch):
+    from tnlm.ops.lightning import lightning_attn
+
+    monkeypatch.setenv("TNLM_LIGHTNING_BACKEND", "cuda")
+    q = torch.randn(1, 5, 1, 4)
+    with pytest.raises(ValueError, match="TNLM_LIGHTNING_BACKEND"):
+        lightning_attn(q, q, q, torch.tensor([-0.5]))
+
+
 @CUDA
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("case", [c for c in ATTN_CASES if c.dtype == "float32"], ids=lambda c: c.id)

@@ -130,6 +130,28 @@ def check_norm(rows: int, dim: int, device: str, dtype: str = "float32") -> dict
             "finite": float(torch.isfinite(y).all() and torch.isfinite(dx).all())}
 
 
+def check_model(backend: str = "triton") -> dict[str, float]:
+    """A tnl-tiny forward and backward with the custom op forced onto the Triton kernels (the path
+    CUDA tensors take) against the same step on chunk.py: the whole integration, not just the kernels."""
+    import os
+
+    import tnlm
+
+    torch.manual_seed(0)
+    ids = torch.randint(3, 8192, (2, 70))
+    out = {}
+    for name in ("chunk", backend):
+        os.environ["TNLM_LIGHTNING_BACKEND"] = name
+        model = tnlm.create_model("tnl-tiny", seed=0)
+        res = model(ids, labels=ids)
+        res.loss.backward()
+        out[name] = (res.logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()]))
+    os.environ.pop("TNLM_LIGHTNING_BACKEND")
+    (lc, gc), (lt, gt) = out["chunk"], out[backend]
+    return {"logits": rel_err(lt, lc), "grads": rel_err(gt, gc),
+            "finite": float(torch.isfinite(lt).all() and torch.isfinite(gt).all())}
+
+
 def _nan_buffers() -> None:
     """Fresh output buffers start as NaN, so an element a kernel forgets to write cannot pass."""
     import tnlm.ops.lightning.triton as lt
@@ -142,6 +164,7 @@ def main() -> None:
     results = {c.id: check_attn(c, "cpu") for c in ATTN_CASES}
     results.update({f"norm-R{r}-D{d}": check_norm(r, d, "cpu") for r, d in NORM_CASES})
     results["norm-R7-D96-float16"] = check_norm(7, 96, "cpu", "float16")
+    results["model-tnl-tiny"] = check_model()
     print(json.dumps(results))
 
 

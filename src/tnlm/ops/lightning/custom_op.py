@@ -11,6 +11,7 @@ to a length known from the shapes alone so that the fake implementation can stat
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 
@@ -21,6 +22,14 @@ _SPAN = BLOCK * SEGMENT_BLOCKS
 
 
 def _use_triton(x: torch.Tensor) -> bool:
+    """Triton for CUDA tensors, chunk.py elsewhere. TNLM_LIGHTNING_BACKEND=chunk forces the PyTorch
+    block algorithm (to compare on a GPU); =triton forces the kernels, which on a CPU run only under
+    TRITON_INTERPRET=1 (how the tests run a whole model through them)."""
+    forced = os.environ.get("TNLM_LIGHTNING_BACKEND")
+    if forced not in (None, "", "triton", "chunk"):
+        raise ValueError(f"TNLM_LIGHTNING_BACKEND must be 'triton' or 'chunk', got {forced!r}")
+    if forced:
+        return forced == "triton" and _HAS_TRITON
     return x.is_cuda and _HAS_TRITON
 
 
