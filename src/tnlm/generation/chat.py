@@ -43,15 +43,6 @@ class ChatSession:
         self.tokens: list[int] = []
         self.state: DecodeState | None = None
 
-    def _prompt(self, user: dict[str, str]) -> list[int]:
-        """The tokens to feed this turn: what the state has not seen yet, up to the generation prompt."""
-        if self.state is None:  # the first turn, or the one after an interrupted reply
-            self.state, self.tokens = DecodeState(self.model), []
-            return self.tokenizer.encode(render_chat([*self.messages, user], add_generation_prompt=True))
-        unseen = self.tokens[len(self.state.tokens[0]) :]  # the last reply's final token and its closing
-        turn = render_chat([user], add_generation_prompt=True)
-        return unseen + self.tokenizer.encode(turn, add_special_tokens=False)
-
     def send(
         self,
         text: str,
@@ -65,8 +56,14 @@ class ChatSession:
         stream is exhausted (a reply interrupted before that is dropped, and the next turn starts a
         fresh state). Pass an empty GenerationResult as `result` to read tokens and stats."""
         user = {"role": "user", "content": text}
-        prompt = self._prompt(user)
-        before = self.tokens[: len(self.state.tokens[0])] if self.state.tokens else []
+        if self.state is None:  # the first turn, or the one after an interrupted reply
+            self.state = DecodeState(self.model)
+            tokens = self.tokenizer.encode(render_chat([*self.messages, user], add_generation_prompt=True))
+        else:
+            turn = render_chat([user], add_generation_prompt=True)
+            tokens = self.tokens + self.tokenizer.encode(turn, add_special_tokens=False)
+        fed = len(self.state.tokens[0]) if self.state.tokens else 0
+        prompt = tokens[fed:]  # what the state has not seen: the last reply's end, then this turn
         result = result if result is not None else GenerationResult(sequences=[], stats=GenerationStats())
         done = False
         try:
@@ -82,5 +79,5 @@ class ChatSession:
         reply = result.sequences[0]
         # a stop string leaves END_MARKER's tokens in the reply; an EOS or the length limit does not
         closing = "\n" if reply.finish_reason == "stop" else END_MARKER + "\n"
-        self.tokens = before + prompt + reply.tokens + self.tokenizer.encode(closing, add_special_tokens=False)
+        self.tokens = tokens + reply.tokens + self.tokenizer.encode(closing, add_special_tokens=False)
         self.messages += [user, {"role": "assistant", "content": reply.text}]

@@ -153,7 +153,7 @@ def _decode_loop(
     `state` that holds tokens is continued: the prompt is fed after them."""
     encoded = _encode(req.tokenizer, prompts)
     state = state if state is not None else DecodeState(model)
-    history = [t for row in state.tokens for t in row]
+    history = state.tokens[0] if state.tokens else []  # a continued state holds one sequence
     _check_length(model, len(history) + max(len(e) for e in encoded), req.max_new_tokens)
     ids, mask = left_pad(encoded, pad_id=req.tokenizer.pad_token_id)
     seqs = [GeneratedSequence(prompt_tokens=e) for e in encoded]

@@ -37,14 +37,16 @@ class KVBuffer:
         need = self.length + k.shape[1]
         if need > self.capacity:
             room = need + max(256, need // 8)
-            for name in ("_k", "_v"):
-                old = getattr(self, name)
-                new = old.new_empty(old.shape[0], room, *old.shape[2:])
-                new[:, : self.length] = old[:, : self.length]
-                setattr(self, name, new)
+            self._k, self._v = (self._moved(x, room) for x in (self._k, self._v))
         self._k[:, self.length : need] = k
         self._v[:, self.length : need] = v
         self.length = need
+
+    def _moved(self, x: torch.Tensor, room: int) -> torch.Tensor:
+        """x's first `length` positions in a new buffer of `room` positions."""
+        new = x.new_empty(x.shape[0], room, *x.shape[2:])
+        new[:, : self.length] = x[:, : self.length]
+        return new
 
     def nbytes(self) -> int:
         """Bytes held, spare room included."""

@@ -105,13 +105,21 @@ def _scan_last(scan: torch.Tensor, s_in: torch.Tensor, u: torch.Tensor) -> torch
     return last.addcmul_(scan[:, n:, :1], s_in.reshape(B, H, 1, Dk * Dv)).view(B, H, Dk, Dv)
 
 
+def _block_states(k, v, s_in, tab: _Tables, ws: _Workspace):
+    """Decayed keys Gamma K, each block's own contribution u = (Gamma K)^T V, and the state before
+    each block (the scan of u from s_in); forward and backward both start here."""
+    B, H, n, C, Dk = k.shape
+    Dv = v.shape[-1]
+    kd = torch.mul(k, tab.k_decay, out=ws("kd", *k.shape))
+    u = torch.matmul(kd.mT, v, out=ws("u", B, H, n, Dk, Dv))
+    return kd, u, _scan(tab.scan, s_in, u, ws("s", B, H, n, Dk, Dv))
+
+
 def _segment_fwd(q, k, v, s_in, tab: _Tables, ws: _Workspace):
     """q, k (B, H, n, C, Dk), v (B, H, n, C, Dv), s_in (B, H, Dk, Dv) -> (o like v, s_out)."""
     B, H, n, C, Dk = q.shape
     Dv = v.shape[-1]
-    kd = torch.mul(k, tab.k_decay, out=ws("kd", *k.shape))
-    u = torch.matmul(kd.mT, v, out=ws("u", B, H, n, Dk, Dv))  # each block's own contribution
-    s = _scan(tab.scan, s_in, u, ws("s", B, H, n, Dk, Dv))  # the state before each block
+    kd, u, s = _block_states(k, v, s_in, tab, ws)
     attn = torch.matmul(q, k.mT, out=ws("attn", B, H, n, C, C)).mul_(tab.mask)
     o = torch.matmul(attn, v, out=ws("o", B, H, n, C, Dv))
     qd = torch.mul(q, tab.q_decay, out=ws("qd", *q.shape))
@@ -123,9 +131,7 @@ def _segment_bwd(q, k, v, do, s_in, ds_out, tab: _Tables, ws: _Workspace):
     """Gradients of one segment given the state entering it and the gradient of the state leaving it."""
     B, H, n, C, Dk = q.shape
     Dv = v.shape[-1]
-    kd = torch.mul(k, tab.k_decay, out=ws("kd", *k.shape))
-    u = torch.matmul(kd.mT, v, out=ws("u", B, H, n, Dk, Dv))
-    s = _scan(tab.scan, s_in, u, ws("s", B, H, n, Dk, Dv))  # recomputed block-start states
+    kd, _, s = _block_states(k, v, s_in, tab, ws)  # recomputed
     qd = torch.mul(q, tab.q_decay, out=ws("qd", *q.shape))
     dp = torch.matmul(do, v.mT, out=ws("dp", B, H, n, C, C)).mul_(tab.mask)
     dq = torch.matmul(do, s.mT, out=ws("dq", *q.shape)).mul_(tab.q_decay)

@@ -79,14 +79,38 @@ def _k_decay(a, t, c):
 
 
 @triton.jit
+def _tile_ptrs(X, rows, i_h, cols, H: tl.constexpr, D: tl.constexpr):
+    """Pointers to rows x cols of head i_h of a (rows, H, D) tensor."""
+    return X + rows[:, None] * (H * D) + i_h * D + cols[None, :]
+
+
+@triton.jit
 def _tile(X, rows, mr, i_h, cols, mc, H: tl.constexpr, D: tl.constexpr):
     """Rows x cols of head i_h of a (rows, H, D) tensor, zero outside the masks."""
-    return tl.load(X + rows[:, None] * (H * D) + i_h * D + cols[None, :], mask=mr[:, None] & mc[None, :], other=0.0)
+    return tl.load(_tile_ptrs(X, rows, i_h, cols, H, D), mask=mr[:, None] & mc[None, :], other=0.0)
 
 
 @triton.jit
 def _state_ptrs(S, i_s, i_h, o_k, o_v, H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr):
     return S + (i_s * H + i_h) * DK * DV + o_k[:, None] * DV + o_v[None, :]
+
+
+@triton.jit
+def _over_dk(A, B, S, i_b, rows, mr, i_h, o_v, mv, H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
+             BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
+    """(A B^T, A S) for one block, summed over Dk tiles: A, B are (rows, H, DK) inputs and S the
+    block's (DK, BV tile) state. The output kernel takes (Q, K, S), the dv kernel (K, Q, dG)."""
+    ab = tl.zeros([BT, BT], dtype=tl.float32)
+    a_s = tl.zeros([BT, BV], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(DK, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        mk = o_k < DK
+        a = _tile(A, rows, mr, i_h, o_k, mk, H, DK)
+        b = _tile(B, rows, mr, i_h, o_k, mk, H, DK)
+        s = tl.load(_state_ptrs(S, i_b.to(tl.int64), i_h, o_k, o_v, H, DK, DV), mask=mk[:, None] & mv[None, :], other=0.0)
+        ab += tl.dot(a, tl.trans(b), input_precision=PREC)
+        a_s += tl.dot(a, s, input_precision=PREC)
+    return ab, a_s
 
 
 @triton.jit
@@ -138,20 +162,10 @@ def lightning_output_kernel(
     t, q_decay, m = _decays(a, BT)
     rows, o_v = start + tl.arange(0, BT), i_v * BV + tl.arange(0, BV)
     mr, mv = rows < eos, o_v < DV
-    qk = tl.zeros([BT, BT], dtype=tl.float32)
-    o = tl.zeros([BT, BV], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(DK, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        mk = o_k < DK
-        q = _tile(Q, rows, mr, i_h, o_k, mk, H, DK)
-        k = _tile(K, rows, mr, i_h, o_k, mk, H, DK)
-        s = tl.load(_state_ptrs(HS, i_b.to(tl.int64), i_h, o_k, o_v, H, DK, DV), mask=mk[:, None] & mv[None, :], other=0.0)
-        qk += tl.dot(q, tl.trans(k), input_precision=PREC)
-        o += tl.dot(q, s, input_precision=PREC)
+    qk, o = _over_dk(Q, K, HS, i_b, rows, mr, i_h, o_v, mv, H, DK, DV, BT, BK, BV, PREC)
     v = _tile(V, rows, mr, i_h, o_v, mv, H, DV)
     o = o * q_decay[:, None] + tl.dot((qk * m).to(v.dtype), v, input_precision=PREC)
-    tl.store(O + rows[:, None] * (H * DV) + i_h * DV + o_v[None, :], o.to(O.dtype.element_ty),
-             mask=mr[:, None] & mv[None, :])
+    tl.store(_tile_ptrs(O, rows, i_h, o_v, H, DV), o.to(O.dtype.element_ty), mask=mr[:, None] & mv[None, :])
 
 
 @triton.jit
@@ -224,9 +238,8 @@ def lightning_bwd_dqk_kernel(
     dp = dp * m
     dq = dq * q_decay[:, None] + tl.dot(dp.to(k.dtype), k, input_precision=PREC)
     dk = dk * _k_decay(a, t, c)[:, None] + tl.dot(tl.trans(dp).to(q.dtype), q, input_precision=PREC)
-    offs = rows[:, None] * (H * DK) + i_h * DK + o_k[None, :]
-    tl.store(DQ + offs, dq.to(DQ.dtype.element_ty), mask=mr[:, None] & mk[None, :])
-    tl.store(DK_ + offs, dk.to(DK_.dtype.element_ty), mask=mr[:, None] & mk[None, :])
+    tl.store(_tile_ptrs(DQ, rows, i_h, o_k, H, DK), dq.to(DQ.dtype.element_ty), mask=mr[:, None] & mk[None, :])
+    tl.store(_tile_ptrs(DK_, rows, i_h, o_k, H, DK), dk.to(DK_.dtype.element_ty), mask=mr[:, None] & mk[None, :])
 
 
 @triton.jit
@@ -244,17 +257,7 @@ def lightning_bwd_dv_kernel(
     c = tl.minimum(eos - start, BT).to(tl.float32)
     rows, o_v = start + tl.arange(0, BT), i_v * BV + tl.arange(0, BV)
     mr, mv = rows < eos, o_v < DV
-    kq = tl.zeros([BT, BT], dtype=tl.float32)  # (s, t)
-    dv = tl.zeros([BT, BV], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(DK, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        mk = o_k < DK
-        q = _tile(Q, rows, mr, i_h, o_k, mk, H, DK)
-        k = _tile(K, rows, mr, i_h, o_k, mk, H, DK)
-        ds = tl.load(_state_ptrs(DHS, i_b.to(tl.int64), i_h, o_k, o_v, H, DK, DV), mask=mk[:, None] & mv[None, :], other=0.0)
-        kq += tl.dot(k, tl.trans(q), input_precision=PREC)
-        dv += tl.dot(k, ds, input_precision=PREC)
+    kq, dv = _over_dk(K, Q, DHS, i_b, rows, mr, i_h, o_v, mv, H, DK, DV, BT, BK, BV, PREC)  # kq is (s, t)
     do = _tile(DO, rows, mr, i_h, o_v, mv, H, DV)
     dv = dv * _k_decay(a, t, c)[:, None] + tl.dot((kq * tl.trans(m)).to(do.dtype), do, input_precision=PREC)
-    tl.store(DV_ + rows[:, None] * (H * DV) + i_h * DV + o_v[None, :], dv.to(DV_.dtype.element_ty),
-             mask=mr[:, None] & mv[None, :])
+    tl.store(_tile_ptrs(DV_, rows, i_h, o_v, H, DV), dv.to(DV_.dtype.element_ty), mask=mr[:, None] & mv[None, :])
