@@ -64,7 +64,7 @@ def _make_model(kind: str, shape: dict):
     import torch
     from transformers import AutoModelForCausalLM
 
-    import tnlm  # noqa: F401  (registers the tnlm families)
+    import tnlm.models  # noqa: F401  (registers the tnlm families)
 
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(build(kind, shape)).eval()

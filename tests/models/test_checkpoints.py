@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
-import tnlm  # noqa: F401  (registers the Auto classes)
+import tnlm.models  # noqa: F401  (registers the Auto classes)
 from tests.conftest import rel_err
 from tnlm.errors import CheckpointError, ConfigError
 from tnlm.models.registry import create_model

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from tnlm.models.convert import convert_checkpoint
-
 
 def convert(
     src: Path = typer.Argument(..., help="Model directory to convert (a LlamaForCausalLM or a tnlm Transformer)."),
@@ -17,5 +15,7 @@ def convert(
 ) -> None:
     """Convert between LlamaForCausalLM and tnlm's Transformer (weights copy one to one; RoPE scaling
     default/linear/llama3 converts; ALiBi and NTK have no Llama form)."""
+    from tnlm.models.convert import convert_checkpoint
+
     target = convert_checkpoint(src, dst, to=to, overwrite=overwrite)
     typer.echo(f"wrote {target} model to {dst}")

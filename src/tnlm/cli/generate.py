@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 
-from tnlm.generation import ChatSession, GenerationResult, GenerationStats, SamplingParams, load_tokenizer, stream
-from tnlm.generation.tokenizer import TextTokenizer
-from tnlm.models.registry import create_model
+if TYPE_CHECKING:
+    import torch
+
+    from tnlm.generation import GenerationStats
+    from tnlm.generation.tokenizer import TextTokenizer
 
 MODEL_ARG = typer.Argument(
     ..., help="A preset name (random weights, byte tokenizer) or a model directory with a tokenizer."
@@ -25,6 +27,11 @@ DEVICE = typer.Option("cpu", help="cpu, cuda, cuda:1, ...")
 
 
 def _load(model: str, *, dtype: str, device: str) -> tuple[torch.nn.Module, TextTokenizer]:
+    import torch
+
+    from tnlm.generation import load_tokenizer
+    from tnlm.models.registry import create_model
+
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
         raise typer.BadParameter(f"dtype must be float32 or bfloat16, got {dtype!r}")
@@ -63,6 +70,8 @@ def generate(
     device: str = DEVICE,
 ) -> None:
     """Continue a prompt, streaming the text; report tokens/s on stderr."""
+    from tnlm.generation import GenerationResult, GenerationStats, SamplingParams, stream
+
     m, tok = _load(model, dtype=dtype, device=device)
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
     result = GenerationResult(sequences=[], stats=GenerationStats())
@@ -85,6 +94,8 @@ def chat(
 ) -> None:
     """Interactive chat with tnlm's chat template. /reset starts over, /exit (or Ctrl-D) quits.
     The decoding state carries over between turns: each turn feeds only the new message."""
+    from tnlm.generation import ChatSession, GenerationResult, GenerationStats, SamplingParams
+
     m, tok = _load(model, dtype=dtype, device=device)
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
     session = ChatSession(m, tok, system=system)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import torch
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from tnlm.models.registry import PRESETS, create_model, meta_model
-from tnlm.models.summary import summarize
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _gib(n: int) -> str:
@@ -23,6 +21,12 @@ def info(
     seq_len: int = typer.Option(128, help="Sequence length of the --forward pass."),
 ) -> None:
     """Architecture, parameter counts (with and without embeddings) and weight memory."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tnlm.models.registry import meta_model
+    from tnlm.models.summary import summarize
+
     s = summarize(meta_model(model))
     console = Console()
     table = Table(title=f"{model} ({s.model_type})", show_header=False)
@@ -37,6 +41,10 @@ def info(
 
 
 def _forward_pass(model: str, seq_len: int, console: Console) -> None:
+    import torch
+
+    from tnlm.models.registry import create_model
+
     m = create_model(model, seed=0).eval()
     ids = torch.randint(3, m.config.vocab_size, (1, seq_len))
     start = time.perf_counter()
@@ -51,6 +59,12 @@ def _forward_pass(model: str, seq_len: int, console: Console) -> None:
 
 def presets() -> None:
     """List the model presets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tnlm.models.registry import PRESETS, meta_model
+    from tnlm.models.summary import summarize
+
     table = Table(title="presets")
     table.add_column("name")
     table.add_column("family")

@@ -1,17 +1,31 @@
-"""Entry point of the `tnlm` command. Each command group lives in its own module and is added here."""
+"""Entry point of the `tnlm` command.
+
+Adding a command is one line in COMMANDS: its name and "module:attribute", where the attribute is a
+plain typed function (a command) or a `typer.Typer` (a command group). Command modules import only
+typer (and the standard library) at the top; torch, transformers and the rest of tnlm are imported
+inside the command functions, so `tnlm --help` and every light command start in well under a second
+(tests/cli/test_startup.py checks that `tnlm --help` imports no torch).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
 import tnlm
-from tnlm.cli.convert import convert
-from tnlm.cli.data import data_app, tokenizer_app
-from tnlm.cli.generate import chat, generate
-from tnlm.cli.info import info, presets
 from tnlm.errors import TnlmError
+
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("info", "tnlm.cli.info:info"),
+    ("presets", "tnlm.cli.info:presets"),
+    ("generate", "tnlm.cli.generate:generate"),
+    ("chat", "tnlm.cli.generate:chat"),
+    ("convert", "tnlm.cli.convert:convert"),
+    ("data", "tnlm.cli.data:data_app"),
+    ("tokenizer", "tnlm.cli.data:tokenizer_app"),
+)
 
 app = typer.Typer(
     name="tnlm",
@@ -35,13 +49,17 @@ def main(
     """tnlm: efficient large language models on a laptop CPU or a GPU cluster."""
 
 
-app.command("info")(info)
-app.command("presets")(presets)
-app.command("generate")(generate)
-app.command("chat")(chat)
-app.command("convert")(convert)
-app.add_typer(data_app, name="data")
-app.add_typer(tokenizer_app, name="tokenizer")
+def _register(name: str, target: str) -> None:
+    module, attribute = target.split(":")
+    obj = getattr(importlib.import_module(module), attribute)
+    if isinstance(obj, typer.Typer):
+        app.add_typer(obj, name=name)
+    else:
+        app.command(name)(obj)
+
+
+for _name, _target in COMMANDS:
+    _register(_name, _target)
 
 
 def run() -> None:

@@ -106,7 +106,7 @@ class ModelScorer:
     def from_pretrained(cls, path: str, *, max_tokens: int = 1024) -> ModelScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        import tnlm  # noqa: F401  (registers tnlm's model families with the Auto classes)
+        import tnlm.models  # noqa: F401  (registers tnlm's model families with the Auto classes)
 
         return cls(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path), max_tokens=max_tokens)
 
