@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import tnlm.models  # noqa: F401  (registers the Auto classes)
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.errors import CheckpointError, ConfigError
 from tnlm.models.registry import create_model
 from tnlm.models.transnormer import TransnormerConfig, TransnormerForCausalLM

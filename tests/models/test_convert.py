@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.cli.main import app
 from tnlm.errors import CheckpointError, ConfigError
 from tnlm.models.convert import convert_checkpoint, llama_to_tnlm, tnlm_to_llama

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import tnlm
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.errors import ConfigError
 from tnlm.models.infini import InfiniCache, InfiniConfig, InfiniForCausalLM
 

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import tnlm
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.errors import ConfigError
 from tnlm.models.registry import meta_model
 from tnlm.models.transformer import KVCache, TransformerConfig, TransformerForCausalLM

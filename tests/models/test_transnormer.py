@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.layers.decay import alibi_slopes
 from tnlm.models.registry import create_model, meta_model
 from tnlm.models.transnormer import TransnormerConfig, TransnormerForCausalLM

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.ops.lightning import lightning_attn, naive_lightning_attn
 from tnlm.ops.lightning.custom_op import lightning_attn_op
 
