@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.generation.conftest import tiny_model
+from tests.helpers.models import tiny_model
 from tnlm.errors import ConfigError
 from tnlm.generation import ByteTokenizer, generate, left_pad
 from tnlm.models.generation_utils import OwnStateGenerationMixin
