@@ -25,24 +25,6 @@ def _accepts(model: nn.Module, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
-def tensor_bytes(obj: object, _seen: set[int] | None = None) -> int:
-    """Bytes held by the tensors inside a cache object (lists, tuples, dicts, attributes), each once."""
-    seen = set() if _seen is None else _seen
-    if isinstance(obj, torch.Tensor):
-        key = obj.untyped_storage().data_ptr()
-        if key in seen:
-            return 0
-        seen.add(key)
-        return obj.untyped_storage().nbytes()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v, seen) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v, seen) for v in obj)
-    if hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, type)):
-        return sum(tensor_bytes(v, seen) for v in vars(obj).values())
-    return 0
-
-
 class DecodeState:
     """prefill(prompt ids, mask) -> last logits; step(tokens) -> next logits. One per generate() call."""
 
@@ -96,6 +78,9 @@ class DecodeState:
             row.append(tok)
         return self._forward(tokens.to(self.device).view(-1, 1), self.mask)
 
-    def nbytes(self) -> int:
-        """Memory of the decoding state (cache) right now."""
-        return tensor_bytes(self.cache)
+    def nbytes(self) -> int | None:
+        """Memory of the decoding state right now, as the model's cache measures it (LayerCache.nbytes);
+        None for a cache that does not report its size (a model from outside tnlm)."""
+        if self.cache is None:
+            return 0
+        return self.cache.nbytes() if hasattr(self.cache, "nbytes") else None

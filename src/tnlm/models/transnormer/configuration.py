@@ -71,6 +71,10 @@ class TransnormerConfig(PreTrainedConfig):
         return self.decoder_attention_heads
 
     @property
+    def initializer_range(self) -> float:
+        return self.init_std
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_dim // self.decoder_attention_heads
 
