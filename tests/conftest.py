@@ -17,3 +17,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (it ships beside the repo in CI, not in a clone)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after: tiny models run many small matmuls, and on a busy
+    2-core machine one thread is several times faster than two (no OpenMP hand-off per op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

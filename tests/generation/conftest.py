@@ -1,22 +1,17 @@
-"""Fixtures of the generation tests: one thread, and the tiny model of every family in turn."""
+"""Fixtures of the generation tests: one thread for every test, and the tiny model of every family in turn."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from tests.helpers.models import TINY_PRESETS, tiny_model
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding runs one tiny forward per token: one thread is ~10x faster than two on a busy
-    2-core machine (no OpenMP hand-off per op). Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _decoding_on_one_thread(one_thread):
+    """Decoding runs one tiny forward per token (see the one_thread fixture)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(params=TINY_PRESETS)

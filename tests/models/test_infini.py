@@ -12,14 +12,7 @@ from tests.helpers import rel_err
 from tnlm.errors import ConfigError
 from tnlm.models.infini import InfiniCache, InfiniConfig, InfiniForCausalLM
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run many small matmuls: extra threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: extra threads only add contention
 
 
 def tiny(**overrides: object) -> InfiniForCausalLM:

@@ -21,7 +21,8 @@ TOL = 1e-5
 def chunk_backend(monkeypatch):
     """Every test runs the block algorithm, with fresh buffers (outputs and the entry states the
     backward reads) filled with NaN, so an element the algorithm forgets to write cannot pass."""
-    monkeypatch.setattr(chunk, "_empty", lambda like, *shape, dtype=None: like.new_full(shape, float("nan"), dtype=dtype))
+    nan_filled = lambda like, *shape, dtype=None: like.new_full(shape, float("nan"), dtype=dtype)  # noqa: E731
+    monkeypatch.setattr(chunk, "_empty", nan_filled)
     with lightning_backend("chunk"):
         yield
 
@@ -152,7 +153,8 @@ def test_backend_environment_variable_is_read_once_at_import(monkeypatch):
     env = {**os.environ, "TNLM_LIGHTNING_BACKEND": "banana"}
     run = subprocess.run([sys.executable, "-c", "import tnlm.ops.lightning"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0 and "ConfigError: TNLM_LIGHTNING_BACKEND must be one of auto, chunk, triton" in run.stderr
+    assert run.returncode != 0
+    assert "ConfigError: TNLM_LIGHTNING_BACKEND must be one of auto, chunk, triton; got 'banana'" in run.stderr
 
 
 def test_without_initial_state():
@@ -275,7 +277,9 @@ def test_segment_loop_allocates_only_its_outputs():
         q, k, v, do = (torch.randn(1, T, H, D) for _ in range(4))
         fwd = _allocated_bytes(lambda: chunk.chunk_fwd(q, k, v, a, initial_state=None))
         entries = chunk.chunk_fwd(q, k, v, a, initial_state=None)[2]
-        bwd = _allocated_bytes(lambda: chunk.chunk_bwd(q, k, v, a, do, initial_state=None, d_final=None, entries=entries))
+        bwd = _allocated_bytes(
+            lambda: chunk.chunk_bwd(q, k, v, a, do, initial_state=None, d_final=None, entries=entries)
+        )
         return fwd, bwd
 
     (f1, b1), (f2, b2) = volume(4 * span), volume(12 * span)

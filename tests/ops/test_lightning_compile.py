@@ -54,7 +54,8 @@ def test_compiled_tnl_tiny_block_fullgraph(layer):
     block = model.model.layers[layer]
     B, T, d = 2, 100, model.config.decoder_embed_dim
     x = torch.randn(B, T, d, generator=torch.Generator().manual_seed(1))
-    inputs = LayerInputs(positions=torch.arange(T).expand(B, T), attention_mask=None, cu_seqlens=None, output_state=False)
+    positions = torch.arange(T).expand(B, T)
+    inputs = LayerInputs(positions=positions, attention_mask=None, cu_seqlens=None, output_state=False)
 
     def run(fn):
         block.zero_grad()

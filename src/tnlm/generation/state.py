@@ -20,6 +20,8 @@ import inspect
 import torch
 from torch import nn
 
+from tnlm.errors import InputError
+
 
 def _accepts(model: nn.Module, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
@@ -56,7 +58,7 @@ class DecodeState:
         ids, mask = ids.to(self.device), mask.to(self.device)
         if self.tokens:
             if ids.shape[0] != 1 or not bool(mask.all()):
-                raise ValueError("a state that holds tokens continues one sequence, without padding")
+                raise InputError("a state that holds tokens continues one sequence, without padding")
             self.tokens[0] += ids[0].tolist()
         else:
             self.mask = None if bool(mask.all()) else mask
