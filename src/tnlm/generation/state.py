@@ -1,7 +1,7 @@
 """The decoding state of a batch, for any model family.
 
-Every tnlm family keeps its own decoding state object, returned by forward(..., use_cache=True) as
-`.cache` and passed back as `cache=`:
+Every tnlm family keeps its decoding state in its own LayerCache (tnlm.models.decoder), returned by
+forward(..., use_cache=True) as `.cache` and passed back as `cache=`:
 
 - TransNormer: the float32 recurrent state (B, H, Dk, Dv) of every layer; its size is fixed, so a
   token costs the same at any position. Each sequence's LRPE position comes from its own attention

@@ -86,8 +86,8 @@ class DecoderForCausalLM(DecoderPreTrainedModel, GenerationMixin):
         return {}
 
     def param_groups(self, *, lr: float, weight_decay: float) -> list[dict]:
-        """Optimizer groups (the trainer's hook): decay on matrices, none on vectors and on the
-        parameters named by `lr_multipliers()`."""
+        """Optimizer groups for torch.optim: decay on matrices, none on vectors and on the parameters
+        named by `lr_multipliers()`."""
         return param_groups(self, lr=lr, weight_decay=weight_decay, lr_multipliers=self.lr_multipliers())
 
     def forward(

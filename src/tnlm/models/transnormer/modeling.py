@@ -1,7 +1,7 @@
 """TransNormerLLM as Hugging Face models: TransnormerModel and TransnormerForCausalLM.
 
-Module and parameter names follow the released checkpoints exactly (see docs: transnormer spec).
-The decoder loop and the causal-LM head are tnlm.models' shared ones; what is TransNormer's own is
+Module and parameter names are those of the released checkpoints (OpenNLPLab/TransNormerLLM-385M, -1B,
+-7B), so their directories load unchanged. The decoder loop and the causal-LM head are tnlm.models' shared ones; what is TransNormer's own is
 here: the block (NormLinearAttention, then SGLU), the recurrent-state cache, the embedding scale,
 LRPE's initial frequencies, and packed documents (cu_seqlens).
 """
