@@ -25,7 +25,7 @@ class KVCache(LayerCache[KVBuffer]):
 
 class TransformerBlock(nn.Module):
     """Pre-norm residual block: attention, then SwiGLU, each after an RMSNorm. The attention layer is
-    given, so a family that only swaps it (Infini-attention) reuses the block."""
+    given, so a family that only swaps it reuses the block."""
 
     def __init__(self, config: TransformerConfig, attention: nn.Module) -> None:
         super().__init__()
