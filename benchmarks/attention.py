@@ -282,17 +282,22 @@ def norm_bench(device: str, dtype: torch.dtype) -> list[dict]:
 
 def tune(args) -> None:
     """fwd+bwd time of chunk.py for block sizes and segment spans, interleaved, minimum of 3 rounds."""
-    from tnlm.ops.lightning.chunk import chunk_lightning_attn
+    from tnlm.ops.lightning.chunk import chunk_bwd, chunk_fwd
+
+    def step(q, k, v, a, block, segment):
+        o, _, entries = chunk_fwd(q, k, v, a, initial_state=None, block=block, segment=segment)
+        chunk_bwd(q, k, v, a, torch.ones_like(o), initial_state=None, d_final=None, entries=entries,
+                  block=block, segment=segment)
 
     T, H = 8192, args.heads
     for D in args.dims:
-        q, k, v = _leaves((1, T, H, D), "cpu", torch.float32)
+        q, k, v = (x.detach() for x in _leaves((1, T, H, D), "cpu", torch.float32))
         a = _decays(H, "cpu")
         configs = [(b, s) for b in (32, 64, 128, 256) for s in (512, 1024, 2048) if s >= 2 * b]
         best: dict[tuple[int, int], float] = {}
         for _ in range(3):
             for b, s in configs:
-                sec = _timed(lambda: chunk_lightning_attn(q, k, v, a, block=b, segment=s // b)[0].sum().backward(), "cpu")
+                sec = _timed(lambda: step(q, k, v, a, b, s // b), "cpu")
                 best[(b, s)] = min(best.get((b, s), math.inf), sec)
         for (b, s), sec in sorted(best.items(), key=lambda x: x[1]):
             print(f"D={D} block {b:4d} segment span {s:5d}: {sec * 1e3:8.1f} ms")

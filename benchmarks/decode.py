@@ -108,8 +108,13 @@ def measure(kind: str, context: int, *, shape: dict, new_tokens: int, rounds: in
         ms_per_token=1000 * min(round_means), ms_per_token_median=1000 * statistics.median(steps),
         ms_per_token_mean=1000 * statistics.fmean(steps), ms_per_token_min=1000 * min(steps),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, decode_rss_mb=max(rss),
-        state_mb=state.nbytes() / 2**20,
+        state_mb=(state.nbytes() if kind != "hf-llama" else _dynamic_cache_bytes(state.cache)) / 2**20,
     )  # fmt: skip
+
+
+def _dynamic_cache_bytes(cache) -> int:
+    """Bytes of a transformers DynamicCache (which does not report them): every layer's keys and values."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
 
 
 def _rss_mb() -> float:

@@ -40,5 +40,37 @@ g_gpu = torch.cat([p.grad.float().flatten() for p in gpu.parameters()])
 print(f"gradient rel err {rel(g_gpu, g_cpu):.2e}")
 EOF
 
-# 3. the benchmark: Triton vs SDPA flash vs fla chunk_simple_gla, bf16, B = 1, H = 8
+# 3. packed sequences off the segment grid, float32 on the GPU, through lightning_attn with each backend
+#    forced, against the float64 reference on the CPU; and torch.compile(fullgraph=True) through the custom op
+timeout 200 python3 - <<'EOF' 2>&1 | tee "$OUT/backends.txt"
+import torch
+from tests.helpers import rel_err
+from tests.helpers.triton_checks import naive_packed
+from tnlm.ops.lightning import lightning_attn, lightning_backend
+g = torch.Generator().manual_seed(0)
+lengths, H, D = [700, 1500, 3, 1100], 4, 64
+cu = torch.tensor([0, *lengths]).cumsum(0).cuda()
+leaves = [torch.randn(1, sum(lengths), H, D, generator=g).cuda().requires_grad_() for _ in range(3)]
+leaves.append(torch.randn(len(lengths), H, D, D, generator=g).cuda().requires_grad_())
+a = -torch.logspace(0, -4, H).cuda()
+def run(fn, q, k, v, s0, a, cu):
+    o, f = fn(q, k, v, a, initial_state=s0, output_final_state=True, cu_seqlens=cu)
+    w = torch.sin(torch.arange(o.numel(), device=o.device, dtype=o.dtype)).view(o.shape)
+    return [o, f, *torch.autograd.grad((o * w).sum() + f.square().sum(), [q, k, v, s0])]
+ref = run(naive_packed, *[x.detach().double().cpu().requires_grad_() for x in leaves], a.double().cpu(), cu.cpu())
+for backend in ("chunk", "triton"):
+    with lightning_backend(backend):
+        got = run(lightning_attn, *leaves, a, cu)
+        errs = {n: f"{rel_err(x.cpu(), y):.1e}" for n, x, y in zip(["o", "final", "dq", "dk", "dv", "ds0"], got, ref)}
+        print(backend, "packed float32 on cuda vs float64 reference:", errs)
+        q, k, v = (x.detach().requires_grad_() for x in leaves[:3])
+        out = torch.compile(lambda q, k, v: lightning_attn(q, k, v, a)[0].square().sum(), fullgraph=True)(q, k, v)
+        out.backward()
+        eager = lightning_attn(q.detach(), k.detach(), v.detach(), a)[0].square().sum()
+        print(backend, f"compiled fullgraph vs eager: {rel_err(out.detach(), eager):.1e}, grads finite:",
+              bool(torch.isfinite(q.grad).all()))
+        torch._dynamo.reset()
+EOF
+
+# 4. the benchmark: Triton vs SDPA flash vs fla chunk_simple_gla, bf16, B = 1, H = 8
 timeout 300 python3 benchmarks/attention.py --out "$OUT/attention" 2>&1 | tee "$OUT/attention.txt"

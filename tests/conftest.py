@@ -4,20 +4,26 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||a - b|| / ||b||, in float64."""
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
 @pytest.fixture
 def shared_data() -> Path:
+    """The real public data beside the repository (../shared/data); the test is skipped without it."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (it ships beside the repo in CI, not in a clone)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after: tiny models run many small matmuls, and on a busy
+    2-core machine one thread is several times faster than two (no OpenMP hand-off per op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

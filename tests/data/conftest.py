@@ -1,31 +1,13 @@
-"""Fixtures for the data tests: the real data in ../shared/data (skipped when absent) and small
-corpora the tests make themselves."""
+"""Fixtures of the data tests: a small English corpus the tests make themselves (the real data in
+../shared/data comes from the `shared_data` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"real data not found at {SHARED.resolve()} (../shared/data beside the repo)")
-    return SHARED.resolve()
-
-
-def english_paragraph(rng: random.Random, n_sentences: int = 6) -> str:
-    subjects = ["The farmer", "A small child", "Our teacher", "The old sailor", "My neighbour", "The doctor"]
-    verbs = ["walked to", "looked at", "talked about", "thought of", "painted", "wrote a letter to"]
-    objects = ["the river", "a red barn", "the quiet town", "the morning market", "an old friend", "the garden"]
-    tails = ["before the rain came.", "and smiled at the view.", "with a great deal of care.",
-             "while the bells were ringing.", "because it was the only thing to do.", "in the light of the evening."]
-    return " ".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(tails)}"
-                    for _ in range(n_sentences))
+from tests.helpers.text import english_paragraph
 
 
 @pytest.fixture

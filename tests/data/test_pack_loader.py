@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.text import english_paragraph
 from tnlm.data.document import Document
 from tnlm.data.files import DataError, write_documents
 from tnlm.data.loader import TokenLoader
@@ -26,8 +27,6 @@ def packed(tmp_path_factory, english_docs_module):
 @pytest.fixture(scope="module")
 def english_docs_module():
     import random
-
-    from .conftest import english_paragraph
 
     rng = random.Random(11)
     return [english_paragraph(rng, 5) for _ in range(40)]

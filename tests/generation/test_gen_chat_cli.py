@@ -81,7 +81,7 @@ def test_cli_chat_takes_turns_until_exit() -> None:
 
 
 def test_model_directory_brings_its_own_tokenizer(tmp_path) -> None:
-    from tests.generation.conftest import tiny_model
+    from tests.helpers.models import tiny_model
 
     tiny_model("tnl-tiny").save_pretrained(tmp_path)
     with pytest.raises(Exception, match="no tokenizer"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.generation.conftest import TINY_PRESETS, tiny_model
+from tests.helpers.models import TINY_PRESETS, tiny_model
 from tnlm.chat_template import END_MARKER, render_chat
 from tnlm.generation import (
     ByteTokenizer,

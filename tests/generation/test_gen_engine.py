@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.generation.conftest import ScriptedLM, tiny_model
+from tests.helpers.models import ScriptedLM, tiny_model
 from tnlm.errors import ConfigError
 from tnlm.generation import ByteTokenizer, GenerationResult, GenerationStats, SamplingParams, generate, stream
 

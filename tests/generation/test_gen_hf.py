@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.generation.conftest import tiny_model
+from tests.helpers.models import tiny_model
 from tnlm.errors import ConfigError
 from tnlm.generation import ByteTokenizer, generate, left_pad
-from tnlm.models.generation_utils import OwnStateGenerationMixin
+from tnlm.models import DecoderForCausalLM
 
 TOK = ByteTokenizer()
 PROMPTS = ["The quick brown fox", "Hi", "Once upon a time"]
@@ -46,7 +46,7 @@ def test_hf_sampling_runs_and_is_seeded(family_model) -> None:
 @pytest.mark.parametrize("kwargs", [{"num_beams": 2}, {"num_beams": 2, "do_sample": True}])
 def test_strategies_that_need_to_fork_the_state_raise_clearly(kwargs: dict) -> None:
     model = tiny_model("tnl-tiny")
-    assert isinstance(model, OwnStateGenerationMixin)
+    assert isinstance(model, DecoderForCausalLM)
     with pytest.raises(ConfigError, match="num_beams=1"):
         model.generate(torch.tensor([TOK.encode("hi")]), max_new_tokens=3, pad_token_id=0, **kwargs)
 

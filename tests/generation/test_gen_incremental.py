@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.generation.conftest import TINY_PRESETS, rel_err, tiny_model
+from tests.helpers import rel_err
+from tests.helpers.models import TINY_PRESETS, tiny_model
 from tnlm.generation import DecodeState, left_pad
 
 PREFILL, STEPS = 24, 300

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.cli.main import app
 from tnlm.errors import CheckpointError, ConfigError
 from tnlm.models.convert import convert_checkpoint, llama_to_tnlm, tnlm_to_llama
@@ -23,12 +23,7 @@ ROPES = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: extra threads only add contention
 
 
 def random_llama(rope: dict | None = None, *, tie: bool = False, **extra: object) -> LlamaForCausalLM:
@@ -127,3 +122,18 @@ def test_convert_refuses_to_overwrite_and_unknown_models(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="transnormer"):
         convert_checkpoint(tmp_path / "tnl", tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_convert_refuses_a_source_missing_a_tensor_unless_not_strict(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    random_llama().save_pretrained(tmp_path / "llama")
+    weights = tmp_path / "llama" / "model.safetensors"
+    sd = load_file(str(weights))
+    del sd["model.layers.1.mlp.up_proj.weight"]
+    save_file(sd, str(weights), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"missing 1: model\.layers\.1\.mlp\.up_proj\.weight"):
+        convert_checkpoint(tmp_path / "llama", tmp_path / "ours")
+    assert not (tmp_path / "ours").exists()
+    assert convert_checkpoint(tmp_path / "llama", tmp_path / "ours", strict=False) == "tnlm"
+    assert create_model(tmp_path / "ours").config.num_hidden_layers == 2

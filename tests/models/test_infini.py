@@ -8,18 +8,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import tnlm
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.errors import ConfigError
-from tnlm.models.infini import InfiniCache, InfiniConfig, InfiniForCausalLM
+from tnlm.models.infini import InfiniCache, InfiniConfig, InfiniForCausalLM, InfiniModel
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run many small matmuls: extra threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: extra threads only add contention
 
 
 def tiny(**overrides: object) -> InfiniForCausalLM:
@@ -155,3 +148,10 @@ def test_tiny_preset_shares_tnl_tiny_shape() -> None:
     a, b = tnlm.load_config("tnl-tiny"), tnlm.load_config("infini-tiny")
     assert (a.hidden_size, a.num_hidden_layers, a.num_attention_heads, a.glu_dim) == (
         b.hidden_size, b.num_hidden_layers, b.num_attention_heads, b.intermediate_size)  # fmt: skip
+
+
+def test_gates_start_at_gate_init_in_both_classes() -> None:
+    config = InfiniConfig(hidden_size=48, num_attention_heads=6, num_hidden_layers=2, vocab_size=97, gate_init=1.5)
+    for model in (InfiniForCausalLM(config), InfiniModel(config)):
+        layers = model.model.layers if isinstance(model, InfiniForCausalLM) else model.layers
+        assert all(torch.equal(layer.self_attn.gate, torch.full((6,), 1.5)) for layer in layers)

@@ -7,19 +7,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import tnlm
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.errors import ConfigError
 from tnlm.models.registry import meta_model
 from tnlm.models.transformer import KVCache, TransformerConfig, TransformerForCausalLM
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run many small matmuls: extra threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: extra threads only add contention
 
 
 def tiny(**overrides: object) -> TransformerForCausalLM:
@@ -115,8 +108,18 @@ def test_save_load_round_trip(tmp_path) -> None:
      ({"position_embedding": "sinusoidal"}, "position_embedding"),
      ({"rope_type": "yarn"}, "rope_type"),
      ({"hidden_size": 0}, "hidden_size"),
-     ({"head_dim": 7}, "head_dim")],
-    ids=["heads-not-divisible", "unknown-position-embedding", "unknown-rope-type", "zero-width", "odd-rope-head-dim"],
+     ({"head_dim": 7}, "head_dim"),
+     ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer"),
+     ({"num_hidden_layers": 4.5}, "num_hidden_layers must be a positive integer, got 4.5"),
+     ({"rms_norm_eps": 0.0}, "rms_norm_eps must be a positive number"),
+     ({"rope_theta": float("inf")}, "rope_theta must be a positive number"),
+     ({"attention_bias": "no"}, "attention_bias must be true or false"),
+     ({"rope_type": "llama3", "rope_low_freq_factor": 4.0}, "rope_high_freq_factor"),
+     ({"tie_word_embeddings": None}, "tie_word_embeddings must be true or false"),
+     ({"pad_token_id": 97}, "pad_token_id")],
+    ids=["heads-not-divisible", "unknown-position-embedding", "unknown-rope-type", "zero-width", "odd-rope-head-dim",
+         "zero-heads", "fractional-layers", "zero-eps", "infinite-theta", "string-bool", "llama3-factors",
+         "null-tie", "pad-outside-vocab"],
 )  # fmt: skip
 def test_bad_configs_raise_config_error_naming_the_field(overrides: dict, field: str) -> None:
     kw = dict(vocab_size=97, hidden_size=48, intermediate_size=72, num_hidden_layers=2, num_attention_heads=6)

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
+from tnlm.errors import ConfigError
 from tnlm.layers.decay import alibi_slopes
+from tnlm.layers.norm import build_norm
 from tnlm.models.registry import create_model, meta_model
 from tnlm.models.transnormer import TransnormerConfig, TransnormerForCausalLM
 
@@ -168,13 +170,25 @@ def test_no_scale_embedding_and_layernorm_options():
     assert torch.isfinite(out.logits).all()
 
 
-def test_bad_configs_raise_clear_errors():
-    with pytest.raises(ValueError, match="divisible"):
-        _tiny_config(hidden_dim=30)
-    with pytest.raises(ValueError, match="linear_act_fun"):
-        _tiny_config(linear_act_fun="tanhh")
-    with pytest.raises(ValueError, match="linear_use_lrpe_list"):
-        _tiny_config(linear_use_lrpe_list=[1, 0, 0, 0, 0])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [({"hidden_dim": 30}, "divisible"), ({"linear_act_fun": "tanhh"}, "linear_act_fun must be one of"),
+     ({"linear_use_lrpe_list": [1, 0, 0, 0, 0]}, "5 flags for 3 layers"),
+     ({"linear_use_lrpe_list": "abc"}, "linear_use_lrpe_list must be a list of 0/1 flags"),
+     ({"norm_type": "nope"}, "norm_type must be one of 'simplermsnorm', 'layernorm'"),
+     ({"decoder_attention_heads": 0}, "decoder_attention_heads must be a positive integer"),
+     ({"decoder_layers": 4.5}, "decoder_layers must be a positive integer, got 4.5"),
+     ({"decoder_layers": True}, "decoder_layers must be a positive integer, got True"),
+     ({"bias": 1}, "bias must be true or false"), ({"eos_token_id": -2}, "eos_token_id must be a token id")],
+)  # fmt: skip
+def test_bad_configs_raise_config_errors_naming_the_field(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        _tiny_config(**overrides)
+
+
+def test_norm_type_is_never_silently_replaced():
+    with pytest.raises(ConfigError, match="norm_type 'rmsnorm' is unknown"):
+        build_norm("rmsnorm", 8)
 
 
 def test_tiny_preset_trains():

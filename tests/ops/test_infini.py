@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.ops.infini import (
     elu_feature,
     empty_memory,

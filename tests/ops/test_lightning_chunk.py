@@ -1,21 +1,30 @@
-"""The block algorithm (chunk.py) and the public `lightning_attn` against the O(T^2) reference."""
+"""The block algorithm (chunk.py), reached through the public `lightning_attn` with the chunk backend
+chosen, against the O(T^2) reference; and the backend choice itself."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.conftest import rel_err
-from tnlm.ops.lightning import chunk, lightning_attn, naive_lightning_attn
-from tnlm.ops.lightning.chunk import chunk_lightning_attn
+from tests.helpers import REPO, rel_err
+from tnlm.errors import ConfigError, InputError
+from tnlm.ops.lightning import chunk, custom_op, lightning_attn, lightning_backend, naive_lightning_attn
 
 TOL = 1e-5
 
 
 @pytest.fixture(autouse=True)
-def nan_outputs(monkeypatch):
-    """Fresh output buffers start as NaN: an element the algorithm forgets to write cannot pass."""
-    monkeypatch.setattr(chunk, "_empty", lambda like, *shape: like.new_full(shape, float("nan")))
+def chunk_backend(monkeypatch):
+    """Every test runs the block algorithm, with fresh buffers (outputs and the entry states the
+    backward reads) filled with NaN, so an element the algorithm forgets to write cannot pass."""
+    nan_filled = lambda like, *shape, dtype=None: like.new_full(shape, float("nan"), dtype=dtype)  # noqa: E731
+    monkeypatch.setattr(chunk, "_empty", nan_filled)
+    with lightning_backend("chunk"):
+        yield
 
 
 def make_inputs(B, T, H, Dk, Dv, *, seed=0, dtype=torch.float32, N=None):
@@ -66,24 +75,86 @@ def assert_close(got, want, tol=TOL):
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_chunk_matches_naive(shape):
     leaves, log_decay = make_inputs(*shape)
-    assert_close(fwd_bwd(chunk_lightning_attn, leaves, log_decay), fwd_bwd(naive_lightning_attn, leaves, log_decay))
+    assert_close(fwd_bwd(lightning_attn, leaves, log_decay), fwd_bwd(naive_lightning_attn, leaves, log_decay))
+
+
+def chunk_direct(q, k, v, log_decay, *, initial_state, output_final_state, block, segment, cu_seqlens=None):
+    """chunk_fwd and chunk_bwd called by hand with other block and segment sizes, wrapped so that
+    fwd_bwd can take its gradients: the algorithm alone, whatever the sizes the custom op uses."""
+
+    class Direct(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, s0):
+            o, final, entries = chunk.chunk_fwd(q, k, v, log_decay, initial_state=s0, cu_seqlens=cu_seqlens,
+                                                block=block, segment=segment)
+            ctx.save_for_backward(q, k, v, s0, entries)
+            return o, final
+
+        @staticmethod
+        def backward(ctx, do, d_final):
+            q, k, v, s0, entries = ctx.saved_tensors
+            return chunk.chunk_bwd(q, k, v, log_decay, do, initial_state=s0, d_final=d_final, entries=entries,
+                                   cu_seqlens=cu_seqlens, block=block, segment=segment)
+
+    return Direct.apply(q, k, v, initial_state)
 
 
 @pytest.mark.parametrize("block,segment", [(16, 1), (16, 3), (32, 4), (64, 16)], ids=lambda x: str(x))
 def test_many_segments_and_short_last_block(block, segment):
     """T = 1000 spans many segments and ends in a short block for every setting."""
     leaves, log_decay = make_inputs(1, 1000, 2, 48, 40, seed=3)
-    got = fwd_bwd(chunk_lightning_attn, leaves, log_decay, block=block, segment=segment)
+    got = fwd_bwd(chunk_direct, leaves, log_decay, block=block, segment=segment)
     assert_close(got, fwd_bwd(naive_lightning_attn, leaves, log_decay))
 
 
-def test_public_entry_uses_block_algorithm_and_matches_naive():
+@pytest.mark.parametrize("block,segment", [(16, 1), (16, 3)], ids=lambda x: str(x))
+def test_packed_sequences_cut_off_the_segment_grid(block, segment):
+    """Sequences that start and end between multiples of the segment span: their first pieces start
+    from their own initial states, the rest from the kept entry states."""
+    lengths = [5, 40, 0, 77, 16, 33]
+    leaves, log_decay = make_inputs(1, sum(lengths), 2, 16, 8, seed=10, N=len(lengths))
+    cu = torch.tensor([0, *lengths]).cumsum(0)
+    got = fwd_bwd(chunk_direct, leaves, log_decay, block=block, segment=segment, cu_seqlens=cu)
+    assert_close(got, fwd_bwd(naive_one_by_one(cu), leaves, log_decay))
+
+
+def test_entry_states_are_counted_by_the_cutting_function():
+    """The custom op keeps one state per segment start, as many as chunk.segments cuts T into."""
+    span = chunk.BLOCK * chunk.SEGMENT_BLOCKS
+    for T in (1, span - 1, span, span + 1, 3 * span + 5):
+        q = torch.randn(1, T, 1, 4)
+        _, _, entries = torch.ops.tnlm.lightning_attn(q, q, q, torch.tensor([-0.5]), None, None)
+        assert entries.shape == (len(chunk.segments(0, T, span)), 1, 1, 4, 4) == (-(-T // span), 1, 1, 4, 4)
+    assert chunk.segments(3, 3, 8) == [] and chunk.segments(3, 20, 8) == [(3, 8), (8, 16), (16, 20)]
+
+
+def test_public_entry_runs_the_block_algorithm_and_matches_naive(monkeypatch):
+    calls = []
+    monkeypatch.setattr(custom_op, "chunk_fwd", lambda *a, **kw: calls.append(1) or chunk.chunk_fwd(*a, **kw))
     leaves, log_decay = make_inputs(1, 300, 2, 32, 32, seed=4)
     got = fwd_bwd(lightning_attn, leaves, log_decay)
+    assert calls and len(calls) == 1
     assert_close(got, fwd_bwd(naive_lightning_attn, leaves, log_decay))
     q, k, v, _ = leaves
     o, final = lightning_attn(q, k, v, log_decay)
     assert final is None and o.shape == v.shape
+
+
+def test_backend_names_are_checked():
+    with pytest.raises(ConfigError, match="auto, chunk, triton"):
+        with lightning_backend("cuda"):
+            pass
+
+
+def test_backend_environment_variable_is_read_once_at_import(monkeypatch):
+    monkeypatch.setenv("TNLM_LIGHTNING_BACKEND", "banana")  # after import: no effect
+    q = torch.randn(1, 5, 1, 4)
+    assert lightning_attn(q, q, q, torch.tensor([-0.5]))[0].shape == (1, 5, 1, 4)
+    env = {**os.environ, "TNLM_LIGHTNING_BACKEND": "banana"}
+    run = subprocess.run([sys.executable, "-c", "import tnlm.ops.lightning"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "ConfigError: TNLM_LIGHTNING_BACKEND must be one of auto, chunk, triton; got 'banana'" in run.stderr
 
 
 def test_without_initial_state():
@@ -131,7 +202,21 @@ def test_decay_extremes_stay_finite():
 
 # ---- packed variable-length batches ---------------------------------------------------------------
 
-LENGTHS = [[1000], [1, 63, 64, 65, 300], [130, 0, 7, 999], [5, 5, 5]]
+LENGTHS = [[1000], [1, 63, 64, 65, 300], [130, 0, 7, 999], [5, 5, 5], [1000, 1100]]
+
+
+def naive_one_by_one(cu: torch.Tensor):
+    """The reference on each packed sequence alone, with its own initial state."""
+
+    def run(q, k, v, log_decay, *, initial_state, output_final_state):
+        outs = [
+            naive_lightning_attn(q[:, a:b], k[:, a:b], v[:, a:b], log_decay,
+                                 initial_state=initial_state[i : i + 1], output_final_state=True)
+            for i, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist()))
+        ]
+        return torch.cat([o for o, _ in outs], 1), torch.cat([s for _, s in outs])
+
+    return run
 
 
 @pytest.mark.parametrize("lengths", LENGTHS, ids=lambda x: "L" + "-".join(map(str, x)))
@@ -140,16 +225,7 @@ def test_cu_seqlens_equals_each_sequence_alone(lengths):
     leaves, log_decay = make_inputs(1, T, 2, 32, 24, seed=9, N=N)
     cu = torch.tensor([0] + lengths).cumsum(0)
     got = fwd_bwd(lightning_attn, leaves, log_decay, cu_seqlens=cu)
-
-    def one_by_one(q, k, v, log_decay, *, initial_state, output_final_state):
-        outs = [
-            naive_lightning_attn(q[:, a:b], k[:, a:b], v[:, a:b], log_decay,
-                                 initial_state=initial_state[i : i + 1], output_final_state=True)
-            for i, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist()))
-        ]
-        return torch.cat([o for o, _ in outs], 1), torch.cat([s for _, s in outs])
-
-    assert_close(got, fwd_bwd(one_by_one, leaves, log_decay))
+    assert_close(got, fwd_bwd(naive_one_by_one(cu), leaves, log_decay))
 
 
 @pytest.mark.parametrize(
@@ -158,8 +234,10 @@ def test_cu_seqlens_equals_each_sequence_alone(lengths):
 )
 def test_cu_seqlens_validation(cu, match):
     (q, k, v, _), log_decay = make_inputs(1, 10, 2, 8, 8)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         lightning_attn(q, k, v, log_decay, cu_seqlens=torch.tensor(cu))
+    with pytest.raises(InputError, match="1-D integer tensor"):  # one type everywhere: a tensor
+        lightning_attn(q, k, v, log_decay, cu_seqlens=[0, 10])
 
 
 def test_cu_seqlens_needs_batch_of_one_and_state_per_sequence():
@@ -199,7 +277,9 @@ def test_segment_loop_allocates_only_its_outputs():
         q, k, v, do = (torch.randn(1, T, H, D) for _ in range(4))
         fwd = _allocated_bytes(lambda: chunk.chunk_fwd(q, k, v, a, initial_state=None))
         entries = chunk.chunk_fwd(q, k, v, a, initial_state=None)[2]
-        bwd = _allocated_bytes(lambda: chunk.chunk_bwd(q, k, v, a, do, d_final=None, entries=entries))
+        bwd = _allocated_bytes(
+            lambda: chunk.chunk_bwd(q, k, v, a, do, initial_state=None, d_final=None, entries=entries)
+        )
         return fwd, bwd
 
     (f1, b1), (f2, b2) = volume(4 * span), volume(12 * span)

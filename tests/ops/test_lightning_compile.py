@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.ops.lightning import lightning_attn, naive_lightning_attn
 from tnlm.ops.lightning.custom_op import lightning_attn_op
 
@@ -47,6 +47,7 @@ def test_compiled_attention_fullgraph_matches_naive():
 def test_compiled_tnl_tiny_block_fullgraph(layer):
     """A TransNormer block of tnl-tiny under torch.compile(fullgraph=True): no graph break (fullgraph
     raises on one), same output and parameter gradients as eager."""
+    from tnlm.models.decoder import LayerInputs
     from tnlm.models.registry import create_model
 
     model = create_model("tnl-tiny", seed=0)
@@ -54,10 +55,11 @@ def test_compiled_tnl_tiny_block_fullgraph(layer):
     B, T, d = 2, 100, model.config.decoder_embed_dim
     x = torch.randn(B, T, d, generator=torch.Generator().manual_seed(1))
     positions = torch.arange(T).expand(B, T)
+    inputs = LayerInputs(positions=positions, attention_mask=None, cu_seqlens=None, output_state=False)
 
     def run(fn):
         block.zero_grad()
-        out, _ = fn(x, positions=positions)
+        out, _ = fn(x, inputs, None)
         out.square().mean().backward()
         return out.detach(), [p.grad.clone() for p in block.parameters() if p.grad is not None]
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.ops.lightning import lightning_attn, naive_lightning_attn, recurrent_lightning_attn
 
 TOL = 1e-5

@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
-from tests.ops.triton_checks import ATTN_CASES, NORM_CASES, TOLERANCE, check_attn, check_norm
+from tests.helpers import REPO
+from tests.helpers.triton_checks import ATTN_CASES, NORM_CASES, TOLERANCE, check_attn, check_norm
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -27,7 +27,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 def interpreted() -> dict[str, dict[str, float]]:
     """Every case, checked once in one interpreter subprocess."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([sys.executable, "-m", "tests.ops.triton_checks"], cwd=REPO, env=env,
+    run = subprocess.run([sys.executable, "-m", "tests.helpers.triton_checks"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -55,15 +55,6 @@ def test_interpreted_srms_norm_kernels_match_pytorch(interpreted, rows, dim):
 def test_interpreted_kernels_run_a_whole_model_step(interpreted):
     """tnl-tiny forward and backward through the custom op's Triton branch (forced on the CPU)."""
     assert_errors(dict(interpreted["model-tnl-tiny"]), TOLERANCE["float32"])
-
-
-def test_backend_override_is_checked(monkeypatch):
-    from tnlm.ops.lightning import lightning_attn
-
-    monkeypatch.setenv("TNLM_LIGHTNING_BACKEND", "cuda")
-    q = torch.randn(1, 5, 1, 4)
-    with pytest.raises(ValueError, match="TNLM_LIGHTNING_BACKEND"):
-        lightning_attn(q, q, q, torch.tensor([-0.5]))
 
 
 @CUDA
@@ -100,7 +91,7 @@ def test_kernels_compile_for_a_gpu_without_spilling_registers():
     kernel that spills registers to local memory would be slow on every GPU run."""
     pytest.importorskip("triton.backends.nvidia")
     code = (
-        "import json, sys; sys.path.insert(0, 'benchmarks'); from triton_resources import kernels, resource_usage; "
+        "import json; from tnlm.ops.lightning.triton.resources import kernels, resource_usage; "
         "print(json.dumps([resource_usage(n, dt, 128, 128) for dt in ('bf16', 'fp32') for n in kernels()]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.layers.decay import alibi_slopes
 from tnlm.ops.rotary import apply_rotary, apply_rotary_reference, rope_cos_sin, rope_inv_freq
 from tnlm.ops.softmax import softmax_attention, softmax_attention_reference

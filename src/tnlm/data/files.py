@@ -16,11 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from tnlm.data.document import Document
-from tnlm.errors import TnlmError
-
-
-class DataError(TnlmError, ValueError):
-    """A problem with the user's data or configuration; the message says what to do."""
+from tnlm.errors import DataError  # noqa: F401  (the data modules import it from here)
 
 
 def compression_of(path: str | Path) -> str | None:

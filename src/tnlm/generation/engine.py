@@ -41,7 +41,7 @@ class GenerationStats:
     generated_tokens: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0  # after the first token
-    state_bytes: int = 0  # the decoding state at the end
+    state_bytes: int | None = 0  # the decoding state at the end (None: the model's cache does not say)
 
     @property
     def tokens_per_s(self) -> float:

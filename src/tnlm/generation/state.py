@@ -1,7 +1,7 @@
 """The decoding state of a batch, for any model family.
 
-Every tnlm family keeps its own decoding state object, returned by forward(..., use_cache=True) as
-`.cache` and passed back as `cache=`:
+Every tnlm family keeps its decoding state in its own LayerCache (tnlm.models.decoder), returned by
+forward(..., use_cache=True) as `.cache` and passed back as `cache=`:
 
 - TransNormer: the float32 recurrent state (B, H, Dk, Dv) of every layer; its size is fixed, so a
   token costs the same at any position. Each sequence's LRPE position comes from its own attention
@@ -20,27 +20,11 @@ import inspect
 import torch
 from torch import nn
 
+from tnlm.errors import InputError
+
 
 def _accepts(model: nn.Module, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
-
-
-def tensor_bytes(obj: object, _seen: set[int] | None = None) -> int:
-    """Bytes held by the tensors inside a cache object (lists, tuples, dicts, attributes), each once."""
-    seen = set() if _seen is None else _seen
-    if isinstance(obj, torch.Tensor):
-        key = obj.untyped_storage().data_ptr()
-        if key in seen:
-            return 0
-        seen.add(key)
-        return obj.untyped_storage().nbytes()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v, seen) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v, seen) for v in obj)
-    if hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, type)):
-        return sum(tensor_bytes(v, seen) for v in vars(obj).values())
-    return 0
 
 
 class DecodeState:
@@ -74,7 +58,7 @@ class DecodeState:
         ids, mask = ids.to(self.device), mask.to(self.device)
         if self.tokens:
             if ids.shape[0] != 1 or not bool(mask.all()):
-                raise ValueError("a state that holds tokens continues one sequence, without padding")
+                raise InputError("a state that holds tokens continues one sequence, without padding")
             self.tokens[0] += ids[0].tolist()
         else:
             self.mask = None if bool(mask.all()) else mask
@@ -96,6 +80,9 @@ class DecodeState:
             row.append(tok)
         return self._forward(tokens.to(self.device).view(-1, 1), self.mask)
 
-    def nbytes(self) -> int:
-        """Memory of the decoding state (cache) right now."""
-        return tensor_bytes(self.cache)
+    def nbytes(self) -> int | None:
+        """Memory of the decoding state right now, as the model's cache measures it (LayerCache.nbytes);
+        None for a cache that does not report its size (a model from outside tnlm)."""
+        if self.cache is None:
+            return 0
+        return self.cache.nbytes() if hasattr(self.cache, "nbytes") else None

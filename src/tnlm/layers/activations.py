@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from tnlm.errors import ConfigError
+
 FEATURE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "swish": F.silu,
@@ -24,4 +26,4 @@ def feature_map(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     try:
         return FEATURE_MAPS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(FEATURE_MAPS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(FEATURE_MAPS)}") from None

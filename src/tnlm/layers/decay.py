@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from tnlm.errors import ConfigError
+
 
 def _power_of_two_slopes(n: int) -> list[float]:
     return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
@@ -18,7 +20,7 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     truncated to H (the scheme of the ALiBi paper, used by Baichuan and TransNormerLLM).
     """
     if num_heads < 1:
-        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        raise ConfigError(f"num_heads must be >= 1, got {num_heads}")
     c = 2 ** int(math.floor(math.log2(num_heads)))
     slopes = _power_of_two_slopes(c)
     if c < num_heads:
@@ -34,7 +36,7 @@ def transnormer_log_decay(num_heads: int, layer_idx: int, num_layers: int) -> to
     layer of a deeper model (factor 1 + 1e-5), so a one-layer model keeps the strongest decay.
     """
     if not 0 <= layer_idx < num_layers:
-        raise ValueError(f"layer_idx must be in [0, {num_layers}), got {layer_idx}")
+        raise ConfigError(f"layer_idx must be in [0, {num_layers}), got {layer_idx}")
     depth_frac = layer_idx / (num_layers - 1) if num_layers > 1 else 0.0
     slopes = alibi_slopes(num_heads) * (1.0 - depth_frac + 1e-5)
     return (-slopes).to(torch.float32)

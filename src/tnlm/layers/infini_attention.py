@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tnlm.errors import ConfigError
 from tnlm.layers.positions import RopeSpec
 from tnlm.layers.softmax_attention import SoftmaxAttention
 from tnlm.ops.infini import MEMORY_RULES, Memory, empty_memory, infini_attention, pick_memory
@@ -52,9 +53,9 @@ class InfiniAttention(SoftmaxAttention):
             position_embedding=position_embedding, rope=rope, bias=bias,
         )  # fmt: skip
         if segment_length < 1:
-            raise ValueError(f"segment_length must be >= 1, got {segment_length}")
+            raise ConfigError(f"segment_length must be >= 1, got {segment_length}")
         if memory_rule not in MEMORY_RULES:
-            raise ValueError(f"unknown memory_rule {memory_rule!r}; choose one of {MEMORY_RULES}")
+            raise ConfigError(f"unknown memory_rule {memory_rule!r}; choose one of {MEMORY_RULES}")
         self.segment_length, self.memory_rule, self.detach_memory = segment_length, memory_rule, detach_memory
         self.gate = nn.Parameter(torch.zeros(num_heads))  # beta: one scalar per head, not per channel
 

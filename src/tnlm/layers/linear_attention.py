@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tnlm.errors import ConfigError
 from tnlm.layers.activations import feature_map
 from tnlm.layers.decay import transnormer_log_decay
 from tnlm.layers.lrpe import Lrpe
@@ -34,7 +35,7 @@ class NormLinearAttention(nn.Module):
     ) -> None:
         super().__init__()
         if hidden_dim % num_heads:
-            raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by the number of heads ({num_heads})")
+            raise ConfigError(f"hidden_dim ({hidden_dim}) must be divisible by the number of heads ({num_heads})")
         self.num_heads, self.head_dim = num_heads, hidden_dim // num_heads
         self.layer_idx, self.num_layers = layer_idx, num_layers
         self.act = feature_map(act_fun)

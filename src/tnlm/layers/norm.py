@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tnlm.errors import ConfigError
 from tnlm.ops.norm import rms_norm, srms_norm
 
 
@@ -31,8 +32,13 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
+# TransNormerLLM's norm choice. The official code turns any other name into LayerNorm; tnlm refuses
+# it instead, so a typo cannot silently change the model.
+NORM_TYPES = ("simplermsnorm", "layernorm")
+
+
 def build_norm(norm_type: str, dim: int) -> nn.Module:
-    """TransNormerLLM's norm choice: "simplermsnorm" -> SRMSNorm; anything else -> nn.LayerNorm."""
-    if norm_type == "simplermsnorm":
-        return SRMSNorm()
-    return nn.LayerNorm(dim)
+    """"simplermsnorm" -> SRMSNorm (no weight); "layernorm" -> nn.LayerNorm(dim)."""
+    if norm_type not in NORM_TYPES:
+        raise ConfigError(f"norm_type {norm_type!r} is unknown; choose one of {', '.join(NORM_TYPES)}")
+    return SRMSNorm() if norm_type == "simplermsnorm" else nn.LayerNorm(dim)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tnlm.errors import ConfigError
 from tnlm.layers.positions import Alibi, RopeSpec, Rotary
 from tnlm.ops.softmax import softmax_attention
 
@@ -67,9 +68,9 @@ class SoftmaxAttention(nn.Module):
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads:
-            raise ValueError(f"num_heads ({num_heads}) must be divisible by num_kv_heads ({num_kv_heads})")
+            raise ConfigError(f"num_heads ({num_heads}) must be divisible by num_kv_heads ({num_kv_heads})")
         if position_embedding not in POSITION_EMBEDDINGS:
-            raise ValueError(f"unknown position_embedding {position_embedding!r}; choose one of {POSITION_EMBEDDINGS}")
+            raise ConfigError(f"unknown position_embedding {position_embedding!r}; choose one of {POSITION_EMBEDDINGS}")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)

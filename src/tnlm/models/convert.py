@@ -9,16 +9,17 @@ scalings have no tnlm form.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedConfig, PreTrainedModel
 from transformers.initialization import no_init_weights
 
 from tnlm.errors import CheckpointError, ConfigError
+from tnlm.models.checkpoint import load_weights, read_config_json
 from tnlm.models.transformer import TransformerConfig, TransformerForCausalLM
 
 # RoPE types with the same meaning on both sides; tnlm's "ntk" is static, Llama's "dynamic" is not
@@ -109,26 +110,34 @@ def tnlm_to_llama(model: TransformerForCausalLM) -> LlamaForCausalLM:
     return _rebuild(LlamaForCausalLM, tnlm_config_to_llama(model.config), model)
 
 
-def _model_type(path: Path) -> str:
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise CheckpointError(f"{path} has no config.json; pass a model directory (save one with save_pretrained)")
+_SOURCE_CLASSES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    TransformerConfig.model_type: (TransformerConfig, TransformerForCausalLM),
+}
+
+
+def _load_source(src: Path, raw: dict, *, strict: bool) -> PreTrainedModel:
+    """The source model in its own dtype; its config class checks the fields of config.json."""
+    config_class, model_class = _SOURCE_CLASSES[raw["model_type"]]
     try:
-        return json.loads(cfg.read_text()).get("model_type", "")
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg} is not valid JSON ({e})") from None
+        config = config_class.from_dict({k: v for k, v in raw.items() if k != "model_type"})
+    except (TypeError, ValueError, StrictDataclassError) as e:
+        raise CheckpointError(f"{src / 'config.json'} is not a valid {raw['model_type']} config: {e}") from None
+    return load_weights(model_class, src, config=config, dtype="auto", strict=strict)
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path, *, to: str | None = None, overwrite: bool = False) -> str:
+def convert_checkpoint(
+    src: str | Path, dst: str | Path, *, to: str | None = None, overwrite: bool = False, strict: bool = True
+) -> str:
     """Convert a model directory: Llama -> tnlm or tnlm Transformer -> Llama (`to` = "tnlm" / "llama",
     by default the other one). Writes to a temporary directory beside `dst`, then renames, so a failed
-    conversion leaves nothing half-written. Returns the target format."""
+    conversion leaves nothing half-written. A source whose weights lack a tensor, or hold one the model
+    has no place for, is refused unless strict=False. Returns the target format."""
     src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise CheckpointError(f"model directory {src} does not exist")
+    raw = read_config_json(src)
     if dst.exists() and (not overwrite or not dst.is_dir()):
         raise CheckpointError(f"{dst} already exists; choose a new directory or pass --overwrite")
-    model_type = _model_type(src)
+    model_type = raw.get("model_type", "")
     source = {"llama": "llama", TransformerConfig.model_type: "tnlm"}.get(model_type)
     if source is None:
         raise CheckpointError(
@@ -137,10 +146,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, to: str | None = Non
     to = to or ("tnlm" if source == "llama" else "llama")
     if to not in ("tnlm", "llama") or to == source:
         raise ConfigError(f"cannot convert a {source} checkpoint to {to!r}; the target must be the other format")
-    if source == "llama":
-        converted = llama_to_tnlm(LlamaForCausalLM.from_pretrained(src))
-    else:
-        converted = tnlm_to_llama(TransformerForCausalLM.from_pretrained(src))
+    model = _load_source(src, raw, strict=strict)
+    converted = llama_to_tnlm(model) if source == "llama" else tnlm_to_llama(model)
     _save_atomically(converted, src, dst)
     return to
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from tnlm.errors import CheckpointError, ConfigError
+from tnlm.models.checkpoint import load_weights, read_config_json
+from tnlm.models.config import DecoderConfig
 from tnlm.models.infini import InfiniConfig, InfiniForCausalLM
 from tnlm.models.transformer import TransformerConfig, TransformerForCausalLM
 from tnlm.models.transnormer import TransnormerConfig, TransnormerForCausalLM
@@ -19,7 +20,7 @@ from tnlm.models.transnormer import TransnormerConfig, TransnormerForCausalLM
 class Family:
     """A model family: its HF config and causal-LM classes."""
 
-    config_class: type[PreTrainedConfig]
+    config_class: type[DecoderConfig]
     model_class: type[PreTrainedModel]
 
 
@@ -29,7 +30,8 @@ class Preset:
     config_kwargs: dict = field(default_factory=dict)
     description: str = ""
 
-    def config(self, overrides: dict | None = None) -> PreTrainedConfig:
+    def config(self, overrides: dict | None = None) -> DecoderConfig:
+        self.family.config_class.check_overrides(overrides or {})
         return self.family.config_class(**{**self.config_kwargs, **(overrides or {})})
 
 
@@ -37,7 +39,7 @@ FAMILIES: dict[str, Family] = {}  # model_type -> Family
 PRESETS: dict[str, Preset] = {}
 
 
-def register_family(config_class: type[PreTrainedConfig], model_class: type[PreTrainedModel]) -> Family:
+def register_family(config_class: type[DecoderConfig], model_class: type[PreTrainedModel]) -> Family:
     family = Family(config_class, model_class)
     FAMILIES[config_class.model_type] = family
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
@@ -89,56 +91,34 @@ def _looks_like_path(name: str) -> bool:
     return "/" in name or name.startswith(".") or Path(name).exists()
 
 
-def load_config(name_or_dir: str | Path, *, overrides: dict | None = None) -> PreTrainedConfig:
-    """The config of a preset name or of a model directory (its config.json)."""
-    name = str(name_or_dir)
-    if name in PRESETS:
-        return PRESETS[name].config(overrides)
-    if not _looks_like_path(name):
-        raise _unknown_preset(name)
-    path = Path(name)
+def _dir_config(path: Path, overrides: dict | None) -> DecoderConfig:
+    """The config of a model directory: its config.json, read and checked once, here."""
     if not path.is_dir():
         raise CheckpointError(f"model directory {path} does not exist; check the path, or use a preset: {', '.join(sorted(PRESETS))}")
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{path} has no config.json; it is not a model directory (save one with model.save_pretrained)")
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e}); restore it from the original checkpoint") from None
-    model_type = raw.get("model_type")
+    raw = read_config_json(path)
+    model_type = raw.pop("model_type", None)
     if model_type not in FAMILIES:
         raise CheckpointError(
             f"{path} holds a model of type {model_type!r}; tnlm loads {', '.join(sorted(FAMILIES))}. "
             "Convert it first (tnlm convert) or load it with transformers directly."
         )
-    family = FAMILIES[model_type]
-    raw.pop("model_type", None)
+    config_class = FAMILIES[model_type].config_class
+    config_class.check_overrides(overrides or {})
     try:
-        return family.config_class.from_dict({**raw, **(overrides or {})})
+        return config_class.from_dict({**raw, **(overrides or {})})
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{cfg_file} is not a valid {model_type} config: {e}") from None
+        raise CheckpointError(f"{path / 'config.json'} is not a valid {model_type} config: {e}") from None
 
 
-def _check_weight_shapes(path: Path, config: PreTrainedConfig) -> None:
-    """Compare the safetensors header shapes with the config before loading anything."""
-    from safetensors import safe_open
-
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        if any(path.glob("*.bin")):
-            return  # PyTorch pickles: shapes are checked by from_pretrained itself
-        raise CheckpointError(f"{path} has a config.json but no model.safetensors; the checkpoint is incomplete")
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in FAMILIES[config.model_type].model_class(config).state_dict().items()}
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                if key in expected and tuple(f.get_slice(key).get_shape()) != expected[key]:
-                    raise CheckpointError(
-                        f"{file.name}: tensor {key} has shape {tuple(f.get_slice(key).get_shape())} but "
-                        f"config.json implies {expected[key]}; the weights belong to a model of another size"
-                    )
+def load_config(name_or_dir: str | Path, *, overrides: dict | None = None) -> DecoderConfig:
+    """The config of a preset name or of a model directory (its config.json). `overrides` replace
+    fields; a key the family's config does not have is a ConfigError that lists the ones it has."""
+    name = str(name_or_dir)
+    if name in PRESETS:
+        return PRESETS[name].config(overrides)
+    if not _looks_like_path(name):
+        raise _unknown_preset(name)
+    return _dir_config(Path(name), overrides)
 
 
 def create_model(
@@ -148,25 +128,26 @@ def create_model(
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     seed: int | None = None,
+    strict: bool = True,
 ) -> PreTrainedModel:
     """A model from a preset (random weights, training mode) or from a saved directory (its weights,
-    eval mode). Weights are float32 unless `dtype` says otherwise."""
+    eval mode). Weights are float32 unless `dtype` says otherwise. A directory whose weights lack a
+    tensor the model needs, or hold one it has no place for, is refused unless strict=False."""
     config = load_config(name_or_dir, overrides=overrides)
     model_class = FAMILIES[config.model_type].model_class
-    if str(name_or_dir) in PRESETS:
+    is_preset = str(name_or_dir) in PRESETS
+    if is_preset:
         if seed is not None:
             torch.manual_seed(seed)
         model = model_class(config)
     else:
-        path = Path(name_or_dir)
-        _check_weight_shapes(path, config)
         # float32 unless asked: released configs say bfloat16, whose matmuls crawl on CPUs
-        model = model_class.from_pretrained(path, config=config, dtype=dtype or torch.float32)
+        model = load_weights(model_class, Path(name_or_dir), config=config, dtype=dtype or torch.float32, strict=strict)
     if dtype is not None:
         model = model.to(dtype)
     if device is not None:
         model = model.to(device)
-    return model.eval() if str(name_or_dir) not in PRESETS else model
+    return model if is_preset else model.eval()
 
 
 def meta_model(name_or_dir: str | Path, *, overrides: dict | None = None) -> PreTrainedModel:

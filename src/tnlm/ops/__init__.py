@@ -1,1 +1,3 @@
-"""Pure tensor functions: no nn.Module, no config, no I/O."""
+"""Pure tensor functions, no nn.Module, no config, no I/O: Lightning Attention (lightning/), softmax
+attention (softmax.py), RoPE (rotary.py), Infini-attention's memory (infini.py), the norms (norm.py,
+norm_triton.py for CUDA tensors). Each fast path has its reference beside it."""

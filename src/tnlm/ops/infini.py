@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tnlm.errors import InputError
 from tnlm.ops.softmax import softmax_attention, softmax_attention_reference
 
 Memory = tuple[torch.Tensor, torch.Tensor]  # M (B, Hkv, Dk, Dv), z (B, Hkv, Dk), float32
@@ -52,7 +53,7 @@ def memory_update(sk: torch.Tensor, v: torch.Tensor, memory: Memory, *, rule: st
     """Absorb one segment: sk = sigma(k) (B, T, Hkv, Dk) with zero rows for tokens outside the segment,
     v (B, T, Hkv, Dv). Returns the new (M, z)."""
     if rule not in MEMORY_RULES:
-        raise ValueError(f"unknown memory rule {rule!r}; choose one of {MEMORY_RULES}")
+        raise InputError(f"unknown memory rule {rule!r}; choose one of {MEMORY_RULES}")
     M, z = memory
     skf, vf = sk.float(), v.float()
     if rule == "delta":

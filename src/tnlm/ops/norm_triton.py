@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tnlm.errors import InputError
+
 MAX_FUSED_DIM = 65536  # one row must fit one program
 
 
@@ -99,5 +101,5 @@ srms_norm_fused_op.register_autograd(_backward, setup_context=_setup_context)
 def triton_srms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """SRMSNorm with the fused kernels; any device Triton can run on (a GPU, or the interpreter)."""
     if x.shape[-1] > MAX_FUSED_DIM:
-        raise ValueError(f"fused SRMSNorm handles rows up to {MAX_FUSED_DIM} wide; got {x.shape[-1]}")
+        raise InputError(f"fused SRMSNorm handles rows up to {MAX_FUSED_DIM} wide; got {x.shape[-1]}")
     return srms_norm_fused_op(x, eps)[0]

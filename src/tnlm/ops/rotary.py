@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from tnlm.errors import InputError
+
 ROPE_TYPES = ("default", "linear", "ntk", "llama3")
 
 
@@ -44,9 +46,9 @@ def rope_inv_freq(
     tensor([1.0000, 0.1000])
     """
     if head_dim % 2:
-        raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
+        raise InputError(f"RoPE needs an even head_dim, got {head_dim}")
     if rope_type not in ROPE_TYPES:
-        raise ValueError(f"unknown rope_type {rope_type!r}; choose one of {ROPE_TYPES}")
+        raise InputError(f"unknown rope_type {rope_type!r}; choose one of {ROPE_TYPES}")
     base = theta * factor ** (head_dim / (head_dim - 2)) if rope_type == "ntk" else theta
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     if rope_type == "linear":

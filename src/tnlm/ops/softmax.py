@@ -13,17 +13,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tnlm.errors import InputError
+
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> None:
     (B, Tq, H, D), (Bk, Tk, Hkv, Dk) = q.shape, k.shape
     if k.shape != v.shape[:-1] + (Dk,) or v.shape[:3] != k.shape[:3] or Bk != B or Dk != D:
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit (B, T, H, D)")
+        raise InputError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit (B, T, H, D)")
     if H % Hkv:
-        raise ValueError(f"{H} query heads cannot share {Hkv} key/value heads: H must be a multiple of Hkv")
+        raise InputError(f"{H} query heads cannot share {Hkv} key/value heads: H must be a multiple of Hkv")
     if Tq > Tk:
-        raise ValueError(f"{Tq} queries but only {Tk} keys: the queries' own keys must be included")
+        raise InputError(f"{Tq} queries but only {Tk} keys: the queries' own keys must be included")
     if mask is not None and mask.shape != (B, Tq, Tk):
-        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {(B, Tq, Tk)}")
+        raise InputError(f"mask has shape {tuple(mask.shape)}, expected {(B, Tq, Tk)}")
 
 
 def causal_mask(tq: int, tk: int, *, device: torch.device) -> torch.Tensor:

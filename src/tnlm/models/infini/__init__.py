@@ -1,5 +1,4 @@
-from tnlm.models.infini.cache import InfiniCache
 from tnlm.models.infini.configuration import InfiniConfig
-from tnlm.models.infini.modeling import InfiniForCausalLM, InfiniModel
+from tnlm.models.infini.modeling import InfiniCache, InfiniForCausalLM, InfiniModel
 
 __all__ = ["InfiniCache", "InfiniConfig", "InfiniForCausalLM", "InfiniModel"]

@@ -1,5 +1,4 @@
-from tnlm.models.transformer.cache import KVCache
 from tnlm.models.transformer.configuration import TransformerConfig
-from tnlm.models.transformer.modeling import TransformerForCausalLM, TransformerModel
+from tnlm.models.transformer.modeling import KVCache, TransformerForCausalLM, TransformerModel
 
 __all__ = ["KVCache", "TransformerConfig", "TransformerForCausalLM", "TransformerModel"]

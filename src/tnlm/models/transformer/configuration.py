@@ -6,17 +6,31 @@ renaming of RoPE fields only (tnlm.models.convert).
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
-
 from tnlm.errors import ConfigError
 from tnlm.layers.positions import RopeSpec
 from tnlm.layers.softmax_attention import POSITION_EMBEDDINGS
+from tnlm.models.config import BOOL, POSITIVE, POSITIVE_INT, DecoderConfig, one_of
 from tnlm.ops.rotary import ROPE_TYPES
 
 
-class TransformerConfig(PreTrainedConfig):
+def _default_head_dim(hidden_size: object, num_heads: object) -> int | None:
+    """hidden_size / heads when both are usable; otherwise None, and the check names the bad field."""
+    if isinstance(hidden_size, int) and isinstance(num_heads, int) and num_heads > 0:
+        return hidden_size // num_heads
+    return None
+
+
+class TransformerConfig(DecoderConfig):
     model_type = "tnlm_transformer"
-    keys_to_ignore_at_inference = ["past_key_values", "cache"]
+    RULES = {
+        "vocab_size": POSITIVE_INT, "hidden_size": POSITIVE_INT, "intermediate_size": POSITIVE_INT,
+        "num_hidden_layers": POSITIVE_INT, "num_attention_heads": POSITIVE_INT, "num_key_value_heads": POSITIVE_INT,
+        "head_dim": POSITIVE_INT, "position_embedding": one_of(*POSITION_EMBEDDINGS), "rope_theta": POSITIVE,
+        "rope_type": one_of(*ROPE_TYPES), "rope_factor": POSITIVE, "rope_low_freq_factor": POSITIVE,
+        "rope_high_freq_factor": POSITIVE, "rope_original_max_position_embeddings": POSITIVE_INT,
+        "max_position_embeddings": POSITIVE_INT, "rms_norm_eps": POSITIVE, "attention_bias": BOOL, "mlp_bias": BOOL,
+        "initializer_range": POSITIVE,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -40,12 +54,7 @@ class TransformerConfig(PreTrainedConfig):
         attention_bias: bool = False,
         mlp_bias: bool = False,
         initializer_range: float = 0.02,
-        use_cache: bool = True,
-        pad_token_id: int | None = 0,
-        bos_token_id: int | None = 1,
-        eos_token_id: int | None = 2,
-        tie_word_embeddings: bool = False,
-        **kwargs,  # PreTrainedConfig's own fields (architectures, dtype, ...)
+        **kwargs,  # DecoderConfig's fields (use_cache, special token ids, tie_word_embeddings) and PreTrainedConfig's
     ) -> None:
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -53,7 +62,7 @@ class TransformerConfig(PreTrainedConfig):
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
         self.num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
-        self.head_dim = head_dim if head_dim is not None else hidden_size // max(num_attention_heads, 1)
+        self.head_dim = _default_head_dim(hidden_size, num_attention_heads) if head_dim is None else head_dim
         self.position_embedding = position_embedding
         self.rope_theta = rope_theta
         self.rope_type = rope_type
@@ -66,15 +75,7 @@ class TransformerConfig(PreTrainedConfig):
         self.attention_bias = attention_bias
         self.mlp_bias = mlp_bias
         self.initializer_range = initializer_range
-        self.use_cache = use_cache
-        super().__init__(
-            pad_token_id=pad_token_id,
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
-            **kwargs,
-        )
-        self.validate_shapes()
+        super().__init__(**kwargs)
 
     def rope_spec(self) -> RopeSpec:
         return RopeSpec(
@@ -83,27 +84,19 @@ class TransformerConfig(PreTrainedConfig):
             original_max_len=self.rope_original_max_position_embeddings,
         )  # fmt: skip
 
-    def validate_shapes(self) -> None:
-        """Raise a ConfigError that names the field to fix."""
+    def check_consistency(self) -> None:
         name = type(self).__name__
-        for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                      "num_key_value_heads", "head_dim"):  # fmt: skip
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}.{field} must be a positive integer, got {value!r}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"{name}.num_attention_heads ({self.num_attention_heads}) must be divisible by "
                 f"num_key_value_heads ({self.num_key_value_heads}): each K/V head serves a whole group of query heads"
             )
-        if self.position_embedding not in POSITION_EMBEDDINGS:
+        if self.position_embedding != "rope":
+            return
+        if self.head_dim % 2 or (self.rope_type == "ntk" and self.head_dim < 4):
+            raise ConfigError(f"{name}.head_dim must be even for RoPE (and >= 4 for ntk), got {self.head_dim}")
+        if self.rope_type == "llama3" and self.rope_high_freq_factor <= self.rope_low_freq_factor:
             raise ConfigError(
-                f"{name}.position_embedding {self.position_embedding!r} is unknown; choose one of {POSITION_EMBEDDINGS}"
+                f"{name}.rope_high_freq_factor ({self.rope_high_freq_factor}) must be above rope_low_freq_factor "
+                f"({self.rope_low_freq_factor}) for llama3 scaling"
             )
-        if self.position_embedding == "rope":
-            if self.head_dim % 2:
-                raise ConfigError(f"{name}.head_dim must be even for RoPE, got {self.head_dim}")
-            if self.rope_type not in ROPE_TYPES:
-                raise ConfigError(f"{name}.rope_type {self.rope_type!r} is unknown; choose one of {ROPE_TYPES}")
-            if self.rope_theta <= 0 or self.rope_factor <= 0:
-                raise ConfigError(f"{name}.rope_theta and rope_factor must be > 0")

@@ -1,5 +1,4 @@
-from tnlm.models.transnormer.cache import TransnormerCache
 from tnlm.models.transnormer.configuration import TransnormerConfig
-from tnlm.models.transnormer.modeling import TransnormerForCausalLM, TransnormerModel
+from tnlm.models.transnormer.modeling import TransnormerCache, TransnormerForCausalLM, TransnormerModel
 
 __all__ = ["TransnormerCache", "TransnormerConfig", "TransnormerForCausalLM", "TransnormerModel"]

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
-
+from tnlm.errors import ConfigError
 from tnlm.layers.activations import FEATURE_MAPS
+from tnlm.layers.norm import NORM_TYPES
+from tnlm.models.config import BOOL, POSITIVE, POSITIVE_INT, DecoderConfig, Rule, one_of
+
+LRPE_FLAGS = Rule(
+    "a list of 0/1 flags, one per layer (1: LRPE on that layer)",
+    lambda v: isinstance(v, list) and all(type(f) in (int, bool) and f in (0, 1) for f in v),
+)
 
 
-class TransnormerConfig(PreTrainedConfig):
+class TransnormerConfig(DecoderConfig):
     model_type = "transnormer"
-    keys_to_ignore_at_inference = ["past_key_values", "cache"]
+    RULES = {
+        "vocab_size": POSITIVE_INT, "decoder_embed_dim": POSITIVE_INT, "decoder_layers": POSITIVE_INT,
+        "decoder_attention_heads": POSITIVE_INT, "hidden_dim": POSITIVE_INT, "glu_dim": POSITIVE_INT,
+        "linear_use_lrpe_list": LRPE_FLAGS, "linear_act_fun": one_of(*FEATURE_MAPS), "no_scale_embedding": BOOL,
+        "norm_type": one_of(*NORM_TYPES), "bias": BOOL, "init_std": POSITIVE,
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -26,12 +37,8 @@ class TransnormerConfig(PreTrainedConfig):
         norm_type: str = "simplermsnorm",
         bias: bool = False,
         init_std: float = 0.02,
-        use_cache: bool = True,
-        pad_token_id: int | None = 0,
-        bos_token_id: int | None = 1,
-        eos_token_id: int | None = 2,
         tie_word_embeddings: bool = True,
-        **kwargs,  # PreTrainedConfig's own fields and the official extras (auto_map, add_bos_token, ...)
+        **kwargs,  # DecoderConfig's fields (use_cache, special token ids) and the official extras (add_bos_token, ...)
     ) -> None:
         self.vocab_size = vocab_size
         self.decoder_embed_dim = decoder_embed_dim
@@ -39,23 +46,16 @@ class TransnormerConfig(PreTrainedConfig):
         self.decoder_attention_heads = decoder_attention_heads
         self.hidden_dim = hidden_dim
         self.glu_dim = decoder_embed_dim if glu_dim == -1 else glu_dim
-        self.linear_use_lrpe_list = list(linear_use_lrpe_list) if linear_use_lrpe_list else []
+        flags = [] if linear_use_lrpe_list is None else linear_use_lrpe_list
+        self.linear_use_lrpe_list = list(flags) if isinstance(flags, tuple) else flags
         self.linear_act_fun = linear_act_fun
         self.no_scale_embedding = no_scale_embedding
         self.norm_type = norm_type
         self.bias = bias
         self.init_std = init_std
-        self.use_cache = use_cache
         # released configs point `auto_map` at remote code; tnlm's own classes replace it
         kwargs.pop("auto_map", None)
-        super().__init__(
-            pad_token_id=pad_token_id,
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
-            **kwargs,
-        )
-        self.validate_shapes()
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     # generic names used by Hugging Face utilities and by tnlm's family-independent code
     @property
@@ -71,6 +71,10 @@ class TransnormerConfig(PreTrainedConfig):
         return self.decoder_attention_heads
 
     @property
+    def initializer_range(self) -> float:
+        return self.init_std
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_dim // self.decoder_attention_heads
 
@@ -78,19 +82,14 @@ class TransnormerConfig(PreTrainedConfig):
         flags = self.linear_use_lrpe_list
         return bool(flags[layer_idx]) if layer_idx < len(flags) else False
 
-    def validate_shapes(self) -> None:
-        """Raise a ValueError that names the field to fix."""
-        for name in ("vocab_size", "decoder_embed_dim", "decoder_layers", "decoder_attention_heads", "hidden_dim", "glu_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TransnormerConfig.{name} must be a positive integer, got {getattr(self, name)}")
+    def check_consistency(self) -> None:
         if self.hidden_dim % self.decoder_attention_heads:
-            raise ValueError(
-                f"hidden_dim ({self.hidden_dim}) must be divisible by decoder_attention_heads "
+            raise ConfigError(
+                f"TransnormerConfig.hidden_dim ({self.hidden_dim}) must be divisible by decoder_attention_heads "
                 f"({self.decoder_attention_heads})"
             )
         if len(self.linear_use_lrpe_list) > self.decoder_layers:
-            raise ValueError(
-                f"linear_use_lrpe_list has {len(self.linear_use_lrpe_list)} flags for {self.decoder_layers} layers"
+            raise ConfigError(
+                f"TransnormerConfig.linear_use_lrpe_list has {len(self.linear_use_lrpe_list)} flags for "
+                f"{self.decoder_layers} layers; give at most one per layer"
             )
-        if self.linear_act_fun not in FEATURE_MAPS:
-            raise ValueError(f"linear_act_fun {self.linear_act_fun!r} is unknown; choose one of {sorted(FEATURE_MAPS)}")

@@ -1,6 +1,9 @@
 """TransNormerLLM as Hugging Face models: TransnormerModel and TransnormerForCausalLM.
 
-Module and parameter names follow the released checkpoints exactly (see docs: transnormer spec).
+Module and parameter names are those of the released checkpoints (OpenNLPLab/TransNormerLLM-385M, -1B,
+-7B), so their directories load unchanged. The decoder loop and the causal-LM head are tnlm.models' shared ones; what is TransNormer's own is
+here: the block (NormLinearAttention, then SGLU), the recurrent-state cache, the embedding scale,
+LRPE's initial frequencies, and packed documents (cu_seqlens).
 """
 
 from __future__ import annotations
@@ -9,18 +12,20 @@ import math
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from tnlm.layers.linear_attention import NormLinearAttention
 from tnlm.layers.lrpe import Lrpe, lrpe_init_theta
 from tnlm.layers.mlp import SGLU
 from tnlm.layers.norm import build_norm
-from tnlm.models.causal_lm import CausalLMMixin
-from tnlm.models.common import decoder_output, positions_from_cu_seqlens, positions_from_mask
-from tnlm.models.transnormer.cache import TransnormerCache
+from tnlm.models.causal_lm import DecoderForCausalLM
+from tnlm.models.decoder import DecoderModel, DecoderPreTrainedModel, LayerCache, LayerInputs
 from tnlm.models.transnormer.configuration import TransnormerConfig
+
+
+class TransnormerCache(LayerCache[torch.Tensor]):
+    """The float32 (B, H, Dk, Dv) recurrent state of every layer. Its size does not depend on the
+    number of tokens seen: this is what makes TransNormerLLM decode in constant memory."""
 
 
 class TransnormerBlock(nn.Module):
@@ -45,52 +50,39 @@ class TransnormerBlock(nn.Module):
         self.channel_mixer = SGLU(d, config.glu_dim, bias=config.bias)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        positions: torch.Tensor,
-        padding_mask: torch.Tensor | None = None,
-        state: torch.Tensor | None = None,
-        output_state: bool = False,
-        cu_seqlens: torch.Tensor | None = None,
+        self, x: torch.Tensor, inputs: LayerInputs, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, d); state (B, H, Dk, Dv) float32 from earlier tokens, or None."""
+        mask = inputs.attention_mask
+        padding = None if mask is None else mask[:, -x.shape[1] :]  # (B, T): the new tokens' part
         h, new_state = self.token_mixer(
-            self.token_norm(x), positions=positions, padding_mask=padding_mask, state=state,
-            output_state=output_state, cu_seqlens=cu_seqlens,
+            self.token_norm(x), positions=inputs.positions, padding_mask=padding, state=state,
+            output_state=inputs.output_state, cu_seqlens=inputs.cu_seqlens,
         )  # fmt: skip
         x = x + h
         x = x + self.channel_mixer(self.channel_norm(x))
         return x, new_state
 
 
-class TransnormerPreTrainedModel(PreTrainedModel):
+class TransnormerPreTrainedModel(DecoderPreTrainedModel):
     config_class = TransnormerConfig
     config: TransnormerConfig
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = False
     _no_split_modules = ["TransnormerBlock"]
     # checkpoints converted from metaseq carry this bookkeeping entry
     _keys_to_ignore_on_load_unexpected = [r"decoder\.version"]
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
-                module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, Lrpe):
+    def _init_family_weights(self, module: nn.Module) -> None:
+        if isinstance(module, Lrpe):
             init.copy_(module.theta, lrpe_init_theta(module.num_heads, module.head_dim))
 
 
-class TransnormerModel(TransnormerPreTrainedModel):
+class TransnormerModel(DecoderModel, TransnormerPreTrainedModel):
+    """The cache holds the float32 recurrent state of every layer, so decoding costs the same at any
+    position. With cu_seqlens each document starts from an empty state and LRPE position 0."""
+
+    cache_class = TransnormerCache
+    supports_packed_documents = True
+
     def __init__(self, config: TransnormerConfig) -> None:
         super().__init__(config)
         d = config.decoder_embed_dim
@@ -100,100 +92,9 @@ class TransnormerModel(TransnormerPreTrainedModel):
         self.final_norm = build_norm(config.norm_type, d)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: TransnormerCache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        cache: TransnormerCache | None = None,
-        cache_position: torch.LongTensor | None = None,
-        cu_seqlens: torch.Tensor | None = None,
-    ) -> BaseModelOutputWithPast:
-        """attention_mask: (B, past + T), 1 = real token (left padding supported); the cache holds the
-        float32 recurrent state of every layer, so decoding costs the same at any position.
-        cu_seqlens: (N + 1,) offsets of N documents packed in one row (B = 1): each document starts
-        from an empty state and LRPE position 0, as if it were alone; no cache."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        cache = cache if cache is not None else past_key_values
-        if cu_seqlens is not None and (use_cache or cache is not None):
-            raise ValueError("cu_seqlens packs documents for training or scoring; call without a cache")
-        use_cache = (self.config.use_cache and cu_seqlens is None) if use_cache is None else use_cache
-        if use_cache and cache is None:
-            cache = TransnormerCache(self.config.decoder_layers)
-        x = self.embed_tokens(input_ids) * self.embed_scale if inputs_embeds is None else inputs_embeds
-        B, T, _ = x.shape
-        past_len = cache.get_seq_length() if cache is not None else 0
-        if position_ids is None and cu_seqlens is not None:
-            position_ids = positions_from_cu_seqlens(cu_seqlens, seq_len=T).to(x.device)
-        elif position_ids is None:
-            position_ids = positions_from_mask(attention_mask, seq_len=T, past_len=past_len, device=x.device)
-        padding_mask = None
-        if attention_mask is not None and not bool(attention_mask[:, -T:].all()):
-            padding_mask = attention_mask[:, -T:].to(x.device)
-        hidden_states = [] if output_hidden_states else None
-        for i, layer in enumerate(self.layers):
-            if hidden_states is not None:
-                hidden_states.append(x)
-            state = cache.layers[i] if cache is not None else None
-            x, new_state = layer(
-                x, positions=position_ids, padding_mask=padding_mask, state=state,
-                output_state=cache is not None, cu_seqlens=cu_seqlens,
-            )  # fmt: skip
-            if cache is not None:
-                cache.layers[i] = new_state
-        return decoder_output(x, final_norm=self.final_norm, cache=cache, use_cache=use_cache, hidden_states=hidden_states)
-
-
-class TransnormerForCausalLM(CausalLMMixin, TransnormerPreTrainedModel, GenerationMixin):
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
-
-    def __init__(self, config: TransnormerConfig) -> None:
-        super().__init__(config)
-        self.model = TransnormerModel(config)
-        self.lm_head = nn.Linear(config.decoder_embed_dim, config.vocab_size, bias=False)
-        self.post_init()
+class TransnormerForCausalLM(DecoderForCausalLM, TransnormerPreTrainedModel):
+    base_model_class = TransnormerModel
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"lrpe.theta": 1.0}  # frequencies, not a weight matrix: no weight decay
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: TransnormerCache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        cache: TransnormerCache | None = None,
-        cache_position: torch.LongTensor | None = None,
-        logits_to_keep: int = 0,
-        cu_seqlens: torch.Tensor | None = None,
-    ) -> CausalLMOutputWithPast:
-        """labels (B, T): next-token targets are labels shifted by one inside; -100 is ignored."""
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            cu_seqlens=cu_seqlens,
-        )
-        return self.lm_output(out, labels=labels, logits_to_keep=logits_to_keep)

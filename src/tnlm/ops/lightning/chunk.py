@@ -150,13 +150,22 @@ def _segment_bwd(q, k, v, do, s_in, ds_out, tab: _Tables, ws: _Workspace):
     return dq, dk, dv, ds_in.view(B, H, Dk, Dv)
 
 
-def _empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
+def _empty(like: torch.Tensor, *shape: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Every output buffer comes from here; the tests fill it with NaN so an unwritten element fails."""
-    return like.new_empty(shape)
+    return like.new_empty(shape, dtype=dtype or like.dtype)
 
 
-def _spans(start: int, stop: int, span: int) -> list[tuple[int, int]]:
-    return [(s, min(s + span, stop)) for s in range(start, stop, span)]
+def segments(bos: int, eos: int, span: int) -> list[tuple[int, int]]:
+    """[bos, eos) cut at every multiple of `span`: the pieces the block algorithm runs one at a time.
+
+    A piece that starts on a multiple j * span enters with the state that `chunk_fwd` keeps as
+    entries[j]; any other piece starts a sequence, with its initial state. So T tokens, packed or
+    not, keep len(segments(0, T, span)) entry states, a number known from the shape alone.
+    """
+    if eos <= bos:
+        return []
+    cuts = [bos, *range((bos // span + 1) * span, eos, span), eos]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 class _TableCache:
@@ -172,8 +181,22 @@ class _TableCache:
         return self.cache[(n, length)]
 
 
-def _sequences(T: int, cu_seqlens: list[int] | None) -> list[tuple[int, int]]:
-    return [(0, T)] if cu_seqlens is None else list(zip(cu_seqlens[:-1], cu_seqlens[1:]))
+def _sequences(T: int, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int]]:
+    """(bos, eos) of every sequence; one host sync for packed sequences."""
+    if cu_seqlens is None:
+        return [(0, T)]
+    bounds = cu_seqlens.tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _start_states(
+    initial_state: torch.Tensor | None, *, n_seq: int, rows: int, like: torch.Tensor, dv: int
+) -> list[torch.Tensor]:
+    """The float32 (rows, H, Dk, Dv) state each sequence starts from: its rows of `initial_state`, or zeros."""
+    if initial_state is None:
+        return [like.new_zeros(rows, like.shape[2], like.shape[3], dv, dtype=torch.float32)] * n_seq
+    s0 = initial_state.float()
+    return [s0[i * rows : (i + 1) * rows] for i in range(n_seq)]
 
 
 def chunk_fwd(
@@ -183,30 +206,30 @@ def chunk_fwd(
     log_decay: torch.Tensor,
     *,
     initial_state: torch.Tensor | None,
-    cu_seqlens: list[int] | None = None,
+    cu_seqlens: torch.Tensor | None = None,
     block: int = BLOCK,
     segment: int = SEGMENT_BLOCKS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns o (B, T, H, Dv) in q's dtype, the final state (N, H, Dk, Dv) float32, and the state
-    entering every segment (n_segments, B', H, Dk, Dv), which is all the backward needs to keep.
-    N is B, or the number of sequences when `cu_seqlens` (a list of ints, B = 1) is given."""
-    B, T, H, Dk = q.shape
-    Dv = v.shape[-1]
+    """Returns o (B, T, H, Dv) in q's dtype, the final state (N, H, Dk, Dv) float32, and the entry
+    states (len(segments(0, T, span)), B', H, Dk, Dv) float32, all the backward needs to keep.
+    N is B, or the number of sequences when `cu_seqlens` (B = 1) is given; B' is B, or 1."""
+    B, T, H, _ = q.shape
+    Dv, span = v.shape[-1], block * segment
     seqs = _sequences(T, cu_seqlens)
     rows = B if cu_seqlens is None else 1
-    s0 = initial_state.float() if initial_state is not None else None
+    starts = _start_states(initial_state, n_seq=len(seqs), rows=rows, like=q, dv=Dv)
     o = _empty(q, B, T, H, Dv)
-    tabs, finals, entries, ws = _TableCache(log_decay, block), [], [], _Workspace(q)
-    for i, (bos, eos) in enumerate(seqs):
-        s = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32) if s0 is None else s0[i * rows : (i + 1) * rows]
-        for start, stop in _spans(bos, eos, block * segment):
-            entries.append(s)
+    entries = _empty(q, len(segments(0, T, span)), rows, H, q.shape[3], Dv, dtype=torch.float32)
+    tabs, finals, ws = _TableCache(log_decay, block), [], _Workspace(q)
+    for (bos, eos), s in zip(seqs, starts):
+        for start, stop in segments(bos, eos, span):
+            if start % span == 0:
+                entries[start // span] = s
             qb, kb, vb = (_blocks(x, ws, name, start=start, stop=stop, block=block) for x, name in ((q, "q"), (k, "k"), (v, "v")))
             ob, s = _segment_fwd(qb, kb, vb, s, tabs.get(stop - start), ws)
             o[:, start:stop] = _unblocks(ob, stop - start)
         finals.append(s)
-    empty = q.new_zeros(0, rows, H, Dk, Dv, dtype=torch.float32)
-    return o, torch.cat(finals), torch.stack(entries) if entries else empty
+    return o, torch.cat(finals), entries
 
 
 def chunk_bwd(
@@ -216,73 +239,33 @@ def chunk_bwd(
     log_decay: torch.Tensor,
     do: torch.Tensor,
     *,
+    initial_state: torch.Tensor | None,
     d_final: torch.Tensor | None,
     entries: torch.Tensor,
-    cu_seqlens: list[int] | None = None,
+    cu_seqlens: torch.Tensor | None = None,
     block: int = BLOCK,
     segment: int = SEGMENT_BLOCKS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reverse sweep over segments; inside a segment the recomputed block states give dq (the
     forward sweep) and the scan's transpose gives dk, dv. Returns dq, dk, dv and d initial_state."""
     B, T, H, Dk = q.shape
-    Dv = v.shape[-1]
+    Dv, span = v.shape[-1], block * segment
     seqs = _sequences(T, cu_seqlens)
     rows = B if cu_seqlens is None else 1
+    starts = _start_states(initial_state, n_seq=len(seqs), rows=rows, like=q, dv=Dv)
     dq, dk, dv = _empty(q, *q.shape), _empty(k, *k.shape), _empty(v, *v.shape)
-    tabs, d_init, idx, ws = _TableCache(log_decay, block), [], len(entries), _Workspace(q)
+    tabs, d_init, ws = _TableCache(log_decay, block), [], _Workspace(q)
     for i, (bos, eos) in reversed(list(enumerate(seqs))):
         ds = q.new_zeros(rows, H, Dk, Dv, dtype=torch.float32)
         if d_final is not None:
             ds = ds + d_final[i * rows : (i + 1) * rows].float()
-        for start, stop in reversed(_spans(bos, eos, block * segment)):
-            idx -= 1
+        for start, stop in reversed(segments(bos, eos, span)):
+            s_in = entries[start // span] if start % span == 0 else starts[i]
             qb, kb, vb, dob = (_blocks(x, ws, name, start=start, stop=stop, block=block)
                                for x, name in ((q, "q"), (k, "k"), (v, "v"), (do, "do")))
-            grads = _segment_bwd(qb, kb, vb, dob, entries[idx], ds, tabs.get(stop - start), ws)
+            grads = _segment_bwd(qb, kb, vb, dob, s_in, ds, tabs.get(stop - start), ws)
             for out, g in zip((dq, dk, dv), grads[:3]):
                 out[:, start:stop] = _unblocks(g, stop - start)
             ds = grads[3]
         d_init.append(ds)
     return dq, dk, dv, torch.cat(d_init[::-1])
-
-
-class ChunkLightningAttn(torch.autograd.Function):
-    """Autograd wrapper: saves only the inputs and the per-segment entry states (O(T d + T d^2 / 1024))."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, log_decay, initial_state, cu_seqlens, block, segment):
-        o, final, entries = chunk_fwd(
-            q, k, v, log_decay, initial_state=initial_state, cu_seqlens=cu_seqlens, block=block, segment=segment
-        )
-        ctx.save_for_backward(q, k, v, log_decay, entries)
-        ctx.cu_seqlens, ctx.block, ctx.segment = cu_seqlens, block, segment
-        ctx.state_dtype = None if initial_state is None else initial_state.dtype
-        return o, final
-
-    @staticmethod
-    def backward(ctx, do, d_final):
-        q, k, v, log_decay, entries = ctx.saved_tensors
-        dq, dk, dv, d_init = chunk_bwd(
-            q, k, v, log_decay, do.contiguous(), d_final=d_final, entries=entries,
-            cu_seqlens=ctx.cu_seqlens, block=ctx.block, segment=ctx.segment,
-        )
-        d_init = None if ctx.state_dtype is None else d_init.to(ctx.state_dtype)
-        return dq, dk, dv, None, d_init, None, None, None
-
-
-def chunk_lightning_attn(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    log_decay: torch.Tensor,
-    *,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: list[int] | None = None,
-    block: int = BLOCK,
-    segment: int = SEGMENT_BLOCKS,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The block algorithm with its hand-written backward; same contract as `lightning_attn`.
-    log_decay receives no gradient (TransNormerLLM's decays are fixed)."""
-    o, final = ChunkLightningAttn.apply(q, k, v, log_decay, initial_state, cu_seqlens, block, segment)
-    return o, (final if output_final_state else None)

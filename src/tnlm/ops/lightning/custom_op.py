@@ -1,47 +1,66 @@
-"""`torch.ops.tnlm.lightning_attn`: the block algorithm as a torch.library custom op.
+"""`torch.ops.tnlm.lightning_attn`: Lightning Attention as a torch.library custom op, its one autograd path.
 
 One opaque op with a fake (meta) implementation and a registered backward, so `torch.compile`
 (fullgraph=True) traces a TransNormer block without a graph break, and eager mode pays only the
-dispatch. The implementation picks the Triton kernels for CUDA tensors and chunk.py elsewhere.
+dispatch. The implementation runs the Triton kernels or the block algorithm of chunk.py; which one
+is decided by `lightning_backend` (below).
 
-The forward also returns the per-segment entry states of chunk.py (what its backward keeps), padded
-to a length known from the shapes alone so that the fake implementation can state it.
+The forward also returns what chunk.py's backward keeps, the state entering each segment; how many
+there are comes from `chunk.segments`, the function that cuts the sequence, so the fake
+implementation states the same shape. The Triton backward recomputes its states and keeps none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 
 import torch
 
-from tnlm.ops.lightning.chunk import BLOCK, SEGMENT_BLOCKS, chunk_bwd, chunk_fwd
+from tnlm.errors import ConfigError
+from tnlm.ops.lightning.chunk import BLOCK, SEGMENT_BLOCKS, chunk_bwd, chunk_fwd, segments
 
+BACKENDS = ("auto", "chunk", "triton")
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
-_SPAN = BLOCK * SEGMENT_BLOCKS
+
+
+def _checked_backend(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ConfigError(f"{source} must be one of {', '.join(BACKENDS)}; got {name!r}")
+    if name == "triton" and not _HAS_TRITON:
+        raise ConfigError(f"{source}=triton needs the triton package: pip install triton")
+    return name
+
+
+# read once, at import: TNLM_LIGHTNING_BACKEND=chunk compares the block algorithm with the kernels
+# on a GPU; =triton runs the kernels on a CPU under TRITON_INTERPRET=1 (how the tests run them)
+_backend = _checked_backend(os.environ.get("TNLM_LIGHTNING_BACKEND") or "auto", "TNLM_LIGHTNING_BACKEND")
+
+
+@contextlib.contextmanager
+def lightning_backend(name: str) -> Iterator[None]:
+    """Run every `lightning_attn` inside the block on one backend: "triton" (the kernels), "chunk"
+    (the PyTorch block algorithm, any device) or "auto" (Triton for CUDA tensors, chunk elsewhere).
+    The default is "auto", or what TNLM_LIGHTNING_BACKEND said when tnlm was imported."""
+    global _backend
+    before, _backend = _backend, _checked_backend(name, "the Lightning Attention backend")
+    try:
+        yield
+    finally:
+        _backend = before
 
 
 def _use_triton(x: torch.Tensor) -> bool:
-    """Triton for CUDA tensors, chunk.py elsewhere. TNLM_LIGHTNING_BACKEND=chunk forces the PyTorch
-    block algorithm (to compare on a GPU); =triton forces the kernels, which on a CPU run only under
-    TRITON_INTERPRET=1 (how the tests run a whole model through them)."""
-    forced = os.environ.get("TNLM_LIGHTNING_BACKEND")
-    if forced not in (None, "", "triton", "chunk"):
-        raise ValueError(f"TNLM_LIGHTNING_BACKEND must be 'triton' or 'chunk', got {forced!r}")
-    if forced:
-        return forced == "triton" and _HAS_TRITON
-    return x.is_cuda and _HAS_TRITON
+    if _backend == "auto":
+        return x.is_cuda and _HAS_TRITON
+    return _backend == "triton"
 
 
-def _n_entries(T: int, n_seq: int, varlen: bool) -> int:
-    """Segments of chunk.py: ceil(T / span), plus at most one partial segment per packed sequence."""
-    return -(-T // _SPAN) + (n_seq if varlen else 0)
-
-
-def _entries_shape(q, v, cu_seqlens) -> tuple[int, ...]:
+def _entries_shape(q: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor | None) -> tuple[int, ...]:
     B, T, H, Dk = q.shape
-    n_seq = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    n = 0 if _use_triton(q) else _n_entries(T, n_seq, cu_seqlens is not None)
+    n = 0 if _use_triton(q) else len(segments(0, T, BLOCK * SEGMENT_BLOCKS))
     return (n, 1 if cu_seqlens is not None else B, H, Dk, v.shape[-1])
 
 
@@ -56,16 +75,12 @@ def lightning_attn_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns o (B, T, H, Dv), final state (N, H, Dk, Dv) float32, entry states (for the backward)."""
     if _use_triton(q):
-        from tnlm.ops.lightning.triton import _prepare, triton_fwd
+        from tnlm.ops.lightning.triton import prepare_inputs, triton_fwd
 
-        q, k, v, log_decay, s0, cu = _prepare(q, k, v, log_decay, initial_state, cu_seqlens)
-        o, final = triton_fwd(q, k, v, log_decay, initial_state=s0, cu_seqlens=cu)
+        q, k, v, log_decay, s0 = prepare_inputs(q, k, v, log_decay, initial_state)
+        o, final = triton_fwd(q, k, v, log_decay, initial_state=s0, cu_seqlens=cu_seqlens)
         return o, final, q.new_zeros(_entries_shape(q, v, cu_seqlens), dtype=torch.float32)
-    cu = None if cu_seqlens is None else cu_seqlens.tolist()
-    o, final, entries = chunk_fwd(q, k, v, log_decay, initial_state=initial_state, cu_seqlens=cu)
-    padded = entries.new_zeros(_entries_shape(q, v, cu_seqlens))
-    padded[: len(entries)] = entries
-    return o, final, padded
+    return chunk_fwd(q, k, v, log_decay, initial_state=initial_state, cu_seqlens=cu_seqlens)
 
 
 @lightning_attn_op.register_fake
@@ -91,14 +106,13 @@ def lightning_attn_bwd_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns dq, dk, dv (inputs' dtypes) and d initial_state (N, H, Dk, Dv) float32."""
     if _use_triton(q):
-        from tnlm.ops.lightning.triton import _prepare, triton_bwd
+        from tnlm.ops.lightning.triton import prepare_inputs, triton_bwd
 
-        q, k, v, log_decay, s0, cu = _prepare(q, k, v, log_decay, initial_state, cu_seqlens)
+        q, k, v, log_decay, s0 = prepare_inputs(q, k, v, log_decay, initial_state)
         return triton_bwd(q, k, v, log_decay, do.contiguous(), initial_state=s0,
-                          d_final=d_final.float().contiguous(), cu_seqlens=cu)
-    cu = None if cu_seqlens is None else cu_seqlens.tolist()
-    n_used = sum(-(-(b - a) // _SPAN) for a, b in zip(cu[:-1], cu[1:])) if cu else len(entries)
-    return chunk_bwd(q, k, v, log_decay, do, d_final=d_final, entries=entries[:n_used], cu_seqlens=cu)
+                          d_final=d_final.float().contiguous(), cu_seqlens=cu_seqlens)  # fmt: skip
+    return chunk_bwd(q, k, v, log_decay, do.contiguous(), initial_state=initial_state, d_final=d_final,
+                     entries=entries, cu_seqlens=cu_seqlens)  # fmt: skip
 
 
 @lightning_attn_bwd_op.register_fake

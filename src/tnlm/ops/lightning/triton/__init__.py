@@ -1,7 +1,7 @@
-"""Launchers and the autograd wrapper of the Triton Lightning Attention kernels.
+"""Launchers of the Triton Lightning Attention kernels, called by the custom op (custom_op.py).
 
-Used automatically for CUDA tensors; the tests also run them on the CPU under TRITON_INTERPRET=1
-(set before triton is imported). One fixed configuration, no autotuning.
+Used for CUDA tensors; the tests also run them on the CPU under TRITON_INTERPRET=1 (set before
+triton is imported). One fixed configuration per kernel, no autotuning.
 """
 
 from __future__ import annotations
@@ -116,44 +116,9 @@ def triton_bwd(q, k, v, log_decay, do, *, initial_state, d_final, cu_seqlens):
     return dq, dk, dv, d_init
 
 
-def _prepare(q, k, v, log_decay, initial_state, cu_seqlens):
-    # tl.dot needs both operands in one dtype: k and v follow q
+def prepare_inputs(q, k, v, log_decay, initial_state):
+    """Contiguous inputs in q's dtype (tl.dot needs both operands in one dtype), float32 decays and state."""
     q, k, v = q.contiguous(), k.to(q.dtype).contiguous(), v.to(q.dtype).contiguous()
     log_decay = log_decay.detach().float().contiguous()
     s0 = None if initial_state is None else initial_state.detach().float().contiguous()
-    return q, k, v, log_decay, s0, cu_seqlens
-
-
-class TritonLightningAttn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, log_decay, initial_state, cu_seqlens):
-        q, k, v, log_decay, s0, cu = _prepare(q, k, v, log_decay, initial_state, cu_seqlens)
-        o, final = triton_fwd(q, k, v, log_decay, initial_state=s0, cu_seqlens=cu)
-        ctx.save_for_backward(q, k, v, log_decay, s0, cu)
-        ctx.state_dtype = None if initial_state is None else initial_state.dtype
-        return o, final
-
-    @staticmethod
-    def backward(ctx, do, d_final):
-        q, k, v, log_decay, s0, cu = ctx.saved_tensors
-        d_final = None if d_final is None else d_final.float().contiguous()
-        dq, dk, dv, d_init = triton_bwd(
-            q, k, v, log_decay, do.contiguous(), initial_state=s0, d_final=d_final, cu_seqlens=cu
-        )
-        d_init = None if ctx.state_dtype is None else d_init.to(ctx.state_dtype)
-        return dq, dk, dv, None, d_init, None
-
-
-def triton_lightning_attn(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    log_decay: torch.Tensor,
-    *,
-    initial_state: torch.Tensor | None = None,
-    output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Same contract as `lightning_attn`; `cu_seqlens` is an int32/int64 tensor on the inputs' device."""
-    o, final = TritonLightningAttn.apply(q, k, v, log_decay, initial_state, cu_seqlens)
-    return o, (final if output_final_state else None)
+    return q, k, v, log_decay, s0

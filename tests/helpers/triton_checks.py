@@ -1,8 +1,9 @@
 """Checks of the Triton kernels against the references, shared by the interpreter and the GPU tests.
 
-Run as a script (`python -m tests.ops.triton_checks`) with TRITON_INTERPRET=1 set in its
+Run as a script (`python -m tests.helpers.triton_checks`) with TRITON_INTERPRET=1 set in its
 environment, it checks every case on the CPU and prints one JSON line {case id: {quantity: rel err}}.
 Importing this module does not import triton, so the test process never fixes the interpreter flag.
+Every case goes through the public `lightning_attn` with the Triton backend chosen.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import json
 from dataclasses import dataclass
 
 import torch
+
+from tests.helpers import rel_err
+from tnlm.ops.lightning import lightning_attn, lightning_backend, naive_lightning_attn
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,6 @@ NORM_CASES = [(1, 32), (7, 96), (33, 1000), (4, 4096)]
 TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
 def _inputs(case: Case, device: str):
     g = torch.Generator().manual_seed(case.T * 7 + case.Dk)
     dtype = getattr(torch, case.dtype)
@@ -84,30 +83,26 @@ def _fwd_bwd(fn, case: Case, leaves, log_decay, cu):
 
 def naive_packed(q, k, v, log_decay, *, initial_state, output_final_state, cu_seqlens):
     """The O(T^2) reference, one call per packed sequence."""
-    from tnlm.ops.lightning.naive import naive_lightning_attn
-
     if cu_seqlens is None:
         return naive_lightning_attn(q, k, v, log_decay, initial_state=initial_state, output_final_state=True)
     outs = [
         naive_lightning_attn(q[:, a:b], k[:, a:b], v[:, a:b], log_decay, output_final_state=True,
                              initial_state=None if initial_state is None else initial_state[i : i + 1])
-        for i, (a, b) in enumerate(zip(cu_seqlens[:-1], cu_seqlens[1:]))
+        for i, (a, b) in enumerate(zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()))
     ]
     return torch.cat([o for o, _ in outs], 1), torch.cat([s for _, s in outs])
 
 
 def check_attn(case: Case, device: str) -> dict[str, float]:
     """Relative error of the Triton path against the reference, for o, final state and every gradient."""
-    from tnlm.ops.lightning.triton import triton_lightning_attn
-
     leaves, log_decay = _inputs(case, device)
     cu = None
     if case.lengths is not None:
         cu = torch.tensor([0, *case.lengths], device=device).cumsum(0).to(torch.int32)
-    got = _fwd_bwd(triton_lightning_attn, case, leaves, log_decay, cu)
+    with lightning_backend("triton"):
+        got = _fwd_bwd(lightning_attn, case, leaves, log_decay, cu)
     ref_leaves = [x.detach().float().cpu().requires_grad_() for x in leaves]
-    cu_list = None if cu is None else cu.tolist()
-    want = _fwd_bwd(naive_packed, case, ref_leaves, log_decay.cpu(), cu_list)
+    want = _fwd_bwd(naive_packed, case, ref_leaves, log_decay.cpu(), None if cu is None else cu.cpu())
     names = ["o", "final_state", "dq", "dk", "dv", "d_initial_state"]
     out = {n: rel_err(a.cpu(), b) for n, a, b in zip(names, got, want)}
     out["finite"] = float(all(torch.isfinite(a).all() for a in got))
@@ -133,20 +128,17 @@ def check_norm(rows: int, dim: int, device: str, dtype: str = "float32") -> dict
 def check_model(backend: str = "triton") -> dict[str, float]:
     """A tnl-tiny forward and backward with the custom op forced onto the Triton kernels (the path
     CUDA tensors take) against the same step on chunk.py: the whole integration, not just the kernels."""
-    import os
-
     import tnlm
 
     torch.manual_seed(0)
     ids = torch.randint(3, 8192, (2, 70))
     out = {}
     for name in ("chunk", backend):
-        os.environ["TNLM_LIGHTNING_BACKEND"] = name
-        model = tnlm.create_model("tnl-tiny", seed=0)
-        res = model(ids, labels=ids)
-        res.loss.backward()
+        with lightning_backend(name):
+            model = tnlm.create_model("tnl-tiny", seed=0)
+            res = model(ids, labels=ids)
+            res.loss.backward()
         out[name] = (res.logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()]))
-    os.environ.pop("TNLM_LIGHTNING_BACKEND")
     (lc, gc), (lt, gt) = out["chunk"], out[backend]
     return {"logits": rel_err(lt, lc), "grads": rel_err(gt, gc),
             "finite": float(torch.isfinite(lt).all() and torch.isfinite(gt).all())}
