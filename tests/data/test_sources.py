@@ -11,7 +11,7 @@ from tnlm.data.sources import BuiltinSource, FileSource, HFSource, build_source
 
 
 def read_all(source):
-    return [doc for shard in source.shards() for doc in source.read(shard)]
+    return list(source.documents())
 
 
 def test_jsonl_plain_gz_zst_and_malformed_lines(tmp_path):

@@ -88,13 +88,13 @@ def train(
     from tnlm.data.tokenizer import chars_per_token, held_out, save_tokenizer, split_by_language, train_tokenizer
 
     source = FileSource(paths=inputs, text_key=text_key) if inputs else BuiltinSource(kind="all")
-    texts = islice((doc.text for shard in source.shards() for doc in source.read(shard)), max_docs or None)
+    texts = islice((doc.text for doc in source.documents()), max_docs or None)
     training, evaluation = (texts, []) if held_out_paths else held_out(texts)
     tok = train_tokenizer(training, vocab_size=vocab_size)
     save_tokenizer(tok, output)
     if held_out_paths:
         extra = FileSource(paths=held_out_paths, text_key=text_key)
-        evaluation = [doc.text for shard in extra.shards() for doc in extra.read(shard)]
+        evaluation = [doc.text for doc in extra.documents()]
     typer.echo(f"saved {tok.get_vocab_size()} tokens to {output}")
     for language, held in zip(("English", "Chinese"), split_by_language(evaluation)):
         if held:

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tnlm.data.document import Document, stable_hash
+from tnlm.data.document import Document
 from tnlm.data.files import DataError
 from tnlm.data.step import GlobalStep
-from tnlm.data.text import ngram_hashes, normalized_words
+from tnlm.data.text import ngram_hashes, normalized_words, stable_hash
 
 
 class ExactDedup(GlobalStep):

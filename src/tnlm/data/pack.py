@@ -17,9 +17,10 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from tnlm.data.document import Document, stable_hash
+from tnlm.data.document import Document
 from tnlm.data.files import DataError, atomic_path, write_json_atomic
 from tnlm.data.sources import FileSource
+from tnlm.data.text import stable_hash
 
 SPLITS = ("train", "val")
 

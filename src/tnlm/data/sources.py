@@ -18,6 +18,7 @@ from typing import Any
 from tnlm.data.document import Document
 from tnlm.data.files import DataError, open_text
 from tnlm.data.step import StepStats
+from tnlm.data.text import utf8_len
 
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst", ".py")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -38,11 +39,16 @@ class Source:
     def read(self, shard: str) -> Iterator[Document]:
         raise NotImplementedError
 
+    def documents(self, shards: list[str] | None = None) -> Iterator[Document]:
+        """Every document of the source (or of the given shards), shard after shard."""
+        for shard in self.shards() if shards is None else shards:
+            yield from self.read(shard)
+
     def emit(self, doc: Document) -> Document:
         self.stats.docs_in += 1
         self.stats.docs_out += 1
-        self.stats.bytes_in += doc.nbytes
-        self.stats.bytes_out += doc.nbytes
+        self.stats.bytes_in += utf8_len(doc.text)
+        self.stats.bytes_out += utf8_len(doc.text)
         return doc
 
     def skip(self, reason: str, where: str) -> None:
