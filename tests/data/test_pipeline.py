@@ -52,7 +52,7 @@ def test_pipeline_runs_and_reports(tmp_path, english_docs):
     make_corpus(tmp_path / "in", english_docs)
     report = run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
     rows = {s.name: s for s in report.steps}
-    assert rows["read"].docs_out == 44 and rows["read"].counters["malformed_lines"] == 1
+    assert rows["read"].docs_out == 44 and rows["read"].reasons["malformed_lines"] == 1
     assert rows["gopher_quality"].reasons["too_few_words"] == 1
     assert rows["exact_dedup"].removed == 1 and rows["minhash_dedup"].removed == 1
     assert rows["pii"].counters["EMAIL"] == 1
@@ -187,6 +187,27 @@ def test_refuses_to_write_into_a_folder_with_other_files(tmp_path, english_docs)
     with pytest.raises(DataError, match="not empty"):
         run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+
+
+def test_refuses_an_output_folder_its_inputs_reach(tmp_path, english_docs):
+    """Issue 19.2: an output folder inside the input folder doubled the data on a rerun."""
+    make_corpus(tmp_path / "in", english_docs)
+    make_corpus(tmp_path / "nested" / "sub", english_docs)
+    inside = [([tmp_path / "in"], tmp_path / "in" / "out"), ([tmp_path / "in" / "**" / "*.jsonl"], tmp_path / "in" / "a"),
+              ([tmp_path / "nested" / "*" / "*.jsonl"], tmp_path / "nested" / "b"), ([tmp_path / "in" / "part0.jsonl"], tmp_path / "in")]
+    for paths, output in inside:
+        cfg = config(tmp_path / "in", output)
+        cfg["source"]["paths"] = [str(p) for p in paths]
+        with pytest.raises(DataError, match="inside the input"):
+            run_pipeline(cfg, progress=False)
+        assert not output.exists() or output == tmp_path / "in"
+    # a pattern that cannot match the output's files is fine, and a later run over the whole input
+    # folder does not read that output back in
+    cfg = config(tmp_path / "in", tmp_path / "in" / "clean")
+    cfg["source"]["paths"] = [str(tmp_path / "in" / "*.jsonl")]
+    assert run_pipeline(cfg, progress=False).docs_out == 41
+    again = run_pipeline(config(tmp_path / "in", tmp_path / "elsewhere"), progress=False)
+    assert again.steps[0].docs_out == 44 and again.docs_out == 41
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "data").glob("*.yaml")),

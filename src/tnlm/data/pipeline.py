@@ -88,6 +88,7 @@ class Pipeline:
         self.source: Source = build_source(config.source)
         self.steps: list[Step] = [build_step(entry) for entry in config.steps]
         self.output = Path(config.output)
+        self.source.check_output(self.output, samples=[f"shard-00000{SUFFIXES[config.compression]}"])
         self.work = self.output / "_work"
         self.shards = self.source.shards()
         if not self.shards:
