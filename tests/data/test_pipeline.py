@@ -210,6 +210,44 @@ def test_refuses_an_output_folder_its_inputs_reach(tmp_path, english_docs):
     assert again.steps[0].docs_out == 44 and again.docs_out == 41
 
 
+HOLD_LOCK = """
+import sys, types
+from pathlib import Path
+# the lock needs neither torch nor transformers: skip tnlm/__init__, which imports both
+package = types.ModuleType("tnlm")
+package.__path__ = [sys.argv[1]]
+sys.modules["tnlm"] = package
+from tnlm.data.lock import folder_lock
+with folder_lock(Path(sys.argv[2])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_one_run_per_output_folder_and_a_killed_runs_lock_is_taken_over(tmp_path, english_docs, caplog):
+    """Issue 19.7: two runs on one output folder deleted each other's temporary files."""
+    import tnlm
+
+    make_corpus(tmp_path / "in", english_docs)
+    cfg = config(tmp_path / "in", tmp_path / "out")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(Path(tnlm.__file__).parent), str(tmp_path / "out")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        with pytest.raises(DataError, match=f"in use by another tnlm run \\(process {holder.pid}\\)") as err:
+            run_pipeline(cfg, progress=False)
+        assert "\n" not in str(err.value)
+        assert [p.name for p in (tmp_path / "out").iterdir()] == [".lock"]  # nothing touched
+    finally:
+        holder.kill()  # SIGKILL: the holder cannot release or clean up
+        holder.wait()
+    assert (tmp_path / "out" / ".lock").read_text().strip() == str(holder.pid)  # a stale lock stays behind
+    with caplog.at_level("WARNING", logger="tnlm.data.lock"):
+        assert run_pipeline(cfg, progress=False).docs_out == 41
+    assert f"from process {holder.pid}" in caplog.text
+    assert (tmp_path / "out" / ".lock").read_text() == ""  # released in order
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "data").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_shipped_configs_name_real_steps_and_options(path):
