@@ -198,7 +198,7 @@ def test_refuses_an_output_folder_its_inputs_reach(tmp_path, english_docs):
     for paths, output in inside:
         cfg = config(tmp_path / "in", output)
         cfg["source"]["paths"] = [str(p) for p in paths]
-        with pytest.raises(DataError, match="inside the input"):
+        with pytest.raises(DataError, match="overlap"):
             run_pipeline(cfg, progress=False)
         assert not output.exists() or output == tmp_path / "in"
     # a pattern that cannot match the output's files is fine, and a later run over the whole input

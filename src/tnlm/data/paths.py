@@ -141,5 +141,5 @@ def check_not_reading(patterns: list[str], output: str | Path, samples: list[str
     """Refuse an output folder that the inputs name or contain: a rerun would read its files back in."""
     for pattern in patterns:
         if could_read(pattern, output, samples):
-            raise DataError(f"the output folder {output} is inside the input {pattern!r} (or holds it): a rerun "
-                            "would read the run's own output as input; put the output somewhere else")
+            raise DataError(f"the input {pattern!r} and the output folder {output} overlap: a rerun would read the "
+                            "run's own output as input; put the output outside the inputs")
