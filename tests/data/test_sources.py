@@ -102,6 +102,11 @@ def test_a_bad_byte_costs_only_its_own_line(tmp_path):
     assert repaired.stats.counters["repaired_utf8"] == 1 and not repaired.stats.reasons
     story = FileSource(paths=[str(tmp_path / "story.txt")], delimiter="|")
     assert [d.text for d in read_all(story)] == ["first ok", "third ok"] and story.stats.reasons == {"invalid_utf8": 1}
+    (tmp_path / "rows.json").write_bytes(b'[{"text": "one"}, {"text": "tw\xffo"}, 3]')
+    whole = FileSource(paths=[str(tmp_path / "rows.json")])
+    assert read_all(whole) == [] and whole.stats.counters["unreadable_files"] == 1  # one JSON value: counted whole
+    repaired = FileSource(paths=[str(tmp_path / "rows.json")], encoding_errors="replace")
+    assert [d.text for d in read_all(repaired)] == ["one", "tw\ufffdo"] and repaired.stats.reasons == {"malformed_rows": 1}
 
 
 def test_existing_paths_are_taken_literally_and_only_wildcards_expand(tmp_path):

@@ -50,8 +50,9 @@ class Source:
     def emit(self, doc: Document) -> Document:
         self.stats.docs_in += 1
         self.stats.docs_out += 1
-        self.stats.bytes_in += utf8_len(doc.text)
-        self.stats.bytes_out += utf8_len(doc.text)
+        nbytes = utf8_len(doc.text)
+        self.stats.bytes_in += nbytes
+        self.stats.bytes_out += nbytes
         return doc
 
     def skip(self, reason: str, where: str, nbytes: int = 0) -> None:
@@ -71,7 +72,8 @@ class Source:
             self.stats.examples.append({"id": where, "reason": reason, "text": ""})
 
     def check_output(self, folder: str | Path, samples: list[str]) -> None:
-        """Refuse an output folder this source would read from (only local files can)."""
+        """Refuse an output folder this source would read from, once it holds files named like `samples`
+        (only local files can; other sources accept any folder)."""
 
 
 def _text_of(row: dict[str, Any], key: str) -> str | None:
@@ -89,9 +91,11 @@ class FileSource(Source):
 
     Which files `paths` names: see `tnlm.data.paths` (existing paths are literal, wildcards expand).
     Nothing is dropped without a count: a line that is not a JSON object is skipped as
-    "malformed_lines", one without a string `text_key` as "missing_text", and a line (or text part)
-    that is not valid UTF-8 as "invalid_utf8", or, with `encoding_errors="replace"`, kept with U+FFFD
-    in place of the bad bytes and counted in "repaired_utf8"; the lines around it are kept."""
+    "malformed_lines" (a JSON list's row as "malformed_rows"), a record without a string `text_key` as
+    "missing_text", and a line (or text part) that is not valid UTF-8 as "invalid_utf8", or, with
+    `encoding_errors="replace"`, kept with U+FFFD in place of the bad bytes and counted in
+    "repaired_utf8"; the lines around it are kept. A file that cannot be read counts in
+    "unreadable_files" (a JSON list with a bad byte is one, unless repaired)."""
 
     type = "files"
 
@@ -182,9 +186,8 @@ class FileSource(Source):
                     yield doc
 
     def _read_json(self, shard: str) -> Iterator[Document]:
-        with open_binary(shard) as f:
-            text = self._decode(f.read(), shard)
-        rows = json.loads(text) if text is not None else []
+        with open_binary(shard) as f:  # one JSON value: a bad byte makes the file unreadable unless repaired
+            rows = json.loads(f.read().decode("utf-8", errors="strict" if self.encoding_errors == "skip" else "replace"))
         if isinstance(rows, dict):
             rows = [rows]
         for i, row in enumerate(rows):
