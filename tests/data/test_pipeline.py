@@ -211,14 +211,9 @@ def test_refuses_an_output_folder_its_inputs_reach(tmp_path, english_docs):
 
 
 HOLD_LOCK = """
-import sys, types
-from pathlib import Path
-# the lock needs neither torch nor transformers: skip tnlm/__init__, which imports both
-package = types.ModuleType("tnlm")
-package.__path__ = [sys.argv[1]]
-sys.modules["tnlm"] = package
+import sys
 from tnlm.data.lock import folder_lock
-with folder_lock(Path(sys.argv[2])):
+with folder_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()
 """
@@ -226,12 +221,10 @@ with folder_lock(Path(sys.argv[2])):
 
 def test_one_run_per_output_folder_and_a_killed_runs_lock_is_taken_over(tmp_path, english_docs, caplog):
     """Issue 19.7: two runs on one output folder deleted each other's temporary files."""
-    import tnlm
-
     make_corpus(tmp_path / "in", english_docs)
     cfg = config(tmp_path / "in", tmp_path / "out")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(Path(tnlm.__file__).parent), str(tmp_path / "out")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "out")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
     try:
         assert holder.stdout.readline() == b"locked\n"
         with pytest.raises(DataError, match=f"in use by another tnlm run \\(process {holder.pid}\\)") as err:
