@@ -84,7 +84,7 @@ def chinese_docs() -> list[Document]:
     if not (SHARED / "chinese").is_dir():
         return []
     source = FileSource(paths=[str(SHARED / "chinese" / "*.json")], text_key="paragraphs")
-    return [d for shard in source.shards() for d in source.read(shard)]
+    return list(source.documents())
 
 
 def time_tokenizer_and_pack(tmp: Path, docs: list[Document], vocab_size: int) -> tuple[list[dict], dict]:
@@ -150,7 +150,7 @@ def main() -> None:
         return
     source = BuiltinSource(kind="all", num_shards=1, max_files=args.max_files)
     start = time.perf_counter()
-    docs = [d for shard in source.shards() for d in source.read(shard)]
+    docs = list(source.documents())
     mb = sum(len(d.text.encode()) for d in docs) / 1e6
     read = {"name": "read built-in corpus (ast docstrings)", "docs_in": len(docs), "docs_out": len(docs), "mb": mb,
             "seconds": time.perf_counter() - start}

@@ -51,3 +51,26 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     result = runner.invoke(app, ["data", "run", str(tmp_path / "missing.yaml")])
     assert result.exit_code != 0 and "cannot read pipeline config" in str(result.exception)
     assert "perplexity_tail" in runner.invoke(app, ["data", "steps"]).output
+
+
+def test_cli_takes_bracketed_names_literally_and_replaces_outputs_only_when_asked(tmp_path):
+    """Issues 19.3 and 19.5: `notes[1].txt` was rejected; an existing --output was overwritten."""
+    (tmp_path / "notes[1].txt").write_text("The farmer walked to the river before the rain came. " * 30)
+    args = ["tokenizer", "train", str(tmp_path / "notes[1].txt"), "--output", str(tmp_path / "tok"),
+            "--vocab-size", "300", "--held-out", str(tmp_path / "notes[1].txt")]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code != 0 and "--overwrite" in str(again.exception)
+    assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"the river {i}"}) + "\n" for i in range(30)))
+    pack_args = ["data", "pack", str(tmp_path / "docs.jsonl"), "--tokenizer", str(tmp_path / "tok"),
+                 "--output", str(tmp_path / "tokens")]
+    assert runner.invoke(app, pack_args).exit_code == 0
+    other = [*args[:4], str(tmp_path / "tok2"), "--vocab-size", "290", *args[7:]]
+    assert runner.invoke(app, other).exit_code == 0
+    pack_args[4] = str(tmp_path / "tok2")
+    refused = runner.invoke(app, pack_args)
+    assert refused.exit_code != 0 and "another tokenizer" in str(refused.exception)
+    assert runner.invoke(app, pack_args + ["--overwrite"]).exit_code == 0

@@ -1,8 +1,9 @@
 import random
 
+import numpy as np
 import pytest
 
-from tnlm.data.dedup import ExactDedup, MinHashDedup, shingle_hashes, shingles
+from tnlm.data.dedup import ExactDedup, MinHashDedup, shingle_hash_chunks, shingle_hashes, shingles
 from tnlm.data.document import Document
 from tnlm.data.files import DataError
 
@@ -76,3 +77,33 @@ def test_minhash_is_cjk_aware():
     other = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。" * 3
     drop = fitted(MinHashDedup(ngram=3, threshold=0.7), [poem, poem.replace("霜", "雪"), other])
     assert drop == {"0:1": "near_duplicate"}
+
+
+def test_shingle_pieces_make_up_the_whole_set():
+    rng = random.Random(2)
+    text = " ".join(f"w{rng.randrange(30)}" for _ in range(500))
+    for n, chunk in ((5, 7), (1, 3), (3, 1), (5, 10_000)):
+        pieces = list(shingle_hash_chunks(text, n, chunk_words=chunk))
+        assert set(np.concatenate(pieces).tolist()) == set(shingle_hashes(text, n).tolist()), (n, chunk)
+    assert [p.tolist() for p in shingle_hash_chunks("two words", 5, chunk_words=1)] == [shingle_hashes("two words", 5).tolist()]
+    assert list(shingle_hash_chunks("", 5)) == []
+
+
+def test_minhash_memory_per_document_is_bounded():
+    """Issue 19.9: MinHash peaked at 5.2 GB for one 50 MB document (a shingles x permutations array)."""
+    import tracemalloc
+
+    from datasketch import MinHash
+
+    rng = random.Random(3)
+    big = " ".join(f"w{rng.randrange(50_000)}" for _ in range(50_000))  # 350 kB, 50k shingles
+    step = MinHashDedup(ngram=5, num_perm=128)
+    tracemalloc.start()
+    try:
+        (signature,) = step.features([Document(text=big, id="big")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB"  # the whole-document array alone is 50k x 128 x 8 = 51 MB
+    reference = MinHash.bulk([shingle_hashes(big, 5)], num_perm=128, seed=1, hashfunc=int)[0]
+    assert np.array_equal(signature, reference.hashvalues)

@@ -121,3 +121,58 @@ def test_loader_errors(packed, tmp_path):
         TokenLoader(tmp_path, seq_len=16, batch_size=2)
     with pytest.raises(DataError, match="mode"):
         TokenLoader(root / "out", seq_len=16, batch_size=2, mode="bucket")
+
+
+def _pack_inputs(root):
+    return [str(root / "in")]
+
+
+def test_pack_refuses_another_tokenizer_and_overwrite_starts_fresh(packed, tmp_path, english_docs_module):
+    """Issue 19.4: a rerun with another tokenizer kept the old shards and rewrote meta.json."""
+    root = packed[0]
+    other = train_tokenizer([t.upper() for t in english_docs_module], vocab_size=320, show_progress=False)
+    save_tokenizer(other, tmp_path / "tok2")
+    pack(_pack_inputs(root), root / "tok", tmp_path / "out", val_fraction=0.1, progress=False)
+    (tmp_path / "out" / "shard-00001.json").unlink()  # an interrupted run, resumed with the other tokenizer
+    with pytest.raises(DataError, match="another tokenizer.*--overwrite"):
+        pack(_pack_inputs(root), tmp_path / "tok2", tmp_path / "out", val_fraction=0.1, progress=False)
+    with pytest.raises(DataError, match="val_fraction"):
+        pack(_pack_inputs(root), root / "tok", tmp_path / "out", val_fraction=0.2, progress=False)
+    meta = pack(_pack_inputs(root), tmp_path / "tok2", tmp_path / "out", val_fraction=0.1, progress=False, overwrite=True)
+    assert meta["vocab_size"] == other.get_vocab_size()
+    for tokens, _ in read_split(tmp_path / "out", "train"):  # every shard re-tokenized with the new one
+        assert int(tokens.max()) < other.get_vocab_size()
+    first = next(read_split(tmp_path / "out", "train"))[0]
+    text = next(d for d in packed[2][:60] if not is_validation(d.id, 0.1)).text
+    ids = other.encode(text, add_special_tokens=False).ids
+    assert first[: len(ids)].tolist() == ids
+
+
+def test_the_token_dtype_follows_the_largest_id_not_the_vocabulary_count(tmp_path):
+    """Issue 19.4: five entries with ids up to 70,000 were stored as uint16 and wrapped."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    sparse = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "hello": 1, "world": 69_999, "</s>": 70_000}, unk_token="<unk>"))
+    sparse.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    (tmp_path / "tok").mkdir()
+    sparse.save(str(tmp_path / "tok" / "tokenizer.json"))
+    write_documents(tmp_path / "in" / "a.jsonl", [Document(text="hello world", id=str(i)) for i in range(20)])
+    meta = pack([str(tmp_path / "in")], tmp_path / "tok", tmp_path / "out", val_fraction=0.0, progress=False)
+    assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70_001
+    tokens, ends = next(read_split(tmp_path / "out", "train"))
+    assert tokens[:3].tolist() == [1, 69_999, 70_000] and len(ends) == 20
+
+
+def test_the_loader_refuses_shards_that_disagree_with_meta(packed, tmp_path):
+    """Issue 19.4: shards of another tokenizer (larger ids, another dtype) read as garbage ids."""
+    import shutil
+
+    shutil.copytree(packed[0] / "out", tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    small = {**meta, "vocab_size": 100}
+    (tmp_path / "out" / "meta.json").write_text(json.dumps(small))
+    with pytest.raises(DataError, match=r"train-00000 holds token ids up to \d+, .*vocab_size 100"):
+        TokenLoader(tmp_path / "out", seq_len=16, batch_size=2)
+    (tmp_path / "out" / "meta.json").write_text(json.dumps({**meta, "dtype": "uint32"}))
+    with pytest.raises(DataError, match="train-00000.bin holds .* bytes"):
+        TokenLoader(tmp_path / "out", seq_len=16, batch_size=2)

@@ -51,7 +51,7 @@ def test_pipeline_runs_and_reports(tmp_path, english_docs):
     make_corpus(tmp_path / "in", english_docs)
     report = run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
     rows = {s.name: s for s in report.steps}
-    assert rows["read"].docs_out == 44 and rows["read"].counters["malformed_lines"] == 1
+    assert rows["read"].docs_out == 44 and rows["read"].reasons["malformed_lines"] == 1
     assert rows["gopher_quality"].reasons["too_few_words"] == 1
     assert rows["exact_dedup"].removed == 1 and rows["minhash_dedup"].removed == 1
     assert rows["pii"].counters["EMAIL"] == 1
@@ -191,6 +191,58 @@ def test_refuses_to_write_into_a_folder_with_other_files(tmp_path, english_docs)
     with pytest.raises(DataError, match="not empty"):
         run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+
+
+def test_refuses_an_output_folder_its_inputs_reach(tmp_path, english_docs):
+    """Issue 19.2: an output folder inside the input folder doubled the data on a rerun."""
+    make_corpus(tmp_path / "in", english_docs)
+    make_corpus(tmp_path / "nested" / "sub", english_docs)
+    inside = [([tmp_path / "in"], tmp_path / "in" / "out"), ([tmp_path / "in" / "**" / "*.jsonl"], tmp_path / "in" / "a"),
+              ([tmp_path / "nested" / "*" / "*.jsonl"], tmp_path / "nested" / "b"), ([tmp_path / "in" / "part0.jsonl"], tmp_path / "in")]
+    for paths, output in inside:
+        cfg = config(tmp_path / "in", output)
+        cfg["source"]["paths"] = [str(p) for p in paths]
+        with pytest.raises(DataError, match="overlap"):
+            run_pipeline(cfg, progress=False)
+        assert not output.exists() or output == tmp_path / "in"
+    # a pattern that cannot match the output's files is fine, and a later run over the whole input
+    # folder does not read that output back in
+    cfg = config(tmp_path / "in", tmp_path / "in" / "clean")
+    cfg["source"]["paths"] = [str(tmp_path / "in" / "*.jsonl")]
+    assert run_pipeline(cfg, progress=False).docs_out == 41
+    again = run_pipeline(config(tmp_path / "in", tmp_path / "elsewhere"), progress=False)
+    assert again.steps[0].docs_out == 44 and again.docs_out == 41
+
+
+HOLD_LOCK = """
+import sys
+from tnlm.data.lock import folder_lock
+with folder_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_one_run_per_output_folder_and_a_killed_runs_lock_is_taken_over(tmp_path, english_docs, caplog):
+    """Issue 19.7: two runs on one output folder deleted each other's temporary files."""
+    make_corpus(tmp_path / "in", english_docs)
+    cfg = config(tmp_path / "in", tmp_path / "out")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "out")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        with pytest.raises(DataError, match=f"in use by another tnlm run \\(process {holder.pid}\\)") as err:
+            run_pipeline(cfg, progress=False)
+        assert "\n" not in str(err.value)
+        assert [p.name for p in (tmp_path / "out").iterdir()] == [".lock"]  # nothing touched
+    finally:
+        holder.kill()  # SIGKILL: the holder cannot release or clean up
+        holder.wait()
+    assert (tmp_path / "out" / ".lock").read_text().strip() == str(holder.pid)  # a stale lock stays behind
+    with caplog.at_level("WARNING", logger="tnlm.data.lock"):
+        assert run_pipeline(cfg, progress=False).docs_out == 41
+    assert f"from process {holder.pid}" in caplog.text
+    assert (tmp_path / "out" / ".lock").read_text() == ""  # released in order
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "data").glob("*.yaml")),

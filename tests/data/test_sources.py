@@ -11,7 +11,7 @@ from tnlm.data.sources import BuiltinSource, FileSource, HFSource, build_source
 
 
 def read_all(source):
-    return [doc for shard in source.shards() for doc in source.read(shard)]
+    return list(source.documents())
 
 
 def test_jsonl_plain_gz_zst_and_malformed_lines(tmp_path):
@@ -25,8 +25,8 @@ def test_jsonl_plain_gz_zst_and_malformed_lines(tmp_path):
     docs = read_all(source)
     assert [d.text for d in docs] == ["document 0", "document 1", "document 2", "document 0"]
     assert docs[0].id == "d0" and docs[0].metadata["lang"] == "en"
-    assert source.stats.counters["malformed_lines"] == 2
-    assert source.stats.counters["missing_text"] == 1
+    assert source.stats.reasons == {"malformed_lines": 2, "missing_text": 1}
+    assert source.stats.docs_in == 7 and source.stats.docs_out == 4
 
 
 def test_text_parquet_and_json_list(tmp_path):
@@ -81,4 +81,58 @@ def test_split_files_spreads_one_file_over_shards(tmp_path):
     parts = [[d.text for d in source.read(shard)] for shard in source.shards()]
     assert parts[0] == ["doc 0", "doc 3", "doc 6", "doc 9"] and len(parts[1]) == len(parts[2]) == 3
     assert sorted(sum(parts, [])) == sorted(f"doc {i}" for i in range(10))
-    assert source.stats.counters["malformed_lines"] == 1 and source.stats.docs_out == 10
+    assert source.stats.reasons["malformed_lines"] == 1 and source.stats.docs_out == 10
+
+
+def test_a_bad_byte_costs_only_its_own_line(tmp_path):
+    """Issue 19.1: a non-UTF-8 byte used to drop the rest of the file with exit 0."""
+    rows = [json.dumps({"text": f"doc {i}"}).encode() for i in range(6)]
+    rows[2] = b'{"text": "bad \xff byte"}'
+    (tmp_path / "plain.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    with gzip.open(tmp_path / "packed.jsonl.gz", "wb") as f:
+        f.write(b"\n".join(rows) + b"\n")
+    (tmp_path / "story.txt").write_bytes(b"first ok|second \xff bad|third ok")
+    for name in ("plain.jsonl", "packed.jsonl.gz"):
+        source = FileSource(paths=[str(tmp_path / name)])
+        assert [d.text for d in read_all(source)] == ["doc 0", "doc 1", "doc 3", "doc 4", "doc 5"], name
+        assert source.stats.reasons == {"invalid_utf8": 1} and source.stats.docs_in == 6
+        assert source.stats.examples[0]["id"].endswith(f"{name}:2")
+    repaired = FileSource(paths=[str(tmp_path / "plain.jsonl")], encoding_errors="replace")
+    assert [d.text for d in read_all(repaired)][2] == "bad \ufffd byte"
+    assert repaired.stats.counters["repaired_utf8"] == 1 and not repaired.stats.reasons
+    story = FileSource(paths=[str(tmp_path / "story.txt")], delimiter="|")
+    assert [d.text for d in read_all(story)] == ["first ok", "third ok"] and story.stats.reasons == {"invalid_utf8": 1}
+    (tmp_path / "rows.json").write_bytes(b'[{"text": "one"}, {"text": "tw\xffo"}, 3]')
+    whole = FileSource(paths=[str(tmp_path / "rows.json")])
+    assert read_all(whole) == [] and whole.stats.counters["unreadable_files"] == 1  # one JSON value: counted whole
+    repaired = FileSource(paths=[str(tmp_path / "rows.json")], encoding_errors="replace")
+    assert [d.text for d in read_all(repaired)] == ["one", "tw\ufffdo"] and repaired.stats.reasons == {"malformed_rows": 1}
+
+
+def test_existing_paths_are_taken_literally_and_only_wildcards_expand(tmp_path):
+    """Issue 19.3: `x[1].jsonl` used to read x1.jsonl."""
+    (tmp_path / "x[1].jsonl").write_text('{"text": "bracketed"}\n')
+    (tmp_path / "x1.jsonl").write_text('{"text": "plain"}\n')
+    assert [d.text for d in read_all(FileSource(paths=[str(tmp_path / "x[1].jsonl")]))] == ["bracketed"]
+    assert [d.text for d in read_all(FileSource(paths=[str(tmp_path / "x[0-9].jsonl")]))] == ["plain"]
+    assert len(read_all(FileSource(paths=[str(tmp_path / "x*.jsonl")]))) == 2
+    with pytest.raises(DataError, match="does not exist"):
+        FileSource(paths=[str(tmp_path / "y.jsonl")])
+    with pytest.raises(DataError, match="no input files match"):
+        FileSource(paths=[str(tmp_path / "y[1].jsonl")])
+
+
+def test_folders_and_globs_skip_tnlm_outputs_inside_them(tmp_path):
+    """Issue 19.2: a pipeline's output folder inside the input folder is not read back as input."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"text": "raw"}\n')
+    out = tmp_path / "in" / "clean"
+    (out / "_work" / "stage0").mkdir(parents=True)
+    (out / "_work" / "config.json").write_text("{}")
+    (out / "_work" / "stage0" / "shard-00000.jsonl").write_text('{"text": "intermediate", "id": "x"}\n')
+    (out / "shard-00000.jsonl").write_text('{"text": "cleaned", "id": "y"}\n')
+    (out / "report.json").write_text("{}")
+    assert [d.text for d in read_all(FileSource(paths=[str(tmp_path / "in")]))] == ["raw"]
+    # asked for by name, an output folder is read: its documents, not its _work or its report
+    assert [d.text for d in read_all(FileSource(paths=[str(out)]))] == ["cleaned"]
+    assert [d.text for d in read_all(FileSource(paths=[str(out / "**" / "*.json*")]))] == ["cleaned"]

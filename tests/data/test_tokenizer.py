@@ -92,3 +92,42 @@ def test_saving_leaves_other_files_in_the_folder(tokenizer, tmp_path):
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == b"weights"
     assert (tmp_path / "model" / "tokenizer.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
+
+
+def test_the_requested_vocabulary_size_is_honoured_on_many_characters():
+    """Issue 19.5: a CJK corpus asked for 1000 tokens got 3262; an emoji corpus asked for 264 got 603."""
+    rng = random.Random(5)
+    cjk = ["".join(chr(0x4E00 + int(rng.paretovariate(0.8)) % 6000) for _ in range(200)) for _ in range(300)]
+    emoji = [" ".join("".join(chr(0x1F300 + rng.randrange(600)) for _ in range(3)) for _ in range(50)) for _ in range(100)]
+    for texts, size in ((cjk, 1000), (emoji, 264)):
+        assert len(set("".join(texts))) > size - len(BYTE_TOKENS)  # more characters than the budget
+        tok = train_tokenizer(texts, vocab_size=size, show_progress=False)
+        assert tok.get_vocab_size() <= size
+        for text in texts[:20]:  # rarer characters go through their bytes
+            ids = tok.encode(text, add_special_tokens=False).ids
+            assert tok.decode(ids) == text and tok.token_to_id("<unk>") not in ids
+
+
+def test_an_existing_tokenizer_is_not_overwritten_without_asking(tokenizer, tmp_path):
+    """Issue 19.5: an existing --output was overwritten silently."""
+    save_tokenizer(tokenizer, tmp_path / "tok")
+    before = (tmp_path / "tok" / "tokenizer.json").read_bytes()
+    other = train_tokenizer(["completely different text"] * 10, vocab_size=300, show_progress=False)
+    with pytest.raises(DataError, match="holds a tokenizer already.*--overwrite"):
+        save_tokenizer(other, tmp_path / "tok")
+    assert (tmp_path / "tok" / "tokenizer.json").read_bytes() == before
+    save_tokenizer(other, tmp_path / "tok", overwrite=True)
+    assert (tmp_path / "tok" / "tokenizer.json").read_bytes() != before
+
+
+def test_markers_and_template_come_from_the_chat_template_module(tokenizer, tmp_path):
+    """Issue 10.4: the tokenizer trainer takes its chat markers and template from tnlm.chat_template."""
+    from transformers import AutoTokenizer
+
+    from tnlm.chat_template import CHAT_TEMPLATE_JINJA, MARKER_TOKENS
+
+    assert set(MARKER_TOKENS) <= set(SPECIAL_TOKENS)
+    save_tokenizer(tokenizer, tmp_path / "tok")
+    hf = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert hf.chat_template == CHAT_TEMPLATE_JINJA
+    assert all(hf.convert_tokens_to_ids(m) == tokenizer.token_to_id(m) for m in MARKER_TOKENS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from tnlm.chat_template import CHAT_TEMPLATE_JINJA, END_MARKER, MARKER_TOKENS, assistant_spans, render_chat
+from tnlm.chat_template import CHAT_TEMPLATE_JINJA, END_MARKER, MARKER_TOKENS, render_chat
 from tnlm.cli.main import app
 from tnlm.errors import ConfigError
 from tnlm.generation import ByteTokenizer, load_tokenizer
@@ -50,12 +50,6 @@ def test_jinja_template_renders_the_same_text(add_generation_prompt: bool) -> No
     ours = render_chat(CONVERSATION, add_generation_prompt=add_generation_prompt)
     theirs = hf.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=add_generation_prompt)
     assert theirs == ours
-
-
-def test_assistant_spans_cover_replies_and_their_end_marker() -> None:
-    text, spans = assistant_spans(CONVERSATION)
-    assert text == render_chat(CONVERSATION)
-    assert [text[a:b] for a, b in spans] == ["Hello! 🙂" + END_MARKER]
 
 
 def test_byte_tokenizer_round_trips_text_and_markers() -> None:

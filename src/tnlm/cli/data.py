@@ -65,11 +65,12 @@ def pack(
     output: Path = typer.Option(..., help="Folder for the token shards."),
     val_fraction: float = typer.Option(0.01, help="Share of documents (by id hash) for validation."),
     text_key: str = typer.Option("text", help="JSON field holding the text."),
+    overwrite: bool = typer.Option(False, help="Delete the shards already in --output and pack from scratch."),
 ) -> None:
     """Tokenise documents into memory-mapped token shards (resumable)."""
     from tnlm.data.pack import pack as pack_documents
 
-    meta = pack_documents(inputs, tokenizer, output, val_fraction=val_fraction, text_key=text_key)
+    meta = pack_documents(inputs, tokenizer, output, val_fraction=val_fraction, text_key=text_key, overwrite=overwrite)
     for split, totals in meta["splits"].items():
         typer.echo(f"{split}: {totals['documents']} documents, {totals['tokens']} tokens ({meta['dtype']})")
 
@@ -82,19 +83,22 @@ def train(
     text_key: str = typer.Option("text", help="JSON field holding the text."),
     max_docs: int = typer.Option(0, help="Use at most this many documents (0: all)."),
     held_out_paths: list[str] = typer.Option(None, "--held-out", help="Evaluation files (default: every 20th document)."),
+    overwrite: bool = typer.Option(False, help="Replace a tokenizer already in --output."),
 ) -> None:
     """Train a byte-fallback BPE tokenizer; reports characters per token on held-out English and Chinese."""
     from tnlm.data.sources import BuiltinSource, FileSource
-    from tnlm.data.tokenizer import chars_per_token, held_out, save_tokenizer, split_by_language, train_tokenizer
+    from tnlm.data.tokenizer import chars_per_token, check_output, held_out, save_tokenizer
+    from tnlm.data.tokenizer import split_by_language, train_tokenizer
 
+    check_output(output, overwrite=overwrite)  # before the training, not after it
     source = FileSource(paths=inputs, text_key=text_key) if inputs else BuiltinSource(kind="all")
-    texts = islice((doc.text for shard in source.shards() for doc in source.read(shard)), max_docs or None)
+    texts = islice((doc.text for doc in source.documents()), max_docs or None)
     training, evaluation = (texts, []) if held_out_paths else held_out(texts)
     tok = train_tokenizer(training, vocab_size=vocab_size)
-    save_tokenizer(tok, output)
+    save_tokenizer(tok, output, overwrite=overwrite)
     if held_out_paths:
         extra = FileSource(paths=held_out_paths, text_key=text_key)
-        evaluation = [doc.text for shard in extra.shards() for doc in extra.read(shard)]
+        evaluation = [doc.text for doc in extra.documents()]
     typer.echo(f"saved {tok.get_vocab_size()} tokens to {output}")
     for language, held in zip(("English", "Chinese"), split_by_language(evaluation)):
         if held:

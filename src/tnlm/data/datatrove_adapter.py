@@ -36,10 +36,9 @@ class TnlmSource(PipelineStep):
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Iterator[DatatroveDocument]:
         source = build_source(self.source)
-        for shard in source.shards()[rank::world_size]:
-            for doc in source.read(shard):
-                self.stat_update("documents")
-                yield DatatroveDocument(text=doc.text, id=doc.id, metadata=doc.metadata)
+        for doc in source.documents(source.shards()[rank::world_size]):
+            self.stat_update("documents")
+            yield DatatroveDocument(text=doc.text, id=doc.id, metadata=doc.metadata)
 
 
 class TnlmStep(PipelineStep):

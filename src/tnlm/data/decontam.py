@@ -14,7 +14,8 @@ import numpy as np
 
 from tnlm.data.document import Document
 from tnlm.data.files import DataError, open_text
-from tnlm.data.sources import expand_paths
+from tnlm.data.paths import expand_paths
+from tnlm.data.sources import KNOWN_SUFFIXES
 from tnlm.data.step import Filter
 from tnlm.data.text import ngram_hashes, ngram_hashes_batch, normalized_words
 
@@ -33,7 +34,7 @@ def _strings(value: Any, fields: set[str] | None, key: str | None = None) -> Ite
 
 def _json_files(patterns: list[str]) -> list[str]:
     """The JSON Lines / JSON files among the paths (folders may hold READMEs and label files)."""
-    files = [p for p in expand_paths(patterns) if p.removesuffix(".gz").removesuffix(".zst").endswith((".jsonl", ".json"))]
+    files = [p for p in expand_paths(patterns, suffixes=KNOWN_SUFFIXES) if p.removesuffix(".gz").removesuffix(".zst").endswith((".jsonl", ".json"))]
     if not files:
         raise DataError(f"decontaminate: no .jsonl or .json evaluation files in {patterns}")
     return files

@@ -4,14 +4,19 @@ depend on how many workers ran."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import islice
 
 import numpy as np
 
-from tnlm.data.document import Document, stable_hash
+from tnlm.data.document import Document
 from tnlm.data.files import DataError
 from tnlm.data.step import GlobalStep
-from tnlm.data.text import ngram_hashes, normalized_words
+from tnlm.data.text import NORM_WORD_RE, ngram_hashes, normalized_words, stable_hash
+
+# words per piece of a document's shingles: MinHash holds one (piece x num_perm) uint64 array at a time,
+# 4 MB at 128 permutations, instead of one for the whole document (gigabytes for a 50 MB one)
+SHINGLE_CHUNK = 1 << 12
 
 
 class ExactDedup(GlobalStep):
@@ -48,6 +53,17 @@ def shingle_hashes(text: str, n: int) -> np.ndarray:
     return np.unique(ngram_hashes(normalized_words(text), n) & np.uint64(0xFFFFFFFF))
 
 
+def shingle_hash_chunks(text: str, n: int, *, chunk_words: int = SHINGLE_CHUNK) -> Iterator[np.ndarray]:
+    """`shingle_hashes(text, n)` in pieces of the shingles of at most `chunk_words` words each (their
+    union is the same set), reading the words lazily: memory stays bounded however long the text."""
+    words = (m.group() for m in NORM_WORD_RE.finditer(text.lower()))
+    carry: list[str] = []  # the last n - 1 words: the shingles that cross into the next piece
+    while batch := list(islice(words, max(chunk_words, n))):
+        tokens = carry + batch
+        yield np.unique(ngram_hashes(tokens, n) & np.uint64(0xFFFFFFFF))
+        carry = tokens[len(tokens) - n + 1 :] if n > 1 else []
+
+
 def _identity(value: int) -> int:
     return int(value)
 
@@ -72,12 +88,18 @@ class MinHashDedup(GlobalStep):
         self.params = (bands, rows) if bands else None
 
     def features(self, docs: list[Document]) -> list[np.ndarray]:
-        """MinHash signatures (their hash values), one set of permutations for the whole batch."""
+        """MinHash signatures (their hash values), one set of permutations for the whole batch. A
+        signature is a minimum over shingles, so it is taken piece by piece (`shingle_hash_chunks`)."""
         from datasketch import MinHash
 
-        batches = [shingle_hashes(doc.text, self.ngram) for doc in docs]
-        sigs = MinHash.bulk(batches, num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
-        return [sig.hashvalues for sig in sigs]
+        empty = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
+        signatures = []
+        for doc in docs:
+            sig = empty.copy()
+            for piece in shingle_hash_chunks(doc.text, self.ngram):
+                sig.update_batch(piece)
+            signatures.append(sig.hashvalues)
+        return signatures
 
     def decide(self, features: Iterable[tuple[str, np.ndarray]]) -> dict[str, str]:
         from datasketch import LeanMinHash, MinHash, MinHashLSH

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +21,3 @@ class Document:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Document:
         return cls(text=row["text"], id=str(row["id"]), metadata=dict(row.get("metadata") or {}))
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.text.encode("utf-8"))
-
-
-def stable_hash(text: str) -> int:
-    """A 64-bit hash that is the same in every process and run (Python's `hash` is salted)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")

@@ -28,11 +28,12 @@ def compression_of(path: str | Path) -> str | None:
     return None
 
 
-def open_text(path: str | Path, mode: str = "r") -> IO[str]:
-    """Open a text file for reading ("r") or writing ("w"), (de)compressing by its suffix."""
+def open_binary(path: str | Path, mode: str = "r") -> IO[bytes]:
+    """Open a file for reading ("r") or writing ("w") as bytes, (de)compressing by its suffix; reading
+    iterates over lines (split at b"\\n")."""
     kind = compression_of(path)
     if kind == "gzip":
-        return gzip.open(path, mode + "t", encoding="utf-8")
+        return gzip.open(path, mode + "b")
     if kind == "zstd":
         try:
             import zstandard
@@ -40,11 +41,14 @@ def open_text(path: str | Path, mode: str = "r") -> IO[str]:
             raise DataError(f"{path}: reading .zst needs zstandard: pip install 'tnlm[data]'") from err
         raw = open(path, mode + "b")
         if mode == "r":
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        else:
-            stream = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)
-        return io.TextIOWrapper(stream, encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)
+    return open(path, mode + "b")
+
+
+def open_text(path: str | Path, mode: str = "r") -> IO[str]:
+    """Open a UTF-8 text file for reading ("r") or writing ("w"), (de)compressing by its suffix."""
+    return io.TextIOWrapper(open_binary(path, mode), encoding="utf-8")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import numpy as np
 from tnlm.data.document import Document
 from tnlm.data.files import DataError
 from tnlm.data.step import Filter, GlobalStep
+from tnlm.data.text import ngram_hashes_by_order
 
 MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -48,19 +49,18 @@ class NgramScorer:
         self.ctx_counts = np.zeros((order, 1 << buckets_log2), dtype=np.float32)
 
     def _hashes(self, text: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per order k = 1..order: (bucket of the k-gram ending at each char, bucket of its context)."""
+        """Per order k = 1..order: (bucket of the k-gram ending at each char, bucket of its context,
+        the k - 1 chars before it)."""
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         padded = np.concatenate([np.full(self.order - 1, 0x110000, dtype=np.uint64), codes + np.uint64(1)])
         n, out = len(codes), []
-        ctx = np.zeros(n, dtype=np.uint64)  # hash of the empty context
+        grams = list(ngram_hashes_by_order(padded, self.order))  # grams[k - 1][i] hashes padded[i : i + k]
         with np.errstate(over="ignore"):
             for k in range(1, self.order + 1):
-                gram = ctx * np.uint64(0x100000001B3) + padded[self.order - 1 : self.order - 1 + n]
+                start = self.order - k  # where the k-gram ending at char 0 starts, and its context
+                gram = grams[k - 1][start : start + n]
+                ctx = grams[k - 2][start : start + n] if k > 1 else np.zeros(n, dtype=np.uint64)
                 out.append((_mix(gram + np.uint64(k)) & self.mask, _mix(ctx + np.uint64(k)) & self.mask))
-                if k == self.order:
-                    break
-                # the next order's context extends this one's by the character before it
-                ctx = ctx + padded[self.order - 1 - k : self.order - 1 - k + n] * np.uint64(0x100000001B3) ** np.uint64(k)
         return out
 
     def fit(self, texts: Iterable[str], *, batch_chars: int = 1 << 20) -> NgramScorer:
@@ -147,9 +147,7 @@ def _reference_texts(reference: str | list[str]) -> Iterable[str]:
     from tnlm.data.sources import BuiltinSource, FileSource
 
     source = BuiltinSource(kind="docs", num_shards=1) if reference == "builtin" else FileSource(paths=reference)
-    for shard in source.shards():
-        for doc in source.read(shard):
-            yield doc.text
+    return (doc.text for doc in source.documents())
 
 
 class PerplexityFilter(Filter):

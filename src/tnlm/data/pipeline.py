@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from tnlm.data.document import Document
 from tnlm.data.files import DataError, read_documents, write_documents, write_json_atomic
+from tnlm.data.lock import LOCK_NAME, folder_lock
+from tnlm.data.paths import PIPELINE_MARKER
 from tnlm.data.registry import build_step
 from tnlm.data.report import Report
 from tnlm.data.sources import Source, build_source
@@ -88,6 +90,7 @@ class Pipeline:
         self.source: Source = build_source(config.source)
         self.steps: list[Step] = [build_step(entry) for entry in config.steps]
         self.output = Path(config.output)
+        self.source.check_output(self.output, samples=[f"shard-00000{SUFFIXES[config.compression]}"])
         self.work = self.output / "_work"
         self.shards = self.source.shards()
         if not self.shards:
@@ -113,6 +116,12 @@ class Pipeline:
         return self.work / f"fit-{step_index:02d}-{self.steps[step_index].name}.json"
 
     def run(self, *, workers: int | None = None, progress: bool = True) -> Report:
+        """Run (or resume) the pipeline, holding the output folder's lock: a second run into the same
+        folder is refused while this one lives."""
+        with folder_lock(self.output):
+            return self._run(workers=workers, progress=progress)
+
+    def _run(self, *, workers: int | None, progress: bool) -> Report:
         self._check_resumable()
         final = self.stages[-1]
         if not all(self.stats_path(final, i).exists() for i in range(len(self.shards))):
@@ -131,8 +140,8 @@ class Pipeline:
         return report
 
     def _check_resumable(self) -> None:
-        marker = self.work / "config.json"
-        if not marker.exists() and self.output.is_dir() and any(self.output.iterdir()):
+        marker = self.output / PIPELINE_MARKER
+        if not marker.exists() and any(p.name != LOCK_NAME for p in self.output.iterdir()):
             raise DataError(f"output folder {self.output} is not empty and holds no tnlm pipeline run; "
                             "give an empty or new folder")
         if marker.exists():

@@ -6,7 +6,6 @@ one shard, so shards can be processed in parallel and resumed one by one."""
 from __future__ import annotations
 
 import ast
-import glob
 import json
 import os
 import sysconfig
@@ -16,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError, open_text
+from tnlm.data.files import DataError, open_binary
+from tnlm.data.paths import base_suffix, check_not_reading, expand_paths
 from tnlm.data.step import StepStats
+from tnlm.data.text import utf8_len
 
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst", ".py")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -25,7 +26,10 @@ KNOWN_SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES + (".json", ".parquet")
 
 
 class Source:
-    """Base class: counts what it read and what it had to skip."""
+    """Base class: counts what it read and what it had to skip. A record it cannot turn into a document
+    (a malformed line, one that is not UTF-8, one without text) counts as a document in and a removal
+    with its reason, so the read step's row accounts for it like any step's; a file it cannot read at
+    all counts in `unreadable_files`."""
 
     type: str = "source"
 
@@ -38,47 +42,38 @@ class Source:
     def read(self, shard: str) -> Iterator[Document]:
         raise NotImplementedError
 
+    def documents(self, shards: list[str] | None = None) -> Iterator[Document]:
+        """Every document of the source (or of the given shards), shard after shard."""
+        for shard in self.shards() if shards is None else shards:
+            yield from self.read(shard)
+
     def emit(self, doc: Document) -> Document:
         self.stats.docs_in += 1
         self.stats.docs_out += 1
-        self.stats.bytes_in += doc.nbytes
-        self.stats.bytes_out += doc.nbytes
+        nbytes = utf8_len(doc.text)
+        self.stats.bytes_in += nbytes
+        self.stats.bytes_out += nbytes
         return doc
 
-    def skip(self, reason: str, where: str) -> None:
-        self.stats.counters[reason] += 1
+    def skip(self, reason: str, where: str, nbytes: int = 0) -> None:
+        """Count a record that yields no document."""
+        self.stats.docs_in += 1
+        self.stats.bytes_in += nbytes
+        self.stats.reasons[reason] += 1
+        self._example(where, reason)
+
+    def unreadable(self, where: str, err: BaseException) -> None:
+        """Count a file (or the rest of one) that cannot be read at all."""
+        self.stats.counters["unreadable_files"] += 1
+        self._example(f"{where}: {type(err).__name__}: {err}", "unreadable_file")
+
+    def _example(self, where: str, reason: str) -> None:
         if len(self.stats.examples) < 5:
             self.stats.examples.append({"id": where, "reason": reason, "text": ""})
 
-
-def _base_suffix(path: str) -> str:
-    name = path.lower()
-    for codec in (".gz", ".zst", ".zstd"):
-        if name.endswith(codec):
-            name = name[: -len(codec)]
-    return os.path.splitext(name)[1]
-
-
-def _is_data(path: Path, folder: Path) -> bool:
-    """Inside a folder: files with a known suffix, leaving out hidden and "_"-prefixed entries (a
-    pipeline's `_work` and `_stats`) and a pipeline's or packer's report.json / meta.json."""
-    parts = path.relative_to(folder).parts
-    return (_base_suffix(path.name) in KNOWN_SUFFIXES and not any(p.startswith(("_", ".")) for p in parts)
-            and path.name not in ("report.json", "meta.json"))
-
-
-def expand_paths(patterns: list[str]) -> list[str]:
-    """Files named by paths, folders (searched recursively for data files) and glob patterns."""
-    found: list[str] = []
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            matches = [str(p) for p in sorted(Path(pattern).rglob("*")) if p.is_file() and _is_data(p, Path(pattern))]
-        else:
-            matches = sorted(glob.glob(pattern, recursive=True))
-        if not matches:
-            raise DataError(f"no input files match {pattern!r}: check the path (globs like 'data/*.jsonl.gz' work)")
-        found.extend(m for m in matches if m not in found)
-    return found
+    def check_output(self, folder: str | Path, samples: list[str]) -> None:
+        """Refuse an output folder this source would read from, once it holds files named like `samples`
+        (only local files can; other sources accept any folder)."""
 
 
 def _text_of(row: dict[str, Any], key: str) -> str | None:
@@ -90,22 +85,35 @@ def _text_of(row: dict[str, Any], key: str) -> str | None:
 
 class FileSource(Source):
     """Local files. Text files give one document per file, or one per `delimiter`-separated part;
-    JSON Lines give one per line (malformed lines are skipped and counted); JSON lists and Parquet one
-    per row. A document's id is its `id_key` field when present, else "file:index". Each file is one
-    shard, or `split_files` shards (shard k takes every k-th document) so big files still spread
-    over the workers."""
+    JSON Lines give one per line; JSON lists and Parquet one per row. A document's id is its `id_key`
+    field when present, else "file:index". Each file is one shard, or `split_files` shards (shard k
+    takes every k-th document) so big files still spread over the workers.
+
+    Which files `paths` names: see `tnlm.data.paths` (existing paths are literal, wildcards expand).
+    Nothing is dropped without a count: a line that is not a JSON object is skipped as
+    "malformed_lines" (a JSON list's row as "malformed_rows"), a record without a string `text_key` as
+    "missing_text", and a line (or text part) that is not valid UTF-8 as "invalid_utf8", or, with
+    `encoding_errors="replace"`, kept with U+FFFD in place of the bad bytes and counted in
+    "repaired_utf8"; the lines around it are kept. A file that cannot be read counts in
+    "unreadable_files" (a JSON list with a bad byte is one, unless repaired)."""
 
     type = "files"
 
     def __init__(self, *, paths: list[str] | str, text_key: str = "text", id_key: str | None = "id",
-                 delimiter: str | None = None, split_files: int = 1) -> None:
+                 delimiter: str | None = None, split_files: int = 1, encoding_errors: str = "skip") -> None:
         super().__init__()
-        self.paths = expand_paths([paths] if isinstance(paths, str) else list(paths))
+        self.patterns = [paths] if isinstance(paths, str) else list(paths)
+        self.paths = expand_paths(self.patterns, suffixes=KNOWN_SUFFIXES)
         self.text_key, self.id_key, self.delimiter = text_key, id_key, delimiter
         if split_files < 1:
             raise DataError("split_files must be 1 or more")
-        self.split_files = split_files
+        if encoding_errors not in ("skip", "replace"):
+            raise DataError(f"encoding_errors must be skip or replace, not {encoding_errors!r}")
+        self.split_files, self.encoding_errors = split_files, encoding_errors
         self._count_skips = True
+
+    def check_output(self, folder: str | Path, samples: list[str]) -> None:
+        check_not_reading(self.patterns, folder, samples)
 
     def shards(self) -> list[str]:
         if self.split_files == 1:
@@ -118,24 +126,37 @@ class FileSource(Source):
             path, spec = shard.rsplit("::", 1)
             part, parts = (int(x) for x in spec.split("/"))
         self._count_skips = part == 0  # every part sees the same bad lines; count them once
-        reader = {".parquet": self._read_parquet, ".json": self._read_json}.get(_base_suffix(path))
+        reader = {".parquet": self._read_parquet, ".json": self._read_json}.get(base_suffix(path))
         if reader is None:
-            reader = self._read_jsonl if _base_suffix(path) in JSONL_SUFFIXES else self._read_text
+            reader = self._read_jsonl if base_suffix(path) in JSONL_SUFFIXES else self._read_text
         try:
             for i, doc in enumerate(reader(path)):
                 if i % parts == part:
                     yield self.emit(doc)
         except (OSError, EOFError, UnicodeDecodeError, ValueError) as err:
-            self.skip("unreadable_files", f"{path}: {type(err).__name__}: {err}")
+            if self._count_skips:
+                self.unreadable(path, err)
 
-    def skip(self, reason: str, where: str) -> None:
+    def skip(self, reason: str, where: str, nbytes: int = 0) -> None:
         if self._count_skips:
-            super().skip(reason, where)
+            super().skip(reason, where, nbytes)
 
-    def _doc(self, row: dict[str, Any], shard: str, index: int) -> Document | None:
+    def _decode(self, raw: bytes, where: str) -> str | None:
+        """UTF-8 text of a line or part; None (counted) when it is not UTF-8 and is not to be repaired."""
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if self.encoding_errors == "skip":
+                self.skip("invalid_utf8", where, len(raw))
+                return None
+            if self._count_skips:
+                self.stats.counters["repaired_utf8"] += 1
+            return raw.decode("utf-8", errors="replace")
+
+    def _doc(self, row: dict[str, Any], shard: str, index: int, nbytes: int = 0) -> Document | None:
         text = _text_of(row, self.text_key)
         if text is None:
-            self.skip("missing_text", f"{shard}:{index}")
+            self.skip("missing_text", f"{shard}:{index}", nbytes)
             return None
         doc_id = str(row[self.id_key]) if self.id_key and self.id_key in row else f"{shard}:{index}"
         meta = {k: v for k, v in row.items() if k not in (self.text_key, self.id_key, "metadata")}
@@ -143,36 +164,36 @@ class FileSource(Source):
         return Document(text=text, id=doc_id, metadata={"source": shard, **nested, **meta})
 
     def _read_text(self, shard: str) -> Iterator[Document]:
-        with open_text(shard) as f:
-            text = f.read()
-        parts = text.split(self.delimiter) if self.delimiter else [text]
-        for i, part in enumerate(parts):
-            if part.strip():
+        with open_binary(shard) as f:
+            data = f.read()
+        parts = data.split(self.delimiter.encode("utf-8")) if self.delimiter else [data]
+        for i, raw in enumerate(parts):
+            if raw.strip() and (part := self._decode(raw, f"{shard}:{i}")) is not None:
                 yield Document(text=part.strip("\n"), id=f"{shard}:{i}", metadata={"source": shard})
 
     def _read_jsonl(self, shard: str) -> Iterator[Document]:
-        with open_text(shard) as f:
-            for i, line in enumerate(f):
-                if not line.strip():
+        with open_binary(shard) as f:
+            for i, raw in enumerate(f):
+                if not raw.strip() or (line := self._decode(raw, f"{shard}:{i}")) is None:
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
-                    self.skip("malformed_lines", f"{shard}:{i}")
-                    continue
+                    row = None
                 if not isinstance(row, dict):
-                    self.skip("malformed_lines", f"{shard}:{i}")
-                    continue
-                if (doc := self._doc(row, shard, i)) is not None:
+                    self.skip("malformed_lines", f"{shard}:{i}", len(raw))
+                elif (doc := self._doc(row, shard, i, len(raw))) is not None:
                     yield doc
 
     def _read_json(self, shard: str) -> Iterator[Document]:
-        with open_text(shard) as f:
-            rows = json.load(f)
+        with open_binary(shard) as f:  # one JSON value: a bad byte makes the file unreadable unless repaired
+            rows = json.loads(f.read().decode("utf-8", errors="strict" if self.encoding_errors == "skip" else "replace"))
         if isinstance(rows, dict):
             rows = [rows]
         for i, row in enumerate(rows):
-            if isinstance(row, dict) and (doc := self._doc(row, shard, i)) is not None:
+            if not isinstance(row, dict):
+                self.skip("malformed_rows", f"{shard}:{i}")
+            elif (doc := self._doc(row, shard, i)) is not None:
                 yield doc
 
     def _read_parquet(self, shard: str) -> Iterator[Document]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, ClassVar
 
 from tnlm.data.document import Document
+from tnlm.data.text import utf8_len
 
 MAX_EXAMPLES = 5
 EXAMPLE_CHARS = 200
@@ -63,10 +65,6 @@ class StepStats:
                    examples=list(row["examples"]))
 
 
-def utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
 class Step:
     """Base of all steps. Subclasses set `name` and override `process` (or use Filter/Mapper)."""
 
@@ -87,17 +85,22 @@ class Step:
         self.stats.counters[key] += value
 
     def run(self, docs: Iterable[Document], rank: int = 0, world_size: int = 1) -> Iterator[Document]:
-        stats = self.stats
         for doc in docs:
-            stats.docs_in += 1
-            stats.bytes_in += utf8_len(doc.text)
-            start = time.perf_counter()
-            out = self.process(doc)
-            stats.seconds += time.perf_counter() - start
-            if out is not None:
-                stats.docs_out += 1
-                stats.bytes_out += utf8_len(out.text)
+            if (out := self.counted(self.process, doc)) is not None:
                 yield out
+
+    def counted(self, process: Callable[[Document], Document | None], doc: Document) -> Document | None:
+        """`process(doc)`, with the document, its bytes and the time counted in and out."""
+        stats = self.stats
+        stats.docs_in += 1
+        stats.bytes_in += utf8_len(doc.text)
+        start = time.perf_counter()
+        out = process(doc)
+        stats.seconds += time.perf_counter() - start
+        if out is not None:
+            stats.docs_out += 1
+            stats.bytes_out += utf8_len(out.text)
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -148,7 +151,6 @@ class GlobalStep(Step):
         super().__init__()
         self.decisions: dict[str, str] | None = None
         self.fit_seconds = 0.0
-        self._key = ""
 
     def features(self, docs: list[Document]) -> list[Any]:
         """One picklable value per document: what `decide` needs to know about it."""
@@ -180,16 +182,17 @@ class GlobalStep(Step):
         if self.decisions is None:
             raise RuntimeError(f"{self.name}: call fit() or load_state() before run()")
 
-        def keyed() -> Iterator[Document]:
-            for position, doc in enumerate(docs):
-                self._key = f"{rank}:{position}"
-                yield doc
+        for position, doc in enumerate(docs):
+            if (out := self.counted(partial(self.apply_decision, key=f"{rank}:{position}"), doc)) is not None:
+                yield out
 
-        yield from super().run(keyed(), rank, world_size)
-
-    def process(self, doc: Document) -> Document | None:
-        reason = self.decisions.get(self._key) if self.decisions else None
+    def apply_decision(self, doc: Document, *, key: str) -> Document | None:
+        """Remove the document whose key ("shard:position") the fit decided to remove."""
+        reason = self.decisions.get(key) if self.decisions else None
         if reason is None:
             return doc
         self.drop(doc, reason)
         return None
+
+    def process(self, doc: Document) -> Document | None:
+        raise TypeError(f"{self.name} decides by the document's key: use run() or apply_decision(doc, key=...)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -48,27 +49,43 @@ def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
-@lru_cache(maxsize=1 << 20)
-def word_hash(word: str) -> int:
-    """A stable 64-bit hash of one word (cached: vocabularies repeat)."""
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+def utf8_len(text: str) -> int:
+    """The size of `text` in UTF-8 bytes (what reports count)."""
+    return len(text.encode("utf-8"))
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash that is the same in every process and run (Python's `hash` is salted)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+word_hash = lru_cache(maxsize=1 << 20)(stable_hash)  # vocabularies repeat: cache the words' hashes
+
+NGRAM_PRIME = np.uint64(0x100000001B3)
 
 
 def word_hashes(tokens: list[str]) -> np.ndarray:
     return np.fromiter((word_hash(w) for w in tokens), dtype=np.uint64, count=len(tokens))
 
 
+def ngram_hashes_by_order(h: np.ndarray, max_n: int) -> Iterator[np.ndarray]:
+    """For k = 1 .. max_n: the hashes of all k-grams of the sequence `h` (uint64 per item), where
+    `out[i]` hashes `h[i : i + k]` as the polynomial sum(h[i + j] * P ** (k - 1 - j)) in wrapping
+    uint64 arithmetic. Each order costs one pass over the previous one. Needs len(h) >= max_n."""
+    h = out = h.astype(np.uint64, copy=False)
+    with np.errstate(over="ignore"):
+        for k in range(1, max_n + 1):
+            if k > 1:
+                out = out[:-1] * NGRAM_PRIME + h[k - 1 :]
+            yield out
+
+
 def combine_ngrams(h: np.ndarray, n: int) -> np.ndarray:
-    """Hashes of all n-grams from per-word hashes `h` (one hash of all of them if fewer than n),
-    a polynomial in wrapping uint64 arithmetic."""
+    """Hashes of all n-grams from per-word hashes `h` (one hash of all of them if fewer than n)."""
     if not len(h):
         return np.zeros(0, dtype=np.uint64)
-    width = min(n, len(h))
-    out = np.zeros(len(h) - width + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(width):
-            out = out * np.uint64(0x100000001B3) + h[k : len(h) - width + 1 + k]
-    return out
+    *_, last = ngram_hashes_by_order(h, min(n, len(h)))
+    return last
 
 
 def ngram_hashes(tokens: list[str], n: int) -> np.ndarray:
@@ -80,16 +97,10 @@ def ngram_hashes_batch(token_lists: list[list[str]], n: int) -> tuple[np.ndarray
     """`ngram_hashes(tokens, n)` for many lists at once, each at least n long: returns the hashes and
     the index of the list each came from. One numpy pass over the concatenation, dropping n-grams
     that straddle two lists."""
-    lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
     flat = [w for tokens in token_lists for w in tokens]
-    if not flat:
+    if len(flat) < n:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    h = np.fromiter((word_hash(w) for w in flat), dtype=np.uint64, count=len(flat))
-    owner = np.repeat(np.arange(len(token_lists)), lengths)
-    count = len(h) - n + 1
-    out = np.zeros(count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            out = out * np.uint64(0x100000001B3) + h[k : k + count]
-    inside = owner[:count] == owner[n - 1 :]
-    return out[inside], owner[:count][inside]
+    owner = np.repeat(np.arange(len(token_lists)), [len(t) for t in token_lists])
+    out = combine_ngrams(word_hashes(flat), n)
+    inside = owner[: len(out)] == owner[n - 1 :]
+    return out[inside], owner[: len(out)][inside]

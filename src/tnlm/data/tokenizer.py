@@ -1,6 +1,7 @@
 """BPE tokenizer training with Hugging Face `tokenizers`: digits split one by one, byte fallback with
 all 256 byte tokens in the vocabulary (so any input round-trips), no normalisation (the data pipeline
-normalises), and the special tokens a chat model needs. Saved as a Hugging Face tokenizer folder."""
+normalises), and the special tokens a chat model needs: the markers and the template come from
+`tnlm.chat_template`, the one definition. Saved as a Hugging Face tokenizer folder."""
 
 from __future__ import annotations
 
@@ -12,17 +13,16 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from tnlm.chat_template import CHAT_TEMPLATE_JINJA, MARKER_TOKENS
 from tnlm.data.files import DataError
 from tnlm.data.text import cjk_fraction, words
 
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>")
+BASE_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
+SPECIAL_TOKENS = (*BASE_TOKENS, *MARKER_TOKENS)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 # a digit alone | letters (with one leading space) | other symbols (with one leading space) | spaces
 PIECES = r"\p{N}| ?\p{L}+(?:\p{M}+\p{L}*)*| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
@@ -47,30 +47,47 @@ def _with_byte_tokens(trained: Tokenizer, special_tokens: Sequence[str]) -> Toke
 
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2,
                     special_tokens: Sequence[str] = SPECIAL_TOKENS, show_progress: bool = True) -> Tokenizer:
-    """Train a byte-fallback BPE of exactly `vocab_size` entries or fewer (if the data runs out of merges)."""
+    """Train a byte-fallback BPE of at most `vocab_size` entries (fewer if the data runs out of merges).
+
+    The vocabulary is the special tokens, the 256 byte tokens, then single characters and merges. At
+    most half of what remains goes to single characters, the most frequent ones; rarer characters are
+    written as their UTF-8 bytes (byte fallback), so a corpus with thousands of distinct characters
+    (CJK, emoji) still gets the requested size and every text still round-trips."""
     reserved = len(special_tokens) + len(BYTE_TOKENS)
     if vocab_size <= reserved + 1:
         raise DataError(f"vocab_size must exceed {reserved + 1} (special tokens + 256 byte tokens)")
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
     tok.pre_tokenizer = _pre_tokenizer()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(BYTE_TOKENS), min_frequency=min_frequency,
-                                  special_tokens=list(special_tokens), show_progress=show_progress)
+                                  special_tokens=list(special_tokens), show_progress=show_progress,
+                                  limit_alphabet=max(1, (vocab_size - reserved) // 2))
     tok.train_from_iterator(texts, trainer=trainer)
     if tok.get_vocab_size() <= len(special_tokens):
         raise DataError("the tokenizer's training text is empty: give files with text in them")
     return _with_byte_tokens(tok, special_tokens)
 
 
-def save_tokenizer(tok: Tokenizer, folder: str | Path, *, model_max_length: int = 1 << 20) -> None:
-    """Save as a Hugging Face tokenizer folder (loads with `AutoTokenizer.from_pretrained`)."""
+def check_output(folder: str | Path, *, overwrite: bool) -> None:
+    """Refuse a folder that holds a tokenizer already, unless `overwrite` (call it before training)."""
+    existing = [name for name in TOKENIZER_FILES if (Path(folder) / name).exists()]
+    if existing and not overwrite:
+        raise DataError(f"{folder} holds a tokenizer already ({existing[0]}): pass --overwrite to replace it, "
+                        "or choose another --output")
+
+
+def save_tokenizer(tok: Tokenizer, folder: str | Path, *, overwrite: bool = False,
+                   model_max_length: int = 1 << 20) -> None:
+    """Save as a Hugging Face tokenizer folder (loads with `AutoTokenizer.from_pretrained`), with
+    tnlm's chat template. A folder holding a tokenizer already is refused unless `overwrite`."""
     from transformers import PreTrainedTokenizerFast
 
+    check_output(folder, overwrite=overwrite)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        additional_special_tokens=[t for t in tok.get_added_tokens_decoder().values() if t.content.startswith("<|")],
+        additional_special_tokens=[t for t in tok.get_added_tokens_decoder().values() if t.content not in BASE_TOKENS],
         clean_up_tokenization_spaces=False, model_max_length=model_max_length,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = CHAT_TEMPLATE_JINJA
     # save beside the target, then move file by file: a crash leaves each file old or new, and other
     # files already in the folder (a model's weights) are left alone
     folder = Path(folder)

@@ -1,9 +1,10 @@
 """Multi-turn chat whose decoding state carries over from turn to turn.
 
-The conversation is kept as the token sequence the model has seen: the first turn's rendered prompt,
-then each reply as the model generated it, then the template text that closes the reply and adds
-the next user message (tnlm's chat template renders a conversation turn by turn, so this is the
-rendered conversation, with the replies in the model's own tokens rather than re-tokenized). Each turn
+The conversation is kept as the token sequence the model has seen: the first turn's prompt, then each
+reply as the model generated it, then the tokens that close the reply and add the next user message.
+All of it comes from `tnlm.chat_template.encode_chat` (turn by turn, so this is `encode_chat` of the
+conversation with the replies in the model's own tokens rather than re-tokenized): the role markers are
+special tokens and message text is plain text, so a user cannot type a turn of another role. Each turn
 feeds the model only the tokens its state has not seen: a TransNormer turn costs the new message and
 the reply whatever the history, and a Transformer keeps its KV cache instead of rebuilding it. The
 state after a turn is exactly what a fresh prefill of `session.tokens` gives.
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from tnlm.chat_template import END_MARKER, render_chat
+from tnlm.chat_template import END_MARKER, encode_chat, turn_end_ids
 from tnlm.generation.engine import GenerationResult, GenerationStats, stream
 from tnlm.generation.sampling import SamplingParams
 from tnlm.generation.state import DecodeState
@@ -58,10 +59,9 @@ class ChatSession:
         user = {"role": "user", "content": text}
         if self.state is None:  # the first turn, or the one after an interrupted reply
             self.state = DecodeState(self.model)
-            tokens = self.tokenizer.encode(render_chat([*self.messages, user], add_generation_prompt=True))
+            tokens = encode_chat([*self.messages, user], self.tokenizer, add_generation_prompt=True).ids
         else:
-            turn = render_chat([user], add_generation_prompt=True)
-            tokens = self.tokens + self.tokenizer.encode(turn, add_special_tokens=False)
+            tokens = self.tokens + encode_chat([user], self.tokenizer, add_generation_prompt=True).ids
         fed = len(self.state.tokens[0]) if self.state.tokens else 0
         prompt = tokens[fed:]  # what the state has not seen: the last reply's end, then this turn
         result = result if result is not None else GenerationResult(sequences=[], stats=GenerationStats())
@@ -78,6 +78,6 @@ class ChatSession:
                 self.state = None
         reply = result.sequences[0]
         # a stop string leaves END_MARKER's tokens in the reply; an EOS or the length limit does not
-        closing = "\n" if reply.finish_reason == "stop" else END_MARKER + "\n"
-        self.tokens = tokens + reply.tokens + self.tokenizer.encode(closing, add_special_tokens=False)
+        closing = turn_end_ids(self.tokenizer, with_marker=reply.finish_reason != "stop")
+        self.tokens = tokens + reply.tokens + closing
         self.messages += [user, {"role": "assistant", "content": reply.text}]

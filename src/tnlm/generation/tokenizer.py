@@ -17,8 +17,10 @@ class TextTokenizer(Protocol):
     eos_token_id: int | None
     pad_token_id: int
 
-    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        """add_special_tokens=False: no BOS or similar, for text that continues a sequence."""
+    def encode(self, text: str, *, add_special_tokens: bool = True, split_special_tokens: bool = False) -> list[int]:
+        """add_special_tokens=False: no BOS or similar, for text that continues a sequence;
+        split_special_tokens=True: special-token strings in `text` are encoded as plain text (what
+        tnlm.chat_template.encode_chat does with message content)."""
         ...
 
     def decode(self, ids: list[int]) -> str: ...
@@ -42,8 +44,11 @@ class ByteTokenizer:
     def vocab_size(self) -> int:
         return self.BYTE_OFFSET + 256
 
-    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        """Bytes of the text; chat markers become their single special ids (it adds no BOS)."""
+    def encode(self, text: str, *, add_special_tokens: bool = True, split_special_tokens: bool = False) -> list[int]:
+        """Bytes of the text; chat markers become their single special ids unless split_special_tokens
+        (then they are bytes like any text). It adds no BOS."""
+        if split_special_tokens:
+            return [self.BYTE_OFFSET + b for b in text.encode("utf-8")]
         ids, pos = [], 0
         for m in self._marker_re.finditer(text):
             ids += [self.BYTE_OFFSET + b for b in text[pos : m.start()].encode("utf-8")]
@@ -79,8 +84,9 @@ class HFTokenizer:
         # the pad id only fills masked positions, so any valid id serves when the tokenizer has none
         self.pad_token_id = pad if pad is not None else (self.eos_token_id or 0)
 
-    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        return list(self.hf.encode(text, add_special_tokens=add_special_tokens))
+    def encode(self, text: str, *, add_special_tokens: bool = True, split_special_tokens: bool = False) -> list[int]:
+        ids = self.hf.encode(text, add_special_tokens=add_special_tokens, split_special_tokens=split_special_tokens)
+        return list(ids)
 
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
