@@ -38,7 +38,7 @@ def run(
 @data_app.command("report")
 def report(output: Path = typer.Argument(..., help="A pipeline's output folder.")) -> None:
     """Print the report of a finished run."""
-    from tnlm.data.files import DataError
+    from tnlm.errors import DataError
     from tnlm.data.report import Report
     from tnlm.data.step import StepStats
 

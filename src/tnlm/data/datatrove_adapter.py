@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 from tnlm.data.pipeline import PipelineConfig
 from tnlm.data.registry import STEPS, build_step
 from tnlm.data.sources import build_source

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError, open_text
+from tnlm.errors import DataError
+from tnlm.data.files import open_text
 from tnlm.data.paths import expand_paths
 from tnlm.data.sources import KNOWN_SUFFIXES
 from tnlm.data.step import Filter

@@ -10,7 +10,7 @@ from itertools import islice
 import numpy as np
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 from tnlm.data.step import GlobalStep
 from tnlm.data.text import NORM_WORD_RE, ngram_hashes, normalized_words, stable_hash
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from tnlm.data.document import Document
-from tnlm.errors import DataError  # noqa: F401  (the data modules import it from here)
+from tnlm.errors import DataError
 
 
 def compression_of(path: str | Path) -> str | None:

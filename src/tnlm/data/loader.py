@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 from tnlm.data.pack import read_split
 
 

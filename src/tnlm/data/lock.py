@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 
 try:
     import fcntl

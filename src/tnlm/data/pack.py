@@ -26,7 +26,8 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError, atomic_path, write_json_atomic
+from tnlm.errors import DataError
+from tnlm.data.files import atomic_path, write_json_atomic
 from tnlm.data.lock import LOCK_NAME, folder_lock
 from tnlm.data.paths import PACK_MARKER
 from tnlm.data.sources import FileSource

@@ -20,7 +20,7 @@ import re
 from functools import lru_cache
 from pathlib import Path, PurePath
 
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 from tnlm.data.step import Filter, GlobalStep
 from tnlm.data.text import ngram_hashes_by_order
 

@@ -21,7 +21,8 @@ import yaml
 from tqdm import tqdm
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError, read_documents, write_documents, write_json_atomic
+from tnlm.errors import DataError
+from tnlm.data.files import read_documents, write_documents, write_json_atomic
 from tnlm.data.lock import LOCK_NAME, folder_lock
 from tnlm.data.paths import PIPELINE_MARKER
 from tnlm.data.registry import build_step

@@ -6,7 +6,7 @@ from typing import Any
 
 from tnlm.data.decontam import Decontaminate
 from tnlm.data.dedup import ExactDedup, MinHashDedup
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 from tnlm.data.normalize import Normalize
 from tnlm.data.perplexity import PerplexityFilter, PerplexityTail
 from tnlm.data.pii import PIIMasker

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError, open_binary
+from tnlm.errors import DataError
+from tnlm.data.files import open_binary
 from tnlm.data.paths import base_suffix, check_not_reading, expand_paths
 from tnlm.data.step import StepStats
 from tnlm.data.text import utf8_len

@@ -14,7 +14,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tnlm.chat_template import CHAT_TEMPLATE_JINJA, MARKER_TOKENS
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 from tnlm.data.text import cjk_fraction, words
 
 BASE_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")

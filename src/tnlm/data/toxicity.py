@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tnlm.data.document import Document
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 from tnlm.data.step import Filter
 from tnlm.data.text import CJK_RE, words
 
