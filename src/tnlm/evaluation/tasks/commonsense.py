@@ -27,7 +27,7 @@ def read_piqa(files: list[Path]) -> list[dict]:
     labels = read_labels(labels_file, len(docs))
     for n, (doc, label) in enumerate(zip(docs, labels)):
         require(doc, ("goal", "sol1", "sol2"), data, n)
-        doc["label"] = label
+        doc["label"] = int(label) if label.isdigit() else label  # an integer in the harness's copy
     return docs
 
 
