@@ -28,7 +28,7 @@ QUESTION = "\nWhat is the pass key? The pass key is"
 
 
 def passkey_prompt(model: EvalModel, *, length: int, depth: float, key: str) -> list[int]:
-    """Token ids of a prompt of about `length` tokens (never more) with `key` at `depth` in [0, 1]."""
+    """Token ids of a prompt of exactly `length` tokens with `key` at `depth` in [0, 1]."""
     if not 0.0 <= depth <= 1.0:
         raise ConfigError(f"depth must be between 0 and 1, got {depth}")
     enc = model.tokenizer.encode
@@ -41,7 +41,11 @@ def passkey_prompt(model: EvalModel, *, length: int, depth: float, key: str) -> 
         raise ConfigError(f"length {length} is too short for the instruction, key and question ({length - room} tokens)")
     reps, extra = divmod(room, len(filler))
     before = round(reps * depth)
-    body = filler * before + key_ids + filler * (reps - before) + filler[:extra]
+    partial = filler[:extra]  # on the longer side, so depths 0 and 1 put the key at the very edges
+    if depth >= 0.5:
+        body = filler * before + partial + key_ids + filler * (reps - before)
+    else:
+        body = filler * before + key_ids + filler * (reps - before) + partial
     return head + body + tail
 
 

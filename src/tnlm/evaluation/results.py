@@ -87,6 +87,9 @@ def write_json(data: dict, path: str | Path) -> Path:
     return path
 
 
+_SPLITS = {"validation": "val"}
+
+
 def _fmt(x: float | None, pct: bool) -> str:
     if x is None:
         return "-"
@@ -100,18 +103,20 @@ def print_report(report: EvalReport, *, console=None) -> None:
 
     console = console or Console()
     if report.tasks:
-        table = Table(title=f"{report.model}: multiple choice (%, * = the metric the paper reports)")
+        console.print(f"{report.model}: multiple choice, values in % (* = the metric the TransNormerLLM paper reports)")
+        table = Table()
         for col in ("task", "split", "shots", "metric", "value", "± stderr", "items", "skipped"):
-            table.add_column(col, justify="left" if col in ("task", "split", "metric") else "right")
+            table.add_column(col, justify="left" if col in ("task", "split", "metric") else "right", no_wrap=col == "task")
         for t in report.tasks:
             for metric, (value, stderr) in t.metrics.items():
                 mark = "*" if metric == t.paper_metric else ""
-                table.add_row(t.task, t.split, str(t.num_fewshot), metric + mark, _fmt(_finite(value), True),
+                table.add_row(t.task, _SPLITS.get(t.split, t.split), str(t.num_fewshot), metric + mark, _fmt(_finite(value), True),
                               _fmt(_finite(stderr), True), str(t.items), str(len(t.skipped)))  # fmt: skip
         console.print(table)
     if report.perplexity is not None:
         p = report.perplexity
-        table = Table(title=f"perplexity: {p.documents} documents, {p.tokens} tokens, {p.bytes} bytes; {p.describe()}")
+        console.print(f"perplexity: {p.documents} documents, {p.tokens} tokens, {p.bytes} bytes; {p.describe()}")
+        table = Table()
         for col in ("token ppl", "byte ppl", "bits/byte", "word ppl"):
             table.add_column(col, justify="right")
         m = p.metrics()
@@ -120,8 +125,9 @@ def print_report(report: EvalReport, *, console=None) -> None:
     if report.passkey is not None:
         pk = report.passkey
         trained = pk.training_length if pk.training_length is not None else "unknown"
-        table = Table(title=f"passkey retrieval accuracy ({pk.trials} keys per cell; training length {trained}; * = beyond it)")
-        table.add_column("depth")
+        console.print(f"passkey retrieval accuracy: {pk.trials} keys per cell; training length {trained}; * = beyond it")
+        table = Table()
+        table.add_column("depth \\ length")
         for n in pk.lengths:
             table.add_column(f"{n}{'*' if pk.beyond_training(n) else ''}", justify="right")
         for d in pk.depths:

@@ -71,8 +71,8 @@ SIQA = Task(
 
 
 def hellaswag_clean(text: str) -> str:
-    """The harness's preprocessing: strip, ' [title]' -> '. ', drop [bracketed] markup, collapse a
-    double space once."""
+    """The harness's preprocessing: strip, ' [title]' -> '. ', drop [bracketed] markup, then one
+    pass that turns every double space into one."""
     text = text.strip().replace(" [title]", ". ")
     text = re.sub(r"\[.*?\]", "", text)
     return text.replace("  ", " ")
