@@ -15,6 +15,8 @@ otherwise (the harness's own scheme); generation is greedy unless the task asks 
 
 from __future__ import annotations
 
+import logging
+
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
@@ -23,7 +25,20 @@ from tnlm.evaluation.model import EvalModel, load_eval_model
 from tnlm.evaluation.perplexity import document_nll
 from tnlm.evaluation.scorer import TokenRequest, score_tokens
 
+logger = logging.getLogger(__name__)
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "auto": "float32"}
+
+
+def _device(device: str | None) -> str:
+    """The harness's CLI asks for cuda:0 by default: fall back to the CPU, as its HF backend does."""
+    import torch
+
+    if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+        chosen = "cuda" if torch.cuda.is_available() else "cpu"
+        if device is not None:
+            logger.warning("device %s is not available; using %s", device, chosen)
+        return chosen
+    return str(device)
 
 
 def _batch_size(value: int | str | None) -> int:
@@ -39,7 +54,7 @@ class TnlmLM(LM):
         pretrained: str | EvalModel,
         *,
         dtype: str = "float32",
-        device: str = "cpu",
+        device: str | None = None,
         batch_size: int | str | None = 16,
         max_batch_size: int | None = None,
         reuse_context: bool = True,
@@ -55,7 +70,7 @@ class TnlmLM(LM):
             name = _DTYPES.get(str(dtype))
             if name is None:
                 raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
-            self.tnlm = load_eval_model(pretrained, dtype=getattr(torch, name), device=device or "cpu")
+            self.tnlm = load_eval_model(pretrained, dtype=getattr(torch, name), device=_device(device))
         self.batch_size = min(_batch_size(batch_size), max_batch_size or 1 << 30)
         self.reuse_context = bool(reuse_context)
         self.chunk_size = int(chunk_size)

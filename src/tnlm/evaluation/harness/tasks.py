@@ -23,7 +23,7 @@ import lm_eval
 import yaml
 
 from tnlm.evaluation.prompts import gold_index
-from tnlm.evaluation.tasks import ALIASES, InvalidItem, Task, TaskDataError, resolve_task
+from tnlm.evaluation.tasks import ALIASES, BENCHMARKS, InvalidItem, Task, TaskDataError, resolve_task
 
 HARNESS_TASKS = Path(lm_eval.__file__).parent / "tasks"
 
@@ -110,11 +110,12 @@ def write_harness_tasks(data_dir: str | Path, out_dir: str | Path, names: list[s
         tasks = resolve_task(name, data_dir)
         for task in tasks:
             write_task(task, data_dir, out_dir)
-        if len(tasks) == 1:
-            written.append(tasks[0].name)
+        group = ALIASES.get(name, name)
+        if group in BENCHMARKS:  # every subject found, as one harness group
+            write_group(group, tasks, out_dir)
+            written.append(group)
         else:
-            written.append(ALIASES.get(name, name))
-            write_group(written[-1], tasks, out_dir)
+            written.append(tasks[0].name)
     return written
 
 

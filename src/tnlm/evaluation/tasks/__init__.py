@@ -39,7 +39,7 @@ def _benchmark_tasks(bench: Benchmark, data_dir: Path, subject: str | None) -> l
         raise TaskDataError(
             f"task {bench.name}: no subject files under {root} (expected "
             f"{bench.file('SUBJECT', bench.eval_split)} and {bench.file('SUBJECT', 'dev')} per subject). "
-            f"Get them from {bench.source}, or pass --data-dir."
+            f"Get them from {bench.source}, or give the folder that holds them as the data directory."
         )
     return [bench.task(s) for s in subjects]
 

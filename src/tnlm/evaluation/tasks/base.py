@@ -77,7 +77,7 @@ class Task:
         where = f"{root} does not exist" if not root.is_dir() else f"{root} lacks them"
         return TaskDataError(
             f"task {self.name}: {what}. Expected files under {root} ({self.expected_files()}); {where}. "
-            f"Get the original files from {self.source} and put them there, or pass --data-dir."
+            f"Get the original files from {self.source} and put them there, or give the folder that holds them as the data directory."
         )
 
     def eval_split(self, data_dir: Path) -> str:
