@@ -50,7 +50,7 @@ class BigramLM(nn.Module):
 
     def __init__(self, vocab_size: int = 300) -> None:
         super().__init__()
-        self.config = SimpleNamespace(vocab_size=vocab_size, model_type="transnormer")  # reuse-capable family
+        self.config = SimpleNamespace(vocab_size=vocab_size)
         V = vocab_size
         table = torch.full((V, V), math.log(0.5 / (V - 1)))
         table[torch.arange(V), (torch.arange(V) + 1) % V] = math.log(0.5)

@@ -11,7 +11,7 @@ import torch
 
 from tests.evaluation.conftest import TINY_PRESETS, BigramLM, bigram_logp, tiny_model
 from tnlm.evaluation.cache import select_cache_rows
-from tnlm.evaluation.scorer import TokenRequest, score_tokens
+from tnlm.evaluation.scorer import TokenRequest, _plan, _prepare, score_tokens
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["whole", "reuse"])
@@ -20,7 +20,7 @@ def test_hand_built_bigram_scores(reuse: bool) -> None:
     context = [10, 11, 12]
     right, wrong, mixed = [13, 14, 15], [20, 21, 22], [13, 14, 99]
     reqs = [TokenRequest(context, c, group=0) for c in (right, wrong, mixed)]
-    scores = score_tokens(model, reqs, batch_size=2, reuse_context=reuse)
+    scores = score_tokens(model, reqs, batch_size=2, reuse_context=reuse, min_saving=0.0)
     half, rest = math.log(0.5), math.log(0.5 / 299)
     assert scores[0].logprob == pytest.approx(3 * half, abs=1e-5) and scores[0].is_greedy
     assert scores[1].logprob == pytest.approx(rest + half + half, abs=1e-5) and not scores[1].is_greedy
@@ -78,7 +78,7 @@ def test_batch_size_and_context_reuse_change_nothing(name: str) -> None:
     expected = _reference(model, reqs)
     for reuse in (False, True):
         for batch_size in (1, 5, 64):
-            got = [s.logprob for s in score_tokens(model, reqs, batch_size=batch_size, reuse_context=reuse)]
+            got = [s.logprob for s in score_tokens(model, reqs, batch_size=batch_size, reuse_context=reuse, min_saving=0.0)]
             assert got == pytest.approx(expected, abs=1e-5, rel=1e-6), (reuse, batch_size)
 
 
@@ -86,7 +86,7 @@ def test_batch_size_and_context_reuse_change_nothing(name: str) -> None:
 def test_long_inputs_lose_context_on_the_left(reuse: bool) -> None:
     model = tiny_model("transformer-tiny").model
     reqs = _random_requests(3)
-    got = [s.logprob for s in score_tokens(model, reqs, batch_size=8, reuse_context=reuse, max_length=16)]
+    got = [s.logprob for s in score_tokens(model, reqs, batch_size=8, reuse_context=reuse, max_length=16, min_saving=0.0)]
     assert got == pytest.approx(_reference(model, reqs, max_length=16), abs=1e-5, rel=1e-6)
 
 
@@ -124,3 +124,14 @@ def test_cache_without_a_batch_dimension_is_refused() -> None:
 
     with pytest.raises(TypeError, match="batch dimension"):
         select_cache_rows(Odd(), torch.tensor([0, 0]), batch=2)
+
+
+def test_a_prefix_is_shared_only_when_it_saves_enough() -> None:
+    long_context = [TokenRequest(list(range(3, 53)), [60 + i], group=0) for i in range(4)]
+    short_context = [TokenRequest([3, 4], list(range(10 + i, 30 + i)), group=1) for i in range(2)]
+    reqs = long_context + short_context
+    prepared = [_prepare(r, None) for r in reqs]
+    units = _plan(prepared, reqs, True, 1 / 3)
+    assert [(u.members, u.shared) for u in units] == [([0, 1, 2, 3], 50), ([4], 0), ([5], 0)]
+    assert [(u.members, u.shared) for u in _plan(prepared, reqs, True, 0.0)][1] == ([4, 5], 2)
+    assert all(u.shared == 0 for u in _plan(prepared, reqs, False, 0.0))

@@ -78,6 +78,7 @@ def score_items(
     *,
     batch_size: int = 16,
     reuse_context: bool = True,
+    min_saving: float = 1 / 3,
     progress: tqdm | None = None,
 ) -> list[ItemScore]:
     """Log-likelihood of every choice of every item; one group per item, so its context runs once."""
@@ -89,7 +90,7 @@ def score_items(
             owners.append(n)
     scores = score_tokens(
         model.model, requests, batch_size=batch_size, reuse_context=reuse_context and model.reuses_context,
-        max_length=model.max_length, on_progress=progress.update if progress is not None else None,
+        max_length=model.max_length, min_saving=min_saving, on_progress=progress.update if progress is not None else None,
     )  # fmt: skip
     per_item: list[list] = [[] for _ in items]
     for owner, s in zip(owners, scores):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from tnlm.errors import ConfigError
 from tnlm.evaluation.model import EvalModel
-from tnlm.evaluation.scorer import _forward, _pad
+from tnlm.evaluation.batching import model_forward, pad_batch
 
 MODES = ("auto", "stream", "window")
 
@@ -106,9 +106,9 @@ def _window_nll(model: EvalModel, docs: list[list[int]], *, window: int, stride:
     nll = [0.0] * len(docs)
     for start in range(0, len(work), batch_size):
         batch = work[start : start + batch_size]
-        ids, mask = _pad([inp for _, inp, _ in batch], left=True, device=model.device)
+        ids, mask = pad_batch([inp for _, inp, _ in batch], left=True, device=model.device)
         keep = max(len(tgt) for _, _, tgt in batch)
-        logits, _ = _forward(model.model, ids, mask, keep=keep)  # (B, keep, V); left padding right-aligns
+        logits, _ = model_forward(model.model, ids, mask, keep=keep)  # (B, keep, V); left padding right-aligns
         for b, (d, _, tgt) in enumerate(batch):
             nll[d] -= _logprob_sum(logits[b, keep - len(tgt) :], torch.tensor(tgt, device=ids.device))
             bar.update(len(tgt))
@@ -126,10 +126,10 @@ def _stream_nll(model: EvalModel, docs: list[list[int]], *, chunk_size: int, bat
         if not group:
             continue
         inputs = [[model.prefix_token_id] + docs[d][:-1] for d in group]
-        ids, _ = _pad(inputs, left=False, device=model.device)
+        ids, _ = pad_batch(inputs, left=False, device=model.device)
         cache = None
         for c in range(0, ids.shape[1], chunk_size):
-            logits, cache = _forward(model.model, ids[:, c : c + chunk_size], None, cache=cache, use_cache=True)
+            logits, cache = model_forward(model.model, ids[:, c : c + chunk_size], None, cache=cache, use_cache=True)
             for b, d in enumerate(group):
                 n = min(len(docs[d]), c + chunk_size) - c
                 if n > 0:

@@ -12,7 +12,6 @@ context loses tokens on the left.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnlm.evaluation.batching import model_forward, pad_batch
 from tnlm.evaluation.cache import select_cache_rows
 
 
@@ -69,36 +69,6 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def _accepts(model: nn.Module, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
-
-
-def _forward(
-    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None, *, cache: object = None, keep: int = 0, use_cache: bool = False
-) -> tuple[torch.Tensor, object]:
-    kwargs: dict = {"attention_mask": mask, "use_cache": use_cache}
-    if cache is not None:
-        kwargs["cache" if _accepts(model, "cache") else "past_key_values"] = cache
-    if keep and _accepts(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = keep
-    out = model(input_ids=ids, **kwargs)
-    logits = out.logits if not keep or out.logits.shape[1] == keep else out.logits[:, -keep:]
-    new_cache = getattr(out, "cache", None)
-    return logits, new_cache if new_cache is not None else getattr(out, "past_key_values", None)
-
-
-def _pad(seqs: list[list[int]], *, left: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(ids, mask) of shape (B, max len); mask is None when no sequence is padded."""
-    T = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), T, dtype=torch.long)
-    mask = torch.zeros(len(seqs), T, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        cols = slice(T - len(s), T) if left else slice(0, len(s))
-        ids[b, cols] = torch.tensor(s, dtype=torch.long)
-        mask[b, cols] = 1
-    return ids.to(device), (None if bool(mask.all()) else mask.to(device))
-
-
 def _score(logits: torch.Tensor, targets: list[int]) -> Score:
     """logits (n, V) predicting targets (n,) -> summed log-probability and greediness."""
     logp = F.log_softmax(logits.float(), dim=-1)
@@ -118,7 +88,7 @@ class _Unit:
         return max(len(prepared[i].inp) for i in self.members)
 
 
-def _plan(prepared: list[_Prepared], requests: Sequence[TokenRequest], reuse: bool) -> list[_Unit]:
+def _plan(prepared: list[_Prepared], requests: Sequence[TokenRequest], reuse: bool, min_saving: float) -> list[_Unit]:
     groups: dict[Hashable, list[int]] = {}
     for i, r in enumerate(requests):
         key = ("group", r.group) if r.group is not None else ("single", i)
@@ -126,7 +96,8 @@ def _plan(prepared: list[_Prepared], requests: Sequence[TokenRequest], reuse: bo
     units = []
     for members in groups.values():
         shared = _common_prefix([prepared[i].inp for i in members]) if reuse and len(members) > 1 else 0
-        if shared >= 1:
+        total = sum(len(prepared[i].inp) for i in members)
+        if shared >= 1 and (len(members) - 1) * shared >= min_saving * total:
             units.append(_Unit(members, shared))
         else:
             units += [_Unit([i], 0) for i in members]
@@ -135,9 +106,9 @@ def _plan(prepared: list[_Prepared], requests: Sequence[TokenRequest], reuse: bo
 
 def _run_whole(model: nn.Module, prepared: list[_Prepared], members: list[int], device: torch.device) -> dict[int, Score]:
     """Each request runs whole, left-padded, so every continuation ends at the last column."""
-    ids, mask = _pad([prepared[i].inp for i in members], left=True, device=device)
+    ids, mask = pad_batch([prepared[i].inp for i in members], left=True, device=device)
     keep = max(len(prepared[i].targets) for i in members)
-    logits, _ = _forward(model, ids, mask, keep=keep)  # (B, keep, V)
+    logits, _ = model_forward(model, ids, mask, keep=keep)  # (B, keep, V)
     out = {}
     for b, i in enumerate(members):
         n = len(prepared[i].targets)
@@ -149,21 +120,21 @@ def _run_shared(model: nn.Module, prepared: list[_Prepared], units: list[_Unit],
     """Each unit's shared prefix runs once (left-padded across units), keeping the logits of its
     last positions that some member scores; its cache is copied for every member whose input goes
     on, and those remainders run together (right-padded)."""
-    prefix_ids, prefix_mask = _pad([prepared[u.members[0]].inp[: u.shared] for u in units], left=True, device=device)
+    prefix_ids, prefix_mask = pad_batch([prepared[u.members[0]].inp[: u.shared] for u in units], left=True, device=device)
     keep = max(max(1, u.shared - min(prepared[i].start for i in u.members)) for u in units)
-    head, cache = _forward(model, prefix_ids, prefix_mask, keep=keep, use_cache=True)  # (G, keep, V)
+    head, cache = model_forward(model, prefix_ids, prefix_mask, keep=keep, use_cache=True)  # (G, keep, V)
     rows = [(g, i) for g, u in enumerate(units) for i in u.members if len(prepared[i].inp) > u.shared]
     tail = None
     if rows:
         index = torch.tensor([g for g, _ in rows], device=device)
         copies = select_cache_rows(cache, index, batch=len(units))
-        ids, suffix_mask = _pad([prepared[i].inp[units[g].shared :] for g, i in rows], left=False, device=device)
+        ids, suffix_mask = pad_batch([prepared[i].inp[units[g].shared :] for g, i in rows], left=False, device=device)
         mask = None
         if prefix_mask is not None or suffix_mask is not None:
             past = prefix_mask[index] if prefix_mask is not None else torch.ones_like(prefix_ids[index])
             now = suffix_mask if suffix_mask is not None else torch.ones_like(ids)
             mask = torch.cat([past, now], dim=1)
-        tail, _ = _forward(model, ids, mask, cache=copies, use_cache=True)  # (R, S, V)
+        tail, _ = model_forward(model, ids, mask, cache=copies, use_cache=True)  # (R, S, V)
     row_of = {i: r for r, (_, i) in enumerate(rows)}
     out = {}
     for g, u in enumerate(units):
@@ -203,16 +174,21 @@ def score_tokens(
     batch_size: int = 16,
     reuse_context: bool = True,
     max_length: int | None = None,
+    min_saving: float = 1 / 3,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[Score]:
     """Score every request (in input order). `reuse_context` needs a model whose cache rows can be
-    copied (every tnlm family); `max_length` truncates inputs on the left as the harness does."""
+    copied (every tnlm family); a group shares its prefix when that saves at least `min_saving` of
+    the tokens its requests would run whole (0: whenever they share a token). A second forward pass
+    and the cache copies cost something, and the LM head runs on every scored token either way, so
+    a small saving is slower in practice (PIQA's choices differ early; WinoGrande's contexts are
+    short). `max_length` truncates inputs on the left as the harness does."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prepared = [_prepare(r, max_length) for r in requests]
     device = next(model.parameters()).device
     scores: dict[int, Score] = {}
-    for batch in _batches(_plan(prepared, requests, reuse_context), prepared, batch_size):
+    for batch in _batches(_plan(prepared, requests, reuse_context, min_saving), prepared, batch_size):
         if batch[0].shared:
             done = _run_shared(model, prepared, batch, device)
         else:
