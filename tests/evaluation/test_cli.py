@@ -69,3 +69,9 @@ def test_perplexity_needs_text_and_a_valid_model(monkeypatch, capsys, tiny_data)
     assert code == 2 and "--text" in err
     code, err = _run_cli(monkeypatch, capsys, "eval", "no-such-model", "--tasks", "piqa", "--data-dir", str(tiny_data))
     assert code == 2 and "neither a preset nor a model directory" in err
+
+
+def test_bad_numbers_exit_2(monkeypatch, capsys, tiny_data) -> None:
+    for flag, value in (("--limit", "0"), ("--batch-size", "0"), ("--num-fewshot", "-1")):
+        code, err = _run_cli(monkeypatch, capsys, "eval", "tnl-tiny", "--tasks", "copa", "--data-dir", str(tiny_data), flag, value)
+        assert code == 2 and flag in err, (flag, err)

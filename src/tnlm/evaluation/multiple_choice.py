@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from tnlm.errors import ConfigError
 from tnlm.evaluation.model import EvalModel
 from tnlm.evaluation.prompts import FEWSHOT_SEED, MCItem, SkippedItem, build_items
 from tnlm.evaluation.scorer import TokenRequest, score_tokens
@@ -114,7 +115,7 @@ def apply_limit(docs: list[dict], limit: int | float | None) -> list[dict]:
     if limit is None:
         return docs
     if limit <= 0:
-        raise ValueError(f"limit must be > 0, got {limit}")
+        raise ConfigError(f"--limit must be > 0 (a count, or a fraction below 1), got {limit}")
     n = math.ceil(len(docs) * limit) if limit < 1 else int(limit)
     return docs[:n]
 

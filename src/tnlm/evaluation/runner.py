@@ -71,6 +71,12 @@ def plan(options: EvalOptions, model: EvalModel | None = None) -> dict[str, list
         raise ConfigError(f"no task given; known tasks: {', '.join([*known_task_names(), *SPECIAL_TASKS])}")
     if options.num_fewshot < 0:
         raise ConfigError(f"--num-fewshot must be >= 0, got {options.num_fewshot}")
+    if options.limit is not None and options.limit <= 0:
+        raise ConfigError(f"--limit must be > 0 (a count, or a fraction below 1), got {options.limit}")
+    if options.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {options.batch_size}")
+    if "passkey" in names and (options.passkey.trials < 1 or not options.passkey.lengths or not options.passkey.depths):
+        raise ConfigError("passkey needs at least one length, one depth and one trial")
     if "perplexity" in names and not options.perplexity.source:
         raise ConfigError("the perplexity task needs text to score: pass --text FILE (text, .jsonl, shards or hf:NAME)")
     if "perplexity" in names and model is not None:
