@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tnlm.errors import ConfigError
-from tnlm.evaluation.model import EvalModel
 from tnlm.evaluation.batching import model_forward, pad_batch
+from tnlm.evaluation.model import EvalModel
 
 MODES = ("auto", "stream", "window")
 
