@@ -14,11 +14,13 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers.models import TINY_PRESETS
+from tests.helpers.models import tiny_model as tiny_module
 from tnlm.evaluation.model import EvalModel
 from tnlm.generation.tokenizer import ByteTokenizer
-from tnlm.models import create_model, preset_names
+from tnlm.models import create_model
 
-TINY_PRESETS = [p for p in preset_names() if p.endswith("-tiny")]
+__all__ = ["TINY_PRESETS", "BigramLM", "bigram_logp", "tiny_model"]
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +34,8 @@ def one_thread():
 
 @functools.lru_cache(maxsize=None)
 def tiny_model(name: str, **overrides) -> EvalModel:
-    model = create_model(name, seed=0, overrides=overrides or None).eval()
+    """A tiny preset (shared with the other tests unless overridden) with the byte tokenizer."""
+    model = create_model(name, seed=0, overrides=overrides).eval() if overrides else tiny_module(name)
     return EvalModel(model=model, tokenizer=ByteTokenizer(), name=name)
 
 

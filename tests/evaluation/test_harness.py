@@ -176,3 +176,15 @@ def test_lm_eval_command_runs_tnlm_offline(tiny_data, tmp_path, monkeypatch) -> 
           "--tnlm-data-dir", str(tiny_data), "--output_path", str(tmp_path / "out")])  # fmt: skip
     results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]
     assert set(results) == {"copa", "openbookqa"} and "acc,none" in results["copa"]
+
+
+def test_generation_batches_give_what_each_prompt_gives_alone() -> None:
+    from lm_eval.api.instance import Instance
+
+    model = tiny_model("tnl-tiny")
+    kw = {"until": ["\n", "zz"], "max_gen_toks": 6}
+    reqs = [Instance("generate_until", {}, (p, dict(kw)), 0) for p in ("Hello", "A longer prompt here", "x")]
+    reqs.append(Instance("generate_until", {}, ("Hi", {"until": "\n", "max_gen_toks": 3}), 0))
+    alone = [TnlmLM(model, batch_size=1).generate_until([r], disable_tqdm=True)[0] for r in reqs]
+    assert TnlmLM(model, batch_size=3).generate_until(reqs, disable_tqdm=True) == alone
+    assert all("\n" not in t and "zz" not in t for t in alone)

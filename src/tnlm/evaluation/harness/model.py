@@ -109,26 +109,48 @@ class TnlmLM(LM):
                            batch_size=max(1, self.batch_size // 4), progress=not disable_tqdm)  # fmt: skip
         return [-x for x in nll]
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Continue each context until one of its `until` strings, EOS or max_gen_toks tokens."""
-        from tnlm.generation import SamplingParams, generate
+    def _generation_settings(self, kwargs: dict | None) -> tuple[tuple[str, ...], int, object]:
+        """(stop strings, max new tokens, sampling) of one request's generation kwargs."""
+        from tnlm.generation import SamplingParams
 
-        out = []
-        for req in tqdm(requests, desc="tnlm generate_until", disable=disable_tqdm):
-            context, kwargs = req.args
-            kwargs = dict(kwargs or {})
-            until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kwargs.get("max_gen_toks", 256))
-            ids = self.tnlm.encode(context)
-            if self.max_length is not None:
-                ids = ids[-max(1, self.max_length - max_new) :]  # left-truncate, as the harness does
-            sampling = SamplingParams(temperature=float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0,
-                                      top_p=float(kwargs.get("top_p", 1.0)), top_k=int(kwargs.get("top_k", 0) or 0))  # fmt: skip
-            result = generate(self.tnlm.model, self.tnlm.tokenizer, [ids], max_new_tokens=max_new, sampling=sampling,
-                              stop=until, seed=0, prefill_chunk_size=self.chunk_size)  # fmt: skip
-            text = result.sequences[0].text
-            for stop in until:  # the engine stops before a stop string; cut again in case one spans the end
-                text = text.split(stop)[0] if stop else text
-            out.append(text)
+        kwargs = dict(kwargs or {})
+        until = kwargs.get("until") or []
+        until = (until,) if isinstance(until, str) else tuple(until)
+        sample = bool(kwargs.get("do_sample"))
+        sampling = SamplingParams(temperature=float(kwargs.get("temperature", 1.0)) if sample else 0.0,
+                                  top_p=float(kwargs.get("top_p", 1.0)), top_k=int(kwargs.get("top_k", 0) or 0))  # fmt: skip
+        return until, int(kwargs.get("max_gen_toks", 256)), sampling
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Continue each context until one of its `until` strings, EOS or max_gen_toks tokens;
+        requests with the same settings run in batches (each gets the text it would get alone)."""
+        from tnlm.generation import generate
+
+        groups: dict[tuple, list[int]] = {}
+        settings = [self._generation_settings(req.args[1]) for req in requests]
+        for i, (until, max_new, sampling) in enumerate(settings):
+            groups.setdefault((until, max_new, repr(sampling)), []).append(i)
+        out: list[str] = [""] * len(requests)
+        with tqdm(total=len(requests), desc="tnlm generate_until", disable=disable_tqdm) as bar:
+            for members in groups.values():
+                until, max_new, sampling = settings[members[0]]
+                for start in range(0, len(members), self.batch_size):
+                    batch = members[start : start + self.batch_size]
+                    prompts = [self.tnlm.encode(requests[i].args[0]) for i in batch]
+                    if self.max_length is not None:  # left-truncate, as the harness does
+                        prompts = [ids[-max(1, self.max_length - max_new) :] for ids in prompts]
+                    result = generate(self.tnlm.model, self.tnlm.tokenizer, prompts, max_new_tokens=max_new,
+                                      sampling=sampling, stop=until, seed=0, prefill_chunk_size=self.chunk_size)  # fmt: skip
+                    for i, seq in zip(batch, result.sequences):
+                        out[i] = _cut(seq.text, until)
+                    bar.update(len(batch))
         return out
+
+
+def _cut(text: str, until: tuple[str, ...]) -> str:
+    """The text before the first stop string (the engine already stops there; this also covers a
+    stop string that only completes at the last token)."""
+    for stop in until:
+        if stop:
+            text = text.split(stop)[0]
+    return text
