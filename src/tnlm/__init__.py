@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _MODEL_FUNCTIONS = ("create_model", "load_config", "meta_model", "preset_names")
-_SUBPACKAGES = ("chat_template", "data", "errors", "generation", "layers", "models", "ops")
+_SUBPACKAGES = ("chat_template", "data", "errors", "evaluation", "generation", "layers", "models", "ops")
 
 __all__ = ["__version__", *_MODEL_FUNCTIONS]
 

@@ -25,6 +25,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("convert", "tnlm.cli.convert:convert"),
     ("data", "tnlm.cli.data:data_app"),
     ("tokenizer", "tnlm.cli.data:tokenizer_app"),
+    ("eval", "tnlm.cli.eval:evaluate"),
 )
 
 app = typer.Typer(
