@@ -92,7 +92,12 @@ def build_model(cfg: ModelSection, *, data: DataInfo, seed: int) -> nn.Module:
     overrides = dict(cfg.overrides)
     if is_preset:
         overrides = {"vocab_size": data.vocab_size, **special_ids(data.tokenizer), **overrides}
-    config = load_config(cfg.name, overrides=overrides)
+    try:
+        config = load_config(cfg.name, overrides=overrides)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"model.overrides do not make a valid {cfg.name} config: {e}") from None
     if config.vocab_size < data.vocab_size:
         raise ConfigError(
             f"the model's vocab_size ({config.vocab_size}) is smaller than the tokenizer's ({data.vocab_size}): "

@@ -31,7 +31,7 @@ from tnlm.training.flops import flops_per_token, peak_flops
 from tnlm.training.logs import RunLog
 from tnlm.training.optim import build_optimizer, build_schedule
 from tnlm.training.parallelize import parallelize
-from tnlm.training.trainer import Trainer, seed_everything
+from tnlm.training.trainer import LossFn, Trainer, next_token_loss, seed_everything
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,8 @@ class Interrupted(Exception):
         return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
-    run_dir = Path(config.output)
-    manager = CheckpointManager(run_dir / "checkpoints", keep=config.checkpoint.keep)
-    start = prepare_run_dir(run_dir, config, manager, resume=resume)
+def build_trainer(config: TrainConfig, *, loss_fn: LossFn = next_token_loss) -> tuple[Trainer, DataInfo]:
+    """The model (seeded, parallelized, on its device), optimizer, schedule and loaders of a run."""
     data = read_data_info(config.data)
     device = pick_device(config.train.device)
     precision = pick_precision(config.train.precision, device)
@@ -71,7 +69,17 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     train_loader, val_loader = build_loaders(config.data, seed=config.seed)
     trainer = Trainer(model=model, optimizer=optimizer, schedule=schedule, train_loader=train_loader,
                       val_loader=val_loader, device=device, precision=precision, grad_accum=config.train.grad_accum,
-                      grad_clip=config.train.grad_clip)  # fmt: skip
+                      grad_clip=config.train.grad_clip, loss_fn=loss_fn)  # fmt: skip
+    return trainer, data
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
+    """Run (or, with resume, continue) the training `config` describes; returns where the model went."""
+    run_dir = Path(config.output)
+    manager = CheckpointManager(run_dir / "checkpoints", keep=config.checkpoint.keep)
+    start = check_run_dir(run_dir, config, manager, resume=resume)
+    trainer, data = build_trainer(config)
+    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     if start is not None:
         restore(trainer, manager, start, data=data)
     log = RunLog(run_dir, total_steps=config.train.steps, start_step=trainer.step, progress=config.log.progress,
@@ -80,8 +88,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         log.truncate_after(trainer.step)
     else:
         log.reset()
+    if resume and start is None:
+        log.note(f"--resume: no checkpoint in {manager.folder}, so the run starts at step 0")
     try:
-        return _loop(trainer, config, log=log, manager=manager, data=data, header=describe(model, config))
+        return _loop(trainer, config, log=log, manager=manager, data=data, header=describe(trainer.model, config))
     finally:
         log.close()
 
@@ -122,8 +132,8 @@ def _loop(trainer: Trainer, config: TrainConfig, *, log: RunLog, manager: Checkp
                      val_loss=val_loss)  # fmt: skip
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManager, *, resume: bool) -> int | None:
-    """The step to resume from (None: a fresh start); writes the resolved config into the run directory."""
+def check_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManager, *, resume: bool) -> int | None:
+    """The step to resume from (None: a fresh start); refuses to mix two runs in one directory."""
     import yaml
 
     latest = manager.latest()
@@ -141,7 +151,6 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManag
         what = f"checkpoints up to step {latest}" if latest is not None else "a finished model"
         raise ConfigError(f"{run_dir} already holds a run ({what}): add --resume to continue it, "
                           "or set output=NEW_DIR for a new run")  # fmt: skip
-    write_text_atomic(config_file, config.to_yaml())
     return latest if resume else None
 
 
