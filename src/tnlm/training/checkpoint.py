@@ -62,7 +62,7 @@ class CheckpointManager:
             previous = self.latest()
             kept = f"the previous checkpoint {self.path(previous)} is intact" if previous else "no earlier checkpoint exists"
             raise CheckpointError(
-                f"could not write the checkpoint of step {step} ({getattr(e, 'strerror', None) or e}); {kept}. "
+                f"could not write the checkpoint of step {step} ({_reason(e)}); {kept}. "
                 "Free disk space (or lower checkpoint.keep), then resume with --resume"
             ) from None
         _fsync_dir(self.folder)
@@ -102,11 +102,18 @@ def export_model(model: torch.nn.Module, *, tokenizer: Path, out: Path) -> Path:
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write the model to {out} ({getattr(e, 'strerror', None) or e}); the last checkpoint "
+        raise CheckpointError(f"could not write the model to {out} ({_reason(e)}); the last checkpoint "
                               "is intact: free disk space and rerun with --resume") from None
     return out
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    # torch's zip writer reports a refused write as an internal RuntimeError
+    return f"the disk is full or refused the write: {str(e).splitlines()[0]}"
 
 
 def _write_state(folder: Path, state: dict[str, Any], *, meta: dict[str, Any]) -> None:
