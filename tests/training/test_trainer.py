@@ -98,3 +98,19 @@ def test_packed_documents_train_a_transnormer(corpus, tmp_path):
     assert batch["input_ids"].shape[0] == 1 and batch["cu_seqlens"].numel() >= 2
     losses = [trainer.train_step()["loss"] for _ in range(8)]
     assert losses[-1] < losses[0]
+
+
+def test_activation_checkpointing_and_compile_change_nothing_but_speed(corpus, tmp_path):
+    plain, _ = build_trainer(tiny_config(tmp_path / "a", corpus))
+    checkpointed, _ = build_trainer(tiny_config(tmp_path / "b", corpus, "train.activation_checkpointing=true"))
+    batches = plain.next_micro_batches()
+    plain.forward_backward(batches)
+    checkpointed.forward_backward(batches)
+    for a, b in zip(grads(plain.model), grads(checkpointed.model), strict=True):
+        assert torch.equal(a, b)  # the same operations, recomputed
+    assert set(dict(checkpointed.model.named_parameters())) == set(dict(plain.model.named_parameters()))
+    both, _ = build_trainer(tiny_config(tmp_path / "c", corpus, "train.activation_checkpointing=true", "train.compile=true"))
+    reference, _ = build_trainer(tiny_config(tmp_path / "d", corpus))
+    compiled_losses = [both.train_step()["loss"] for _ in range(3)]
+    losses = [reference.train_step()["loss"] for _ in range(3)]
+    assert compiled_losses == pytest.approx(losses, rel=1e-5)

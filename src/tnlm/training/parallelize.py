@@ -8,10 +8,11 @@ parameter name, so checkpoints and `save_pretrained` see the plain model.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
-import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from tnlm.errors import ConfigError
 from tnlm.training.config import TrainConfig
@@ -39,12 +40,15 @@ def parallelize(model: nn.Module, mesh: object | None, config: TrainConfig) -> n
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each block's activations in the backward pass instead of keeping them (non-reentrant,
-    the form that composes with FSDP2 and compile); memory then holds one block's activations."""
-    from torch.distributed._composable import checkpoint
-
+    """Recompute each block's activations in the backward pass instead of keeping them: the block's
+    forward runs inside a non-reentrant `torch.utils.checkpoint` (the form that composes with FSDP2 and,
+    traced whole, with torch.compile); the module tree and parameter names stay as they were."""
     for block in blocks(model):
-        checkpoint(block)
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def supports_packed_documents(model: nn.Module) -> bool:
