@@ -46,7 +46,7 @@ def read_data_info(cfg: DataSection) -> DataInfo:
         what = "does not exist" if not path.exists() else "has no meta.json"
         raise ConfigError(f"data.path {path} {what}: give the output folder of `tnlm data pack`")
     meta = json.loads(meta_file.read_text())
-    tokenizer = Path(cfg.tokenizer or meta["tokenizer"])  # pack records the path as it was given
+    tokenizer = Path(cfg.tokenizer) if cfg.tokenizer else _recorded_tokenizer(path, meta["tokenizer"])
     if not (tokenizer / "tokenizer.json").is_file():
         raise ConfigError(
             f"the tokenizer of {path} ({tokenizer}) has no tokenizer.json: set data.tokenizer=FOLDER to the "
@@ -60,6 +60,18 @@ def read_data_info(cfg: DataSection) -> DataInfo:
     return DataInfo(path=path, vocab_size=int(meta["vocab_size"]), eos_id=int(meta["eos_id"]),
                     train_tokens=int(splits["train"]["tokens"]), val_tokens=int(splits["val"]["tokens"]),
                     tokenizer=tokenizer)  # fmt: skip
+
+
+def _recorded_tokenizer(data: Path, recorded: str) -> Path:
+    """The tokenizer folder meta.json names. `tnlm data pack` records the path as it was given, relative
+    to where it ran, which was most likely an ancestor of the shard folder: look there too."""
+    path = Path(recorded)
+    if path.is_absolute() or path.exists():
+        return path
+    for ancestor in data.resolve().parents:
+        if (ancestor / path / "tokenizer.json").is_file():
+            return ancestor / path
+    return path
 
 
 def build_loaders(cfg: DataSection, *, seed: int, rank: int = 0, world_size: int = 1) -> tuple[TokenLoader, TokenLoader]:
