@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from tnlm.models import create_model
+from tnlm.training.config import OptimizerSection
 from tnlm.training.flops import flops_per_token, peak_flops
 from tnlm.training.optim import build_optimizer
-from tnlm.training.config import OptimizerSection
 from tnlm.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"

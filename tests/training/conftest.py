@@ -4,7 +4,6 @@ every machine), packed by the project's own tokenizer trainer and packer, and sm
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -65,6 +64,3 @@ def cli_env() -> dict[str, str]:
 def tnlm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tnlm", *args]
 
-
-def run_tnlm(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(tnlm_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)

@@ -12,7 +12,9 @@ import typer
 def train(
     config: Path = typer.Argument(..., help="Training YAML (see configs/train/)."),
     overrides: list[str] = typer.Argument(None, help="Settings over the file, e.g. optimizer.lr=3e-4 train.steps=200."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's output directory from its newest checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in the config's output directory from its newest checkpoint."
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration and exit."),
 ) -> None:
     """Train a model; Ctrl-C (or SIGTERM) saves a checkpoint, and --resume continues exactly where it stopped."""

@@ -15,12 +15,12 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from tnlm.data.files import DataError
 from tnlm.data.loader import TokenLoader
 from tnlm.errors import ConfigError
 from tnlm.models.registry import PRESETS, create_model, load_config
 from tnlm.training.config import DataSection, ModelSection, TrainConfig
 from tnlm.training.parallelize import supports_packed_documents
-
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,15 @@ def _recorded_tokenizer(data: Path, recorded: str) -> Path:
     return path
 
 
-def build_loaders(cfg: DataSection, *, seed: int, rank: int = 0, world_size: int = 1) -> tuple[TokenLoader, TokenLoader]:
+def build_loaders(
+    cfg: DataSection, *, seed: int, rank: int = 0, world_size: int = 1
+) -> tuple[TokenLoader, TokenLoader]:
     """(train loader, validation loader); the validation loader always starts at its first batch."""
     common = dict(seq_len=cfg.seq_len, batch_size=cfg.batch_size, mode=cfg.mode, rank=rank, world_size=world_size)
     train = TokenLoader(cfg.path, split="train", seed=seed, shuffle=cfg.shuffle, **common)
     try:
         val = TokenLoader(cfg.path, split="val", seed=seed, shuffle=False, **common)
-    except Exception as e:
+    except DataError as e:
         raise ConfigError(
             f"the validation split of {cfg.path} cannot fill one batch of {cfg.batch_size} x {cfg.seq_len} "
             f"tokens ({e}): repack with a larger --val-fraction, or lower data.batch_size/data.seq_len"
@@ -127,7 +129,9 @@ def _check_overrides(cfg: ModelSection) -> None:
     known = set(config.to_dict()) | set(own)
     for key in cfg.overrides:
         if key not in known:
-            raise ConfigError(f"unknown model config field model.overrides.{key}; {config.model_type} knows: {', '.join(own)}")
+            raise ConfigError(
+                f"unknown model config field model.overrides.{key}; {config.model_type} knows: {', '.join(own)}"
+            )
 
 
 def check_packed_support(model: nn.Module, cfg: DataSection) -> None:

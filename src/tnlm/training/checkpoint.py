@@ -54,13 +54,15 @@ class CheckpointManager:
         tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".step-{step:06d}."))
         try:
             _write_state(tmp, state, meta={**meta, "step": step, "time": time.time()})
-            if final.exists():  # the same step saved again (e.g. a signal right after a periodic save)
-                shutil.rmtree(final)
+            if final.exists():  # the same step saved again: move the old copy aside (pruned below)
+                os.replace(final, self.folder / f".{final.name}.old")
             os.replace(tmp, final)
         except (OSError, RuntimeError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
             previous = self.latest()
-            kept = f"the previous checkpoint {self.path(previous)} is intact" if previous else "no earlier checkpoint exists"
+            kept = "no earlier checkpoint exists"
+            if previous is not None:
+                kept = f"the previous checkpoint {self.path(previous)} is intact"
             raise CheckpointError(
                 f"could not write the checkpoint of step {step} ({_reason(e)}); {kept}. "
                 "Free disk space (or lower checkpoint.keep), then resume with --resume"
@@ -82,11 +84,10 @@ class CheckpointManager:
             meta = json.loads((path / "meta.json").read_text())
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         except (OSError, json.JSONDecodeError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {path} cannot be read ({e}); delete it to resume from an older one") from None
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read ({e}); delete it to resume from an older one"
+            ) from None
         return state, meta
-
-    def read_meta(self, step: int) -> dict[str, Any]:
-        return json.loads((self.path(step) / "meta.json").read_text())
 
 
 def export_model(model: torch.nn.Module, *, tokenizer: Path, out: Path) -> Path:

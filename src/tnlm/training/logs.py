@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from tnlm.data.files import atomic_path
+from tnlm.errors import ConfigError
 
 
 class RunLog:
@@ -81,9 +82,7 @@ def _tensorboard_writer(folder: Path, setting: str):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         if setting == "true":
-            from tnlm.errors import ConfigError
-
-            raise ConfigError("log.tensorboard=true but tensorboard is not installed: pip install 'tnlm[train]'") from None
+            raise ConfigError("log.tensorboard=true, but tensorboard is not installed: pip install 'tnlm[train]'")
         return None
     return SummaryWriter(str(folder))
 

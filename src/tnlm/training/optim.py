@@ -12,6 +12,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from tnlm.errors import ConfigError
 from tnlm.training.config import OptimizerSection, ScheduleSection
 
 
@@ -33,7 +34,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerSection, *, device: to
     parameters at their own learning rates). Fused where the device supports it."""
     groups = model.param_groups(lr=cfg.lr, weight_decay=cfg.weight_decay)
     fused = _fused(cfg.fused, device)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused
+    )
 
 
 def _fused(setting: str, device: torch.device) -> bool | None:
@@ -41,8 +44,6 @@ def _fused(setting: str, device: torch.device) -> bool | None:
         return None
     supported = device.type in ("cuda", "cpu", "xpu", "mps")
     if setting == "true" and not supported:
-        from tnlm.errors import ConfigError
-
         raise ConfigError(f"optimizer.fused=true: fused AdamW does not run on {device.type}; use optimizer.fused=auto")
     return True if supported else None
 

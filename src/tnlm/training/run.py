@@ -22,7 +22,13 @@ import torch
 from tnlm.data.files import write_text_atomic
 from tnlm.errors import CheckpointError, ConfigError
 from tnlm.training.build import (
-    DataInfo, build_loaders, build_model, check_packed_support, describe, pick_device, pick_precision,
+    DataInfo,
+    build_loaders,
+    build_model,
+    check_packed_support,
+    describe,
+    pick_device,
+    pick_precision,
     read_data_info,
 )  # fmt: skip
 from tnlm.training.checkpoint import CheckpointManager, export_model
@@ -91,7 +97,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     if resume and start is None:
         log.note(f"--resume: no checkpoint in {manager.folder}, so the run starts at step 0")
     try:
-        return _loop(trainer, config, log=log, manager=manager, data=data, header=describe(trainer.model, config))
+        header = describe(trainer.model, config)
+        return _loop(trainer, config, log=log, manager=manager, data=data, header=header)
     finally:
         log.close()
 
@@ -101,7 +108,8 @@ def _loop(trainer: Trainer, config: TrainConfig, *, log: RunLog, manager: Checkp
     total = config.train.steps
     model = trainer.model
     flops = flops_per_token(model, seq_len=config.data.seq_len)
-    peak, peak_source = peak_flops(trainer.device, dtype=torch.bfloat16 if trainer.precision == "bf16" else torch.float32)
+    dtype = torch.bfloat16 if trainer.precision == "bf16" else torch.float32
+    peak, peak_source = peak_flops(trainer.device, dtype=dtype)
     log.note(f"{header} on {trainer.device} ({trainer.precision}); {config.tokens_per_step()} tokens/step, "
              f"{data.train_tokens} training tokens; MFU against {peak / 1e9:.1f} GFLOP/s ({peak_source})"
              + (f"; resumed at step {trainer.step}" if trainer.step else ""))  # fmt: skip
