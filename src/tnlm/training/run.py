@@ -37,7 +37,7 @@ from tnlm.training.flops import flops_per_token, peak_flops
 from tnlm.training.logs import RunLog
 from tnlm.training.optim import build_optimizer, build_schedule
 from tnlm.training.parallelize import parallelize
-from tnlm.training.trainer import LossFn, Trainer, next_token_loss, seed_everything
+from tnlm.training.trainer import BatchSource, LossFn, Trainer, next_token_loss, seed_everything
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,13 @@ class Interrupted(Exception):
         return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
 
 
-def build_trainer(config: TrainConfig, *, loss_fn: LossFn = next_token_loss) -> tuple[Trainer, DataInfo]:
-    """The model (seeded, parallelized, on its device), optimizer, schedule and loaders of a run."""
+def build_trainer(
+    config: TrainConfig, *, loss_fn: LossFn = next_token_loss,
+    loaders: tuple[BatchSource, BatchSource] | None = None,
+) -> tuple[Trainer, DataInfo]:
+    """The model (seeded, parallelized, on its device), optimizer, schedule and loaders of a run.
+    `loss_fn` and `loaders` (train, validation) replace the next-token loss over token shards, e.g.
+    for supervised fine-tuning on masked dialogues."""
     data = read_data_info(config.data)
     device = pick_device(config.train.device)
     precision = pick_precision(config.train.precision, device)
@@ -72,7 +77,7 @@ def build_trainer(config: TrainConfig, *, loss_fn: LossFn = next_token_loss) -> 
     model = parallelize(model.to(device), None, config)
     optimizer = build_optimizer(model, config.optimizer, device=device)
     schedule = build_schedule(optimizer, config.schedule, total_steps=config.train.steps)
-    train_loader, val_loader = build_loaders(config.data, seed=config.seed)
+    train_loader, val_loader = loaders or build_loaders(config.data, seed=config.seed)
     trainer = Trainer(model=model, optimizer=optimizer, schedule=schedule, train_loader=train_loader,
                       val_loader=val_loader, device=device, precision=precision, grad_accum=config.train.grad_accum,
                       grad_clip=config.train.grad_clip, loss_fn=loss_fn)  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,6 +24,21 @@ from tnlm.errors import TnlmError
 
 Batch = dict[str, Any]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+class BatchSource(Protocol):
+    """What the trainer needs from a loader (TokenLoader is one; an SFT dataset of dialogues can be
+    another): endless batches, a position that checkpoints save and restore exactly, and its size."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def batches_per_epoch(self) -> int: ...
+
+
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "cu_seqlens", "position_ids")
 
@@ -51,8 +66,8 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 class Trainer:
     """One model, its optimizer and schedule, and where its batches come from."""
 
-    def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, train_loader: Any,
-                 val_loader: Any | None, device: torch.device, precision: str, grad_accum: int, grad_clip: float,
+    def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
+                 train_loader: BatchSource, val_loader: BatchSource | None, device: torch.device, precision: str, grad_accum: int, grad_clip: float,
                  loss_fn: LossFn = next_token_loss) -> None:  # fmt: skip
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.train_loader, self.val_loader = train_loader, val_loader
