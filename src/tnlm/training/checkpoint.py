@@ -10,6 +10,7 @@ dicts, never code. (The distributed trainer swaps the two file operations for to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -96,7 +97,8 @@ def export_model(model: torch.nn.Module, *, tokenizer: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        model.save_pretrained(tmp)
+        with _quiet_transformers():
+            model.save_pretrained(tmp)
         for name in TOKENIZER_FILES:
             if (tokenizer / name).is_file():
                 shutil.copy2(tokenizer / name, tmp / name)
@@ -108,6 +110,20 @@ def export_model(model: torch.nn.Module, *, tokenizer: Path, out: Path) -> Path:
         raise CheckpointError(f"could not write the model to {out} ({_reason(e)}); the last checkpoint "
                               "is intact: free disk space and rerun with --resume") from None
     return out
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No progress bar from save_pretrained under the run's own."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _reason(e: Exception) -> str:

@@ -69,6 +69,9 @@ class RunLog:
         if self.plot_enabled:
             plot_loss_curve(self.metrics_file, self.folder / "loss.png")
 
+    def end_progress(self) -> None:
+        self.bar.close()
+
     def close(self) -> None:
         self.bar.close()
         if self.tb is not None:

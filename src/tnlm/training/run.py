@@ -135,6 +135,7 @@ def _loop(trainer: Trainer, config: TrainConfig, *, log: RunLog, manager: Checkp
                 saved = save(trainer, manager, data=data)
             if stop.signum is not None:
                 raise Interrupted(stop.signum, step=step, checkpoint=manager.path(step))
+    log.end_progress()
     if saved != trainer.step:
         save(trainer, manager, data=data)
     val_loss = trainer.validate(batches=config.eval.batches)
