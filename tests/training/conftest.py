@@ -8,26 +8,21 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.helpers import REPO
 from tnlm.data.files import write_documents
 from tnlm.data.pack import pack
 from tnlm.data.sources import BuiltinSource
 from tnlm.data.tokenizer import save_tokenizer, train_tokenizer
 from tnlm.training import TrainConfig, load_train_config
 
-REPO = Path(__file__).resolve().parents[2]
 VOCAB = 512
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is as fast, and does not stall when other work shares the cores
-    (two OpenMP threads wait for each other at every operation when one of them is descheduled)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _tiny_models_use_one_thread(one_thread):
+    """Every test here trains tiny models: one thread (the shared fixture), as the `tnlm` subprocesses."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

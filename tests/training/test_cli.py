@@ -11,13 +11,13 @@ import torch
 from typer.testing import CliRunner
 
 import tnlm
+from tests.helpers import REPO
 from tnlm.cli.main import app
-from tnlm.data.files import DataError
-from tnlm.errors import CheckpointError, ConfigError
+from tnlm.errors import CheckpointError, ConfigError, DataError
 from tnlm.training import train
 from tnlm.training.logs import read_metrics
 
-from .conftest import REPO, tiny_config
+from .conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

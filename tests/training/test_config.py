@@ -3,11 +3,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import REPO
 from tnlm.errors import ConfigError
 from tnlm.models import meta_model
 from tnlm.training.config import differences, load_train_config
-
-from .conftest import REPO
 
 
 def write(path: Path, text: str) -> Path:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tnlm.training import train
 from tnlm.training.logs import read_metrics
 from tnlm.training.run import build_trainer

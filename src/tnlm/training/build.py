@@ -15,9 +15,9 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from tnlm.data.files import DataError
 from tnlm.data.loader import TokenLoader
-from tnlm.errors import ConfigError
+from tnlm.data.pack import tokenizer_record
+from tnlm.errors import ConfigError, DataError
 from tnlm.models.registry import PRESETS, create_model, load_config
 from tnlm.training.config import DataSection, ModelSection, TrainConfig
 from tnlm.training.parallelize import supports_packed_documents
@@ -52,10 +52,11 @@ def read_data_info(cfg: DataSection) -> DataInfo:
             f"the tokenizer of {path} ({tokenizer}) has no tokenizer.json: set data.tokenizer=FOLDER to the "
             "folder `tnlm tokenizer train` wrote (the final model directory carries a copy of it)"
         )
-    vocab = Tokenizer.from_file(str(tokenizer / "tokenizer.json")).get_vocab_size()
-    if vocab != int(meta["vocab_size"]):
-        raise ConfigError(f"the tokenizer at {tokenizer} has {vocab} tokens but {path} was packed with "
-                          f"{meta['vocab_size']}: set data.tokenizer to the folder the data was packed with")
+    record = tokenizer_record(Tokenizer.from_file(str(tokenizer / "tokenizer.json")), tokenizer)
+    packed_with = meta.get("tokenizer_sha256", record["tokenizer_sha256"])
+    if record["tokenizer_sha256"] != packed_with or record["max_id"] + 1 != int(meta["vocab_size"]):
+        raise ConfigError(f"the tokenizer at {tokenizer} is not the one {path} was packed with: set "
+                          "data.tokenizer to that folder (the final model directory carries a copy of it)")
     splits = meta["splits"]
     return DataInfo(path=path, vocab_size=int(meta["vocab_size"]), eos_id=int(meta["eos_id"]),
                     train_tokens=int(splits["train"]["tokens"]), val_tokens=int(splits["val"]["tokens"]),

@@ -9,7 +9,6 @@ parameter name, so checkpoints and `save_pretrained` see the plain model.
 from __future__ import annotations
 
 import functools
-import inspect
 
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -52,5 +51,5 @@ def _checkpointed(forward, *args, **kwargs):
 
 
 def supports_packed_documents(model: nn.Module) -> bool:
-    """Whether the model's forward takes `cu_seqlens` (documents packed in one row)."""
-    return "cu_seqlens" in inspect.signature(model.forward).parameters
+    """Whether the model takes `cu_seqlens` (documents packed in one row): its decoder says so."""
+    return bool(getattr(getattr(model, "model", None), "supports_packed_documents", False))
