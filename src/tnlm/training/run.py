@@ -157,9 +157,8 @@ def check_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManager
         diffs = differences(saved, config.to_dict())
         if diffs:
             raise ConfigError(
-                f"--resume: {run_dir} holds a run with another configuration; what differs:\n  " + "\n  ".join(diffs)
-                + f"\nResume it with its own configuration (tnlm train {config_file} --resume), "
-                "or set output=NEW_DIR to start a new run"
+                f"--resume: {run_dir} holds a run with another configuration ({'; '.join(diffs)}). Resume it with "
+                f"its own configuration (tnlm train {config_file} --resume), or set output=NEW_DIR for a new run"
             )  # fmt: skip
     elif not resume and (latest is not None or (run_dir / "model").is_dir()):
         what = f"checkpoints up to step {latest}" if latest is not None else "a finished model"
