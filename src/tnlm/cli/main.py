@@ -26,6 +26,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("data", "tnlm.cli.data:data_app"),
     ("tokenizer", "tnlm.cli.data:tokenizer_app"),
     ("eval", "tnlm.cli.eval:evaluate"),
+    ("train", "tnlm.cli.train:train"),
 )
 
 app = typer.Typer(

@@ -35,10 +35,11 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: 
 def param_groups(
     model: torch.nn.Module, *, lr: float, weight_decay: float, lr_multipliers: dict[str, float] | None = None
 ) -> list[dict]:
-    """Optimizer parameter groups: matrices (>= 2-D) decay, vectors (norm weights, biases) do not;
-    a parameter whose name ends with a key of `lr_multipliers` gets lr * multiplier and no decay.
-    Empty groups are left out; each group carries a "name" for logging."""
+    """Optimizer parameter groups: weight matrices decay; vectors (norm weights, biases) and embedding
+    tables (with the head tied to them) do not; a parameter whose name ends with a key of `lr_multipliers`
+    gets lr * multiplier and no decay. Empty groups are left out; each group carries a "name" for logging."""
     multipliers = lr_multipliers or {}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     groups: dict[str, dict] = {}
     for name, p in model.named_parameters():  # tied weights appear once
         if not p.requires_grad:
@@ -47,7 +48,8 @@ def param_groups(
         if suffix is not None:
             key, group_lr, wd = suffix, lr * multipliers[suffix], 0.0
         else:
-            key, group_lr, wd = ("decay", lr, weight_decay) if p.dim() >= 2 else ("no_decay", lr, 0.0)
+            decays = p.dim() >= 2 and id(p) not in embeddings
+            key, group_lr, wd = ("decay", lr, weight_decay) if decays else ("no_decay", lr, 0.0)
         groups.setdefault(key, {"name": key, "params": [], "lr": group_lr, "weight_decay": wd})["params"].append(p)
     return list(groups.values())
 

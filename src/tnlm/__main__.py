@@ -1,0 +1,5 @@
+"""`python -m tnlm ...` runs the `tnlm` command (torchrun launches it this way)."""
+
+from tnlm.cli.main import run
+
+run()
