@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.conftest import STOP_LIMIT, group_members
+from tests.cli.conftest import STOP_LIMIT, marked_env, marked_processes
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process groups from /proc")
 
@@ -47,9 +47,12 @@ def pipeline_yaml(path: Path, inputs: Path, output: Path) -> Path:
     return path
 
 
-def tnlm(*args: str, cwd: Path, stdin: int | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tnlm", *args], cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # pgid = pid
+def tnlm(*args: str, cwd: Path) -> subprocess.Popen:
+    env, marker = marked_env()
+    proc = subprocess.Popen([sys.executable, "-m", "tnlm", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)  # pgid = pid
+    proc.marker = marker
+    return proc
 
 
 def interrupt(proc: subprocess.Popen, *, after: float) -> tuple[int, str, float]:
@@ -63,15 +66,15 @@ def interrupt(proc: subprocess.Popen, *, after: float) -> tuple[int, str, float]
     try:
         _, err = proc.communicate(timeout=STOP_LIMIT)
     except subprocess.TimeoutExpired:
-        left = group_members(proc.pid)
+        left = marked_processes(proc.marker)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         pytest.fail(f"still running {STOP_LIMIT} s after Ctrl-C: {left}")
     stopped = time.monotonic() - sent
     deadline = time.monotonic() + 5
-    while group_members(proc.pid) and time.monotonic() < deadline:
+    while marked_processes(proc.marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not group_members(proc.pid), f"processes left behind: {group_members(proc.pid)}"
+    assert not marked_processes(proc.marker), f"processes left behind: {marked_processes(proc.marker)}"
     return proc.returncode, err, stopped
 
 
@@ -120,6 +123,26 @@ def test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path: Path, delays:
 def test_data_run_survives_many_interrupts(tmp_path: Path) -> None:
     rng = random.Random(1)
     test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path, [rng.uniform(0.2, 6.0) for _ in range(30)])
+
+
+def test_data_run_with_datatrove_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    """datatrove's executor runs its own pool: the command kills it as a group and leaves nothing."""
+    inputs = corpus(tmp_path / "in", files=6, docs=300)
+    cfg = pipeline_yaml(tmp_path / "cfg.yaml", inputs, tmp_path / "out")
+    data = yaml.safe_load(cfg.read_text())
+    data["steps"] = [{"step": "normalize"}, {"step": "gopher_quality", "min_words": 20}, {"step": "pii"}]
+    cfg.write_text(yaml.safe_dump(data))
+    args = ("data", "run", str(cfg), "--engine", "datatrove", "--workers", "2")
+    for delay in (2.0, 4.0):
+        status, err, _ = interrupt(tnlm(*args, cwd=tmp_path), after=delay)
+        if status == 0:
+            break
+        line = err.strip().splitlines()[-1] if err.strip() else ""
+        assert status in (130, -signal.SIGINT) and "Traceback" not in err, err[-2000:]
+        assert line in (RESUME, "interrupted"), err[-2000:]
+    run_to_end(*args, cwd=tmp_path)
+    kept = sum(1 for p in (tmp_path / "out").glob("*.jsonl") for _ in p.open())
+    assert kept == 6 * 300
 
 
 def tokenizer_folder(tmp_path: Path) -> Path:
