@@ -59,7 +59,7 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    """tnlm: efficient large language models on a laptop CPU or a GPU cluster."""
+    """The options before any command."""
 
 
 def _register(name: str, target: str) -> None:

@@ -59,6 +59,9 @@ class PipelineConfig:
             raise DataError("compression must be none, gzip or zstd")
         if not isinstance(data["steps"], list):
             raise DataError("steps: must be a list of {step: NAME, ...options}")
+        workers = data.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise DataError(f"workers: must be a whole number of processes, 1 or more; got {workers!r}")
         return cls(**data)
 
     @classmethod
