@@ -56,12 +56,18 @@ class TnlmGroup(TyperGroup):
         return option
 
 
+def _ours(cls: Any, default: type, ours: type) -> Any:
+    """`ours` where typer would use its default class; a class a command chose stays."""
+    value = getattr(cls, "value", cls)  # typer wraps unset options in a DefaultPlaceholder
+    return ours if value in (None, default) else cls
+
+
 def adopt(group: typer.Typer) -> typer.Typer:
     """Give a command group (and its subgroups) tnlm's command classes."""
     for command in group.registered_commands:
-        command.cls = command.cls or TnlmCommand
+        command.cls = _ours(command.cls, TyperCommand, TnlmCommand)
     for sub in group.registered_groups:
-        sub.cls = sub.cls or TnlmGroup
+        sub.cls = _ours(sub.cls, TyperGroup, TnlmGroup)
         adopt(sub.typer_instance)
-    group.info.cls = group.info.cls or TnlmGroup
+    group.info.cls = _ours(group.info.cls, TyperGroup, TnlmGroup)
     return group
