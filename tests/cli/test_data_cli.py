@@ -48,3 +48,14 @@ def test_tokenizer_train_prints_no_blank_lines(tmp_path: Path, capsys) -> None:
     assert main(["tokenizer", "train", str(tmp_path / "a.txt"), "--output", str(tmp_path / "tok"), "--vocab-size", "300"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("saved ") and "\n\n" not in out
+
+
+def test_skipped_lines_are_counted_in_the_table_with_their_line_numbers(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # short paths, so the table cell does not wrap
+    good = json.dumps({"text": "The farmer walked to the river and looked at the water for a long time."})
+    Path("a.jsonl").write_text("\n".join([good, "{broken", good.replace("farmer", "sailor"), "[1, 2]"]) + "\n")
+    Path("c.yaml").write_text(yaml.safe_dump({"source": {"type": "files", "paths": ["a.jsonl"]}, "output": "out",
+                                              "steps": [{"step": "normalize"}]}))
+    assert main(["data", "run", "c.yaml", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "malformed_lines=2" in out and "(first at a.jsonl:2, a.jsonl:4)" in out, out
