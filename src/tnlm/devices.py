@@ -47,3 +47,34 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"device {name!r}: tnlm runs on cpu, cuda or mps")
     return device
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors: MemAvailable for the CPU (Linux), free memory of a CUDA GPU;
+    None where it cannot be known."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits(nbytes: int, device: torch.device, *, what: str) -> None:
+    """Refuse work that cannot fit before it starts (and before the machine starts swapping)."""
+    free = available_bytes(device)
+    if free is not None and nbytes > free:
+        raise ConfigError(f"{what} need {_size(nbytes)} but {device} has {_size(free)} free; "
+                          "use a smaller model (see `tnlm presets`), or bfloat16 on a GPU")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"

@@ -51,8 +51,11 @@ def _forward_pass(model: str, seq_len: int, console: Console) -> None:
     import torch
 
     from tnlm.cli.options import quiet_transformers
-    from tnlm.models.registry import create_model
+    from tnlm.devices import check_fits
+    from tnlm.models.registry import create_model, meta_model
+    from tnlm.models.summary import summarize
 
+    check_fits(summarize(meta_model(model)).weight_bytes(4), torch.device("cpu"), what=f"the weights of {model} in float32")
     quiet_transformers()
     m = create_model(model, seed=0).eval()
     ids = torch.randint(3, m.config.vocab_size, (1, seq_len))

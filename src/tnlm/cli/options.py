@@ -37,9 +37,10 @@ def quiet_transformers() -> None:
 def load_model(model: str, *, tokenizer: Path | None, dtype: str, device: str) -> tuple[nn.Module, TextTokenizer]:
     """The model (eval mode) and its tokenizer. Everything a user can get wrong is checked before the
     weights are read: the dtype and device names, the config, and the tokenizer."""
-    from tnlm.devices import resolve_device, resolve_dtype
+    from tnlm.devices import check_fits, resolve_device, resolve_dtype
     from tnlm.generation.tokenizer import load_tokenizer, tokenizer_from_folder
-    from tnlm.models.registry import create_model, load_config
+    from tnlm.models.registry import create_model, load_config, meta_model
+    from tnlm.models.summary import summarize
 
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     vocab_size = load_config(model).vocab_size
@@ -47,5 +48,7 @@ def load_model(model: str, *, tokenizer: Path | None, dtype: str, device: str) -
         tok = tokenizer_from_folder(tokenizer, vocab_size=vocab_size)
     else:
         tok = load_tokenizer(model, vocab_size=vocab_size)
+    nbytes = summarize(meta_model(model)).weight_bytes(torch_dtype.itemsize)
+    check_fits(nbytes, torch_device, what=f"the weights of {model} in {dtype}")
     quiet_transformers()
     return create_model(model, dtype=torch_dtype, device=torch_device, seed=0).eval(), tok
