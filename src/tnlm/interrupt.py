@@ -9,14 +9,12 @@ all of its worker processes. These tools make that safe; every long command uses
   On Linux a worker also dies with its parent, so none outlives a killed command. When the `with`
   block ends, normally or by an exception (KeyboardInterrupt included), the workers are terminated
   and reaped before the exception goes on.
-- `call_interruptibly(fn, *args, **kwargs)`: for native code that never checks for Ctrl-C (the BPE
-  trainer of `tokenizers`). It runs `fn` in a daemon thread, so that Ctrl-C reaches the caller at
-  once; the abandoned call runs on until the process exits, so use it where the process exits after
-  an interrupt (a command), not in a long-lived one.
-- `call_isolated(fn)`: for third-party code that runs its own process pool (datatrove's local
-  executor), whose workers would each print a traceback and could hang the pool. It runs `fn()` in a
-  forked child that leads its own session, so Ctrl-C at the terminal reaches only the caller, which
-  then kills the child's whole process group and raises KeyboardInterrupt.
+- `call_isolated(fn, *args, **kwargs)`: for work Ctrl-C cannot stop from inside: native code that
+  never checks for it (the BPE trainer of `tokenizers`) or a third-party process pool (datatrove's
+  local executor, whose workers would each print a traceback and could hang the pool). It runs `fn`
+  in a forked child that leads its own session, so Ctrl-C at the terminal reaches only the caller,
+  which then kills the child's whole process group and raises KeyboardInterrupt. The result or the
+  exception comes back through a pipe, so `fn` must return something picklable.
 - `on_interrupt(hint)`: decorates a CLI command. Ctrl-C anywhere in it ends the command with
   `Interrupted(hint)`, which `tnlm` prints as one line, `interrupted: <hint>`, exiting with 130:
 
@@ -35,7 +33,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.pool import Pool
 from typing import Any, TypeVar
@@ -127,39 +124,18 @@ def worker_pool(
             _restore_sigint_mask(previous)
 
 
-def call_interruptibly(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """fn(*args, **kwargs) in a daemon thread; Ctrl-C raises KeyboardInterrupt here at once while the
-    call runs on in the background until the process exits (see the module docstring)."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = fn(*args, **kwargs)
-        except BaseException as err:  # handed to the caller below
-            outcome["error"] = err
-
-    thread = threading.Thread(target=target, name=f"tnlm-{getattr(fn, '__name__', 'call')}", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.1)  # returns to Python often, so a Ctrl-C is raised here promptly
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _isolated_child(conn: Any, fn: Callable[[], Any]) -> None:
+def _isolated_child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     os.setsid()  # a session of its own: the terminal's Ctrl-C no longer reaches it or its workers
     _die_with_parent(None)
     try:
-        fn()
-        conn.send(None)
+        outcome = ("value", fn(*args, **kwargs))
     except BaseException as err:  # handed to the parent
-        try:
-            conn.send(err)
-        except Exception:  # an exception that does not pickle
-            conn.send(RuntimeError(f"{type(err).__name__}: {err}"))
-    finally:
-        conn.close()
+        outcome = ("error", err)
+    try:
+        conn.send(outcome)
+    except Exception as err:  # a result or an exception that does not pickle
+        conn.send(("error", RuntimeError(f"{type(err).__name__}: {err}")))
+    conn.close()
 
 
 def _kill_group(process: Any) -> None:
@@ -171,21 +147,30 @@ def _kill_group(process: Any) -> None:
             return
 
 
-def call_isolated(fn: Callable[[], Any]) -> None:
-    """fn() in a forked child of its own session, its exception re-raised here; Ctrl-C kills the
-    child's whole process group and raises KeyboardInterrupt (see the module docstring). Where
-    fork or sessions are missing (Windows), fn() runs here."""
+def _outcome(receiver: Any, process: Any) -> tuple[str, Any]:
+    """What the child sent, read while it runs (a large result would fill the pipe and block it)."""
+    while not receiver.poll(0.1):  # returns to Python often, so a Ctrl-C is raised here promptly
+        pass
+    try:
+        return receiver.recv()
+    except EOFError:  # it died without a word
+        process.join()
+        return "error", RuntimeError(f"the worker process died (exit code {process.exitcode})")
+
+
+def call_isolated(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs) in a forked child of its own session; its result is returned and its
+    exception raised here. Ctrl-C kills the child's whole process group and raises KeyboardInterrupt
+    (see the module docstring). Where fork or sessions are missing (Windows), fn runs here."""
     if not hasattr(os, "setsid") or "fork" not in multiprocessing.get_all_start_methods():
-        fn()
-        return
+        return fn(*args, **kwargs)
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_isolated_child, args=(sender, fn), daemon=False)
+    process = context.Process(target=_isolated_child, args=(sender, fn, args, kwargs), daemon=False)
     process.start()
     sender.close()
     try:
-        while process.is_alive():
-            process.join(0.1)
+        kind, value = _outcome(receiver, process)
     except BaseException:
         previous = _block_sigint()  # a second Ctrl-C must not cut this short
         try:
@@ -193,6 +178,7 @@ def call_isolated(fn: Callable[[], Any]) -> None:
         finally:
             _restore_sigint_mask(previous)
         raise
-    error = receiver.recv() if receiver.poll() else RuntimeError(f"the child process died (exit code {process.exitcode})")
-    if error is not None:
-        raise error
+    process.join()
+    if kind == "error":
+        raise value
+    return value
