@@ -121,8 +121,18 @@ def test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path: Path, delays:
 
 @pytest.mark.slow
 def test_data_run_survives_many_interrupts(tmp_path: Path) -> None:
+    """30 interrupts at random points of fresh runs (the report that found the hangs used 20)."""
+    inputs = corpus(tmp_path / "in")
     rng = random.Random(1)
-    test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path, [rng.uniform(0.2, 6.0) for _ in range(30)])
+    interrupted = 0
+    for i in range(30):
+        cfg = pipeline_yaml(tmp_path / f"cfg{i}.yaml", inputs, tmp_path / f"out{i}")
+        status, err, _ = interrupt(tnlm("data", "run", str(cfg), "--quiet", cwd=tmp_path), after=rng.uniform(0.2, 6.0))
+        if status != 0:
+            interrupted += 1
+            line = err.strip().splitlines()[-1] if err.strip() else ""
+            assert_interrupted(status, err, line=RESUME if line.startswith("interrupted:") else "interrupted")
+    assert interrupted >= 25
 
 
 def test_data_run_with_datatrove_stops_cleanly_and_resumes(tmp_path: Path) -> None:
