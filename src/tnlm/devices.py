@@ -72,7 +72,7 @@ def check_fits(nbytes: int, device: torch.device, *, what: str) -> None:
     """Refuse work that cannot fit before it starts (and before the machine starts swapping)."""
     free = available_bytes(device)
     if free is not None and nbytes > free:
-        raise ConfigError(f"{what} need {_size(nbytes)} but {device} has {_size(free)} free; "
+        raise ConfigError(f"{what}: {_size(nbytes)} needed, {device} has {_size(free)} free; "
                           "use a smaller model (see `tnlm presets`), or bfloat16 on a GPU")
 
 

@@ -74,6 +74,6 @@ def test_chat_reports_bad_input_and_goes_on(capsys, monkeypatch) -> None:
 def test_a_model_too_big_for_the_memory_is_refused_before_loading(capsys, monkeypatch) -> None:
     monkeypatch.setattr("tnlm.devices.available_bytes", lambda device: 2**20)  # a machine with 1 MiB free
     status, _, err = run(capsys, "generate", "tnl-tiny", "hi")
-    assert status == 2 and "the weights of tnl-tiny in float32 need 7.3 MiB but cpu has 1.0 MiB free" in err
+    assert status == 2 and "the weights of tnl-tiny in float32: 7.3 MiB needed, cpu has 1.0 MiB free" in err
     status, _, err = run(capsys, "info", "tnl-tiny", "--forward")
     assert status == 2 and "smaller model" in err

@@ -74,6 +74,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("pipeline-engine", ["data", "run", "{tmp}/good.yaml", "--engine", "spark"], "--engine must be tnlm or datatrove"),
     ("pipeline-workers-option", ["data", "run", "{tmp}/good.yaml", "--workers", "-1"], "'--workers'"),
     ("pipeline-output-under-a-file", ["data", "run", "{tmp}/good.yaml", "-o", "{tmp}/docs.jsonl/out"], "Not a directory"),
+    ("pipeline-source-not-mapping", ["data", "run", "{tmp}/source.yaml"], "source: must be a mapping"),
+    ("forward-too-long", ["info", "tnl-tiny", "--forward", "--seq-len", "1000000000"], "a forward pass of tnl-tiny over 1000000000 tokens: "),
     ("report-missing", ["data", "report", "{tmp}/empty"], "does not exist: run `tnlm data run`"),
     ("pack-no-inputs", ["data", "pack", "{tmp}/nothing/*.jsonl", "--tokenizer", "{tmp}/tok", "--output", "{tmp}/p"], "no input files match"),
     ("pack-tokenizer-missing", ["data", "pack", "{tmp}/docs.jsonl", "--tokenizer", "{tmp}/no-tok", "--output", "{tmp}/p"], "no tokenizer at"),
@@ -108,6 +110,7 @@ def tmp(tmp_path_factory):
     (root / "bad.yaml").write_text("source: [unclosed\n  steps: -")
     (root / "list.yaml").write_text("- step: normalize\n")
     (root / "workers.yaml").write_text(yaml.safe_dump({**pipeline, "workers": -2}))
+    (root / "source.yaml").write_text(yaml.safe_dump({**pipeline, "source": "files"}))
     (root / "step.yaml").write_text(yaml.safe_dump({**pipeline, "steps": [{"step": "sparkle"}]}))
     return root
 
@@ -140,3 +143,23 @@ def test_the_contract_covers_fifty_cases() -> None:
 def test_os_errors_become_one_line_advice(err: OSError, expected: str) -> None:
     message = _os_error_message(err)
     assert expected in message and "\n" not in message
+
+
+def test_running_out_of_memory_is_one_line(capsys, monkeypatch) -> None:
+    def allocate(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 51200000000 bytes.")
+
+    monkeypatch.setattr("tnlm.cli.info._forward_pass", allocate)
+    assert main(["info", "tnl-tiny", "--forward"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and err.count("\n") == 1 and "smaller model" in err
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("an internal error")
+
+    monkeypatch.setattr("tnlm.cli.info._forward_pass", broken)
+    with pytest.raises(RuntimeError, match="an internal error"):
+        main(["info", "tnl-tiny", "--forward"])

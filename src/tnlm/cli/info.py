@@ -35,6 +35,8 @@ def info(
     from tnlm.models.summary import summarize
 
     s = summarize(meta_model(model))
+    if forward:
+        _check_forward(model, seq_len, s.weight_bytes(4))
     console = _console()
     table = Table(title=f"{model} ({s.model_type})", show_header=False)
     for k, v in s.architecture.items():
@@ -47,15 +49,23 @@ def info(
         _forward_pass(model, seq_len, console)
 
 
+def _check_forward(model: str, seq_len: int, weight_bytes: int) -> None:
+    """Refuse a forward pass that cannot fit in memory, before printing anything."""
+    import torch
+
+    from tnlm.devices import check_fits
+    from tnlm.models.registry import load_config
+
+    logits = 2 * seq_len * load_config(model).vocab_size * 4  # float32 logits and their log-softmax
+    check_fits(weight_bytes + logits, torch.device("cpu"), what=f"a forward pass of {model} over {seq_len} tokens")
+
+
 def _forward_pass(model: str, seq_len: int, console: Console) -> None:
     import torch
 
     from tnlm.cli.options import quiet_transformers
-    from tnlm.devices import check_fits
-    from tnlm.models.registry import create_model, meta_model
-    from tnlm.models.summary import summarize
+    from tnlm.models.registry import create_model
 
-    check_fits(summarize(meta_model(model)).weight_bytes(4), torch.device("cpu"), what=f"the weights of {model} in float32")
     quiet_transformers()
     m = create_model(model, seed=0).eval()
     ids = torch.randint(3, m.config.vocab_size, (1, seq_len))

@@ -97,6 +97,12 @@ def _os_error_message(err: OSError) -> str:
     return f"{what}{where}" + (f"; {advice}" if advice else "")
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """MemoryError, torch's OutOfMemoryError (a GPU), or its CPU allocator's failure (a RuntimeError)."""
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(err))
+
+
 def _usage_message(err: UsageError) -> str:
     command = err.ctx.command_path if err.ctx is not None else "tnlm"
     return f"{_one_line(err.format_message())} (see `{command} -h`)"
@@ -126,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(err))
     except OSError as err:
         return _error(_os_error_message(err))
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        return _error(f"out of memory ({_one_line(str(err))[:160]}); use a smaller model, a shorter input or "
+                      "fewer tokens, or a machine with more memory")
     except (Interrupted, KeyboardInterrupt) as err:
         return _interrupted(getattr(err, "hint", None))
     except typer.Abort:

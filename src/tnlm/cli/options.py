@@ -49,6 +49,6 @@ def load_model(model: str, *, tokenizer: Path | None, dtype: str, device: str) -
     else:
         tok = load_tokenizer(model, vocab_size=vocab_size)
     nbytes = summarize(meta_model(model)).weight_bytes(torch_dtype.itemsize)
-    check_fits(nbytes, torch_device, what=f"the weights of {model} in {dtype}")
+    check_fits(nbytes, torch_device, what=f"the weights of {model} in {dtype}")  # before they swap or kill
     quiet_transformers()
     return create_model(model, dtype=torch_dtype, device=torch_device, seed=0).eval(), tok

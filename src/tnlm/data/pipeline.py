@@ -57,6 +57,8 @@ class PipelineConfig:
             raise DataError(f"unknown pipeline config keys {sorted(unknown)}")
         if data.get("compression") not in SUFFIXES:
             raise DataError("compression must be none, gzip or zstd")
+        if not isinstance(data["source"], dict):
+            raise DataError("source: must be a mapping such as {type: files, paths: [data/*.jsonl]}")
         if not isinstance(data["steps"], list):
             raise DataError("steps: must be a list of {step: NAME, ...options}")
         workers = data.get("workers", 1)
