@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tnlm.cli.main import main
 from tnlm.data.pipeline import PipelineConfig
 from tnlm.data.registry import STEPS

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.conftest import STOP_LIMIT, marked_env, marked_processes
+from tests.helpers.processes import STOP_LIMIT, marked_env, marked_processes
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process groups from /proc")
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tests.generation.conftest import tiny_model
+from tests.helpers.models import tiny_model
 from tnlm.chat_template import render_chat
 from tnlm.errors import CheckpointError, ConfigError
 from tnlm.generation import ByteTokenizer, generate, load_tokenizer, stream

@@ -22,6 +22,7 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer >= 0.26 vendors click
 
 import tnlm
+from tnlm.cli import run  # noqa: F401  (the console script; scripts installed as tnlm.cli.main:run keep working)
 from tnlm.cli.app import TnlmCommand, TnlmGroup, adopt
 from tnlm.errors import TnlmError
 from tnlm.interrupt import Interrupted
@@ -41,7 +42,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 app = typer.Typer(
     name="tnlm",
     cls=TnlmGroup,
-    help="TransNormerLLM and its baselines: models, data, tokenizers, generation and chat.",
+    help="TransNormerLLM and its baselines: models, data, tokenizers, generation, chat and evaluation.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from tnlm.data.files import DataError
+from tnlm.errors import DataError
 
 INSTALL = "pip install 'tnlm[data]'"
 STEP_MODULES = {"minhash_dedup": ("datasketch",)}

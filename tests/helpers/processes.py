@@ -1,4 +1,5 @@
-"""Helpers for the CLI tests that drive real `tnlm` processes."""
+"""Helpers for the tests that drive real `tnlm` processes: a marker every descendant inherits, and the
+live processes that carry it."""
 
 from __future__ import annotations
 
