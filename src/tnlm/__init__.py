@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _MODEL_FUNCTIONS = ("create_model", "load_config", "meta_model", "preset_names")
 _SUBPACKAGES = ("chat_template", "data", "errors", "evaluation", "generation", "layers", "models", "ops")
 
-__all__ = ["__version__", *_MODEL_FUNCTIONS]
+__all__ = ["__version__", "create_model", "load_config", "meta_model", "preset_names"]
 
 if TYPE_CHECKING:
     from tnlm.models import create_model, load_config, meta_model, preset_names

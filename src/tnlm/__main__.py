@@ -1,5 +1,5 @@
 """`python -m tnlm ...` runs the `tnlm` command (torchrun launches it this way)."""
 
-from tnlm.cli.main import run
+from tnlm.cli import run
 
 run()

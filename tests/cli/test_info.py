@@ -43,7 +43,7 @@ def test_help_lists_commands():
 
 def test_user_error_is_one_line_without_traceback():
     proc = subprocess.run(
-        [sys.executable, "-c", "from tnlm.cli.main import run; run()", "info", "tnl-nope"],
+        [sys.executable, "-m", "tnlm", "info", "tnl-nope"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2

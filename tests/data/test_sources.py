@@ -96,7 +96,7 @@ def test_a_bad_byte_costs_only_its_own_line(tmp_path):
         source = FileSource(paths=[str(tmp_path / name)])
         assert [d.text for d in read_all(source)] == ["doc 0", "doc 1", "doc 3", "doc 4", "doc 5"], name
         assert source.stats.reasons == {"invalid_utf8": 1} and source.stats.docs_in == 6
-        assert source.stats.examples[0]["id"].endswith(f"{name}:2")
+        assert source.stats.examples[0]["id"].endswith(f"{name}:3")  # the third line: lines count from 1
     repaired = FileSource(paths=[str(tmp_path / "plain.jsonl")], encoding_errors="replace")
     assert [d.text for d in read_all(repaired)][2] == "bad \ufffd byte"
     assert repaired.stats.counters["repaired_utf8"] == 1 and not repaired.stats.reasons

@@ -49,9 +49,23 @@ def test_greedy_is_argmax_and_sampling_respects_filters() -> None:
     assert draws == {1, 3}
 
 
+NAN, INF = float("nan"), float("inf")
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"temperature": -1.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"repetition_penalty": 0.0}]
-)
+    "kwargs",
+    [{"temperature": -1.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"repetition_penalty": 0.0},
+     {"temperature": NAN}, {"temperature": INF}, {"top_p": NAN}, {"repetition_penalty": NAN},
+     {"repetition_penalty": INF}, {"top_k": 2.5}, {"top_k": True}, {"temperature": "0.7"}],
+)  # fmt: skip
 def test_invalid_parameters_raise(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         SamplingParams(**kwargs)
+
+
+def test_a_tiny_temperature_samples_the_argmax_instead_of_nan() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9], [5.0, -1.0, 4.0, 0.0]])
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    params = SamplingParams(temperature=1e-30, top_p=0.9)
+    gens = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    assert next_tokens(logits, params=params, seen=seen, generators=gens).tolist() == [1, 0]

@@ -1,1 +1,19 @@
-"""The `tnlm` command: a thin shell over the library, one module per command group."""
+"""The `tnlm` command: a thin shell over the library, one module per command group (see main.py)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def run() -> None:
+    """The `tnlm` console script (also `python -m tnlm`). It imports the command table inside the
+    try, so that even a Ctrl-C while the command starts up ends with one line, not a traceback."""
+    try:
+        from tnlm.cli.main import main
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    status = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a Ctrl-C during the exit no longer changes the outcome
+    sys.exit(status)

@@ -15,7 +15,9 @@ def convert(
 ) -> None:
     """Convert between LlamaForCausalLM and tnlm's Transformer (weights copy one to one; RoPE scaling
     default/linear/llama3 converts; ALiBi and NTK have no Llama form)."""
+    from tnlm.cli.options import quiet_transformers
     from tnlm.models.convert import convert_checkpoint
 
+    quiet_transformers()
     target = convert_checkpoint(src, dst, to=to, overwrite=overwrite)
     typer.echo(f"wrote {target} model to {dst}")

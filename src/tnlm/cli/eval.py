@@ -43,20 +43,18 @@ def evaluate(
     passkey_plot: Path | None = typer.Option(None, "--passkey-plot", help="passkey: heat-map PNG (default: beside --output, or passkey.png)."),
     train_length: int | None = typer.Option(None, "--train-length", help="passkey: the model's training length, to flag longer prompts (default: from its config)."),
     dtype: str = typer.Option("float32", help="float32 or bfloat16 (bfloat16 is very slow on most CPUs)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Evaluate a model on benchmarks read from local files (lm-evaluation-harness prompts), perplexity, passkey."""
-    import torch
-
+    from tnlm.cli.options import quiet_transformers
+    from tnlm.devices import resolve_device, resolve_dtype
     from tnlm.evaluation import EvalOptions, PasskeyOptions, PerplexityOptions, load_eval_model, print_report, run_evaluation
     from tnlm.evaluation.passkey import plot_heatmap
     from tnlm.evaluation.results import write_json
     from tnlm.evaluation.runner import plan
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype)
-    if torch_dtype is None:
-        raise typer.BadParameter(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     if limit is not None and limit >= 1:
         limit = int(limit)
     options = EvalOptions(
@@ -69,7 +67,8 @@ def evaluate(
                                training_length=train_length),
     )  # fmt: skip
     plan(options)  # unknown tasks and missing files fail before the model loads
-    m = load_eval_model(model, dtype=torch_dtype, device=device)
+    quiet_transformers()
+    m = load_eval_model(model, dtype=torch_dtype, device=torch_device)
     report = run_evaluation(m, options, progress=progress)
     print_report(report)
     if output is not None:

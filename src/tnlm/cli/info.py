@@ -11,6 +11,14 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+def _console() -> Console:
+    """A terminal's own width; logs and pipes get long lines rather than text folded at 80 columns."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -18,17 +26,18 @@ def _gib(n: int) -> str:
 def info(
     model: str = typer.Argument(..., help="A preset name (see `tnlm presets`) or a model directory."),
     forward: bool = typer.Option(False, "--forward", help="Also run one forward pass on random tokens (allocates the weights)."),
-    seq_len: int = typer.Option(128, help="Sequence length of the --forward pass."),
+    seq_len: int = typer.Option(128, min=1, help="Sequence length of the --forward pass."),
 ) -> None:
     """Architecture, parameter counts (with and without embeddings) and weight memory."""
-    from rich.console import Console
     from rich.table import Table
 
     from tnlm.models.registry import meta_model
     from tnlm.models.summary import summarize
 
     s = summarize(meta_model(model))
-    console = Console()
+    if forward:
+        _check_forward(model, seq_len, s.weight_bytes(4))
+    console = _console()
     table = Table(title=f"{model} ({s.model_type})", show_header=False)
     for k, v in s.architecture.items():
         table.add_row(k, str(v))
@@ -40,11 +49,24 @@ def info(
         _forward_pass(model, seq_len, console)
 
 
+def _check_forward(model: str, seq_len: int, weight_bytes: int) -> None:
+    """Refuse a forward pass that cannot fit in memory, before printing anything."""
+    import torch
+
+    from tnlm.devices import check_fits
+    from tnlm.models.registry import load_config
+
+    logits = 2 * seq_len * load_config(model).vocab_size * 4  # float32 logits and their log-softmax
+    check_fits(weight_bytes + logits, torch.device("cpu"), what=f"a forward pass of {model} over {seq_len} tokens")
+
+
 def _forward_pass(model: str, seq_len: int, console: Console) -> None:
     import torch
 
+    from tnlm.cli.options import quiet_transformers
     from tnlm.models.registry import create_model
 
+    quiet_transformers()
     m = create_model(model, seed=0).eval()
     ids = torch.randint(3, m.config.vocab_size, (1, seq_len))
     start = time.perf_counter()
@@ -59,7 +81,6 @@ def _forward_pass(model: str, seq_len: int, console: Console) -> None:
 
 def presets() -> None:
     """List the model presets."""
-    from rich.console import Console
     from rich.table import Table
 
     from tnlm.models.registry import PRESETS, meta_model
@@ -73,4 +94,4 @@ def presets() -> None:
     for name, p in sorted(PRESETS.items()):
         n = summarize(meta_model(name)).num_params
         table.add_row(name, p.family.config_class.model_type, f"{n / 1e6:,.1f}M", p.description)
-    Console().print(table)
+    _console().print(table)

@@ -17,6 +17,7 @@ from typing import IO
 
 from tnlm.data.document import Document
 from tnlm.errors import DataError
+from tnlm.fsutil import follow_umask
 
 
 def compression_of(path: str | Path) -> str | None:
@@ -60,6 +61,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     codec_suffix = path.suffix if compression_of(path) else ""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + codec_suffix)
     os.close(fd)
+    follow_umask(tmp)  # the renamed file gets the mode open() would give it, not mkstemp's 0600
     try:
         yield Path(tmp)
         os.replace(tmp, path)

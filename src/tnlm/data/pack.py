@@ -50,7 +50,11 @@ def _load_tokenizer(path: str | Path) -> Tokenizer:
     file = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise DataError(f"no tokenizer at {path}: give a folder with tokenizer.json (tnlm tokenizer train makes one)")
-    return Tokenizer.from_file(str(file))
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as err:  # tokenizers raises bare Exceptions for a damaged file
+        raise DataError(f"{file} cannot be read ({' '.join(str(err).split())[:200]}): restore it, or train a new "
+                        "tokenizer with `tnlm tokenizer train`") from None
 
 
 def tokenizer_record(tokenizer: Tokenizer, path: str | Path) -> dict[str, Any]:

@@ -9,10 +9,10 @@ produces the same output as a run that was never interrupted."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from tnlm.data.registry import build_step
 from tnlm.data.report import Report
 from tnlm.data.sources import Source, build_source
 from tnlm.data.step import GlobalStep, Step, StepStats
+from tnlm.interrupt import worker_pool
 
 SUFFIXES = {None: ".jsonl", "none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 
@@ -56,8 +57,13 @@ class PipelineConfig:
             raise DataError(f"unknown pipeline config keys {sorted(unknown)}")
         if data.get("compression") not in SUFFIXES:
             raise DataError("compression must be none, gzip or zstd")
+        if not isinstance(data["source"], dict):
+            raise DataError("source: must be a mapping such as {type: files, paths: [data/*.jsonl]}")
         if not isinstance(data["steps"], list):
             raise DataError("steps: must be a list of {step: NAME, ...options}")
+        workers = data.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise DataError(f"workers: must be a whole number of processes, 1 or more; got {workers!r}")
         return cls(**data)
 
     @classmethod
@@ -168,9 +174,9 @@ class Pipeline:
         step = self.steps[first]
         start = time.perf_counter()
         tasks = [(stage.index, i) for i in range(len(self.shards))]
-        per_shard = tqdm(self._map(_features_task, tasks, workers=workers, ordered=True), total=len(tasks),
-                         desc=f"fit {step.name}", disable=not progress, file=sys.stderr)
-        step.decisions = step.decide((f"{i}:{pos}", f) for i, feats in enumerate(per_shard) for pos, f in enumerate(feats))
+        with closing(self._map(_features_task, tasks, workers=workers, ordered=True)) as results:
+            per_shard = tqdm(results, total=len(tasks), desc=f"fit {step.name}", disable=not progress, file=sys.stderr)
+            step.decisions = step.decide((f"{i}:{pos}", f) for i, feats in enumerate(per_shard) for pos, f in enumerate(feats))
         step.fit_seconds = time.perf_counter() - start
         write_json_atomic(self.fit_path(first), step.state())
 
@@ -184,8 +190,9 @@ class Pipeline:
         todo = [(stage.index, i) for i in range(len(self.shards)) if not self.stats_path(stage, i).exists()]
         bar = tqdm(total=len(self.shards), initial=len(self.shards) - len(todo), desc=f"stage {stage.index}",
                    disable=not progress, file=sys.stderr)
-        for _ in self._map(_run_shard_task, todo, workers=workers, ordered=False):
-            bar.update()
+        with closing(self._map(_run_shard_task, todo, workers=workers, ordered=False)) as results:
+            for _ in results:
+                bar.update()
         bar.close()
 
     def _map(self, fn: Callable[[tuple[int, int]], Any], tasks: list[tuple[int, int]], *, workers: int,
@@ -196,8 +203,9 @@ class Pipeline:
         if workers <= 1 or len(tasks) <= 1:
             yield from map(fn, tasks)
             return
-        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(asdict(self.config),)) as pool:
+        start_method = "fork" if sys.platform == "linux" else "spawn"
+        with worker_pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(asdict(self.config),),
+                         start_method=start_method) as pool:  # Ctrl-C: the workers stop with the pipeline
             yield from (pool.imap if ordered else pool.imap_unordered)(fn, tasks)
 
     def run_shard(self, stage_index: int, shard: int) -> None:

@@ -157,7 +157,7 @@ class FileSource(Source):
     def _doc(self, row: dict[str, Any], shard: str, index: int, nbytes: int = 0) -> Document | None:
         text = _text_of(row, self.text_key)
         if text is None:
-            self.skip("missing_text", f"{shard}:{index}", nbytes)
+            self.skip("missing_text", f"{shard}:{index + 1}", nbytes)
             return None
         doc_id = str(row[self.id_key]) if self.id_key and self.id_key in row else f"{shard}:{index}"
         meta = {k: v for k, v in row.items() if k not in (self.text_key, self.id_key, "metadata")}
@@ -175,14 +175,14 @@ class FileSource(Source):
     def _read_jsonl(self, shard: str) -> Iterator[Document]:
         with open_binary(shard) as f:
             for i, raw in enumerate(f):
-                if not raw.strip() or (line := self._decode(raw, f"{shard}:{i}")) is None:
+                if not raw.strip() or (line := self._decode(raw, f"{shard}:{i + 1}")) is None:
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     row = None
                 if not isinstance(row, dict):
-                    self.skip("malformed_lines", f"{shard}:{i}", len(raw))
+                    self.skip("malformed_lines", f"{shard}:{i + 1}", len(raw))  # lines count from 1
                 elif (doc := self._doc(row, shard, i, len(raw))) is not None:
                     yield doc
 

@@ -109,8 +109,9 @@ def load_eval_model(
     name_or_dir: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> EvalModel:
     """A preset (random weights, byte tokenizer) or a model directory (its weights and tokenizer)."""
-    from tnlm.models import create_model
+    from tnlm.models import create_model, load_config
 
+    # the tokenizer first: a model directory without one fails before its weights are read
+    tokenizer = load_tokenizer(name_or_dir, vocab_size=load_config(name_or_dir).vocab_size)
     model = create_model(name_or_dir, dtype=dtype, device=device, seed=0).eval()
-    tokenizer = load_tokenizer(name_or_dir, vocab_size=model.config.vocab_size)
     return EvalModel(model=model, tokenizer=tokenizer, name=str(name_or_dir))

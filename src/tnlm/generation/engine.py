@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tnlm.generation.streaming import TextStream
 from tnlm.generation.tokenizer import TextTokenizer
 
 Prompt = str | Sequence[int]
+MAX_SEED = 2**63  # torch generators take 64-bit seeds; sequence i of a batch draws with seed + i
 
 
 @dataclass
@@ -75,11 +77,35 @@ class _Request:
     prefill_chunk_size: int | None
 
 
-def _encode(tokenizer: TextTokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
-    encoded = [tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
-    for i, ids in enumerate(encoded):
+def check_text(text: str, what: str) -> None:
+    """Refuse text that cannot be encoded: lone surrogates, which is how Python hands over bytes that
+    were not UTF-8 (command-line arguments, or standard input read with errors="surrogateescape")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(
+            f"{what} is not valid UTF-8 text (character {err.start + 1} stands for a byte that is not UTF-8); "
+            "check your terminal's or file's encoding"
+        ) from None
+
+
+def _encode(tokenizer: TextTokenizer, prompts: Sequence[Prompt], vocab_size: int | None) -> list[list[int]]:
+    if isinstance(prompts, str):
+        raise ConfigError("prompts is one string; pass a list of prompts, e.g. [prompt]")
+    if len(prompts) == 0:
+        raise ConfigError("the list of prompts is empty; give at least one prompt")
+    encoded = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            check_text(prompt, f"prompt {i}")
+            ids = tokenizer.encode(prompt)
+        else:
+            ids = [int(t) for t in prompt]
         if not ids:
             raise ConfigError(f"prompt {i} is empty after tokenization; give at least one token of text")
+        if vocab_size and not all(0 <= t < vocab_size for t in ids):
+            raise ConfigError(f"prompt {i} holds token ids outside the model's vocabulary [0, {vocab_size})")
+        encoded.append(ids)
     return encoded
 
 
@@ -151,7 +177,7 @@ def _decode_loop(
 ) -> Iterator[tuple[int, str]]:
     """Yields (sequence index, text piece) as text is released; fills `result` as it goes. A given
     `state` that holds tokens is continued: the prompt is fed after them."""
-    encoded = _encode(req.tokenizer, prompts)
+    encoded = _encode(req.tokenizer, prompts, getattr(model.config, "vocab_size", None))
     state = state if state is not None else DecodeState(model)
     history = state.tokens[0] if state.tokens else []  # a continued state holds one sequence
     _check_length(model, len(history) + max(len(e) for e in encoded), req.max_new_tokens)
@@ -191,8 +217,18 @@ def _request(
     seed: int | None,
     prefill_chunk_size: int | None,
 ) -> _Request:
-    if max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or not 0 <= seed < MAX_SEED):
+        raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
+    if prefill_chunk_size is not None and (isinstance(prefill_chunk_size, bool)
+                                           or not isinstance(prefill_chunk_size, numbers.Integral)
+                                           or prefill_chunk_size < 1):
+        raise ConfigError(f"prefill_chunk_size must be a whole number >= 1 (or None: the whole prompt at once), "
+                          f"got {prefill_chunk_size!r}")
+    if isinstance(stop, str) or any(not isinstance(s, str) or not s for s in stop):
+        raise ConfigError(f"stop must be a list of non-empty strings, got {stop!r}")
     if eos_token_ids is None:
         eos_token_ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     return _Request(
@@ -245,9 +281,9 @@ def stream(
     """Text pieces of one prompt's continuation as they are decoded; never half a character, never
     part of a stop string. Pass an empty GenerationResult as `result` to read the tokens and stats after.
     Pass a DecodeState to keep it: it then holds every token fed (see state.tokens), and a later call
-    with it continues from there, feeding only its own prompt (how ChatSession carries a conversation)."""
+    with it continues from there, feeding only its own prompt (how ChatSession carries a conversation).
+    Invalid options raise here, before the first piece is asked for."""
     req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
                    eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size)  # fmt: skip
     result = result if result is not None else GenerationResult(sequences=[], stats=GenerationStats())
-    for _, piece in _decode_loop(model, [prompt], req, result, state):
-        yield piece
+    return (piece for _, piece in _decode_loop(model, [prompt], req, result, state))

@@ -5,6 +5,8 @@ All functions take logits (B, V) in float32 and return new tensors; nothing here
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,12 @@ class SamplingParams:
     repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral):
+            raise ConfigError(f"top_k must be a whole number (0 = off), got {self.top_k!r}")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
@@ -77,6 +85,7 @@ def next_tokens(
     logits = apply_repetition_penalty(logits.float(), seen, params.repetition_penalty)
     if params.greedy:
         return logits.argmax(-1)
+    logits = logits - logits.amax(-1, keepdim=True)  # largest 0: a tiny temperature cannot overflow to inf
     logits = top_p_filter(top_k_filter(logits / params.temperature, params.top_k), params.top_p)
     probs = torch.softmax(logits, dim=-1)
     if generators is None:

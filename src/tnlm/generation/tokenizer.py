@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from tnlm.chat_template import MARKER_TOKENS
+from tnlm.chat_template import CHAT_TEMPLATE_JINJA, MARKER_TOKENS
 from tnlm.errors import CheckpointError, ConfigError
 
 
@@ -73,6 +73,27 @@ class ByteTokenizer:
     def token_id(self, token: str) -> int | None:
         return self._special_ids.get(token)
 
+    def to_hf(self) -> Any:  # transformers.PreTrainedTokenizerFast
+        """The same tokenizer as a Hugging Face one (byte-fallback BPE without merges), so a preset model
+        saved with it works wherever a tokenizer folder is expected. Ids are equal for any text, except
+        that text spelling <pad>, <s> or </s> becomes that special token, as in Hugging Face tokenizers."""
+        from tokenizers import Tokenizer, decoders, models
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {token: i for i, token in enumerate(self.SPECIALS)}
+        vocab.update({f"<0x{b:02X}>": self.BYTE_OFFSET + b for b in range(256)})
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+        tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+            additional_special_tokens=list(MARKER_TOKENS), chat_template=CHAT_TEMPLATE_JINJA,
+            clean_up_tokenization_spaces=False,
+        )  # fmt: skip
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write it as a Hugging Face tokenizer folder, e.g. beside `model.save_pretrained(folder)`."""
+        self.to_hf().save_pretrained(str(folder))
+
 
 class HFTokenizer:
     """A Hugging Face tokenizer behind the TextTokenizer protocol."""
@@ -106,11 +127,31 @@ def load_tokenizer(name_or_dir: str | Path, *, vocab_size: int) -> TextTokenizer
         if vocab_size < ByteTokenizer.BYTE_OFFSET + 256:
             raise ConfigError(f"vocab_size {vocab_size} is too small for the byte tokenizer (needs 264)")
         return ByteTokenizer()
+    return tokenizer_from_folder(path, vocab_size=vocab_size)
+
+
+def tokenizer_from_folder(folder: str | Path, *, vocab_size: int) -> HFTokenizer:
+    """The Hugging Face tokenizer saved in `folder` (a model directory or a tokenizer folder),
+    checked to fit a model of `vocab_size` tokens. Cheap: call it before loading the weights."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise CheckpointError(f"tokenizer folder {path} does not exist; check the path")
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise CheckpointError(
-            f"{path} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}); "
-            f"save one with tokenizer.save_pretrained({str(path)!r})"
+            f"{path} has no tokenizer ({' / '.join(_TOKENIZER_FILES)}): save one there with "
+            f"tokenizer.save_pretrained({str(path)!r}) (for a preset's byte tokenizer: "
+            "ByteTokenizer().save_pretrained), or pass --tokenizer DIR"
         )
     from transformers import AutoTokenizer
 
-    return HFTokenizer(AutoTokenizer.from_pretrained(str(path)))
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path))
+    except Exception as err:  # tokenizers raises bare Exceptions for damaged files
+        reason = " ".join(str(err).split())[:200]
+        raise CheckpointError(f"the tokenizer in {path} cannot be read ({type(err).__name__}: {reason}); "
+                              "restore its files from where they came from") from None
+    needed = max(hf.get_vocab().values(), default=-1) + 1  # ids may leave gaps
+    if needed > vocab_size:
+        raise CheckpointError(f"the tokenizer in {path} has {needed} tokens but the model has only {vocab_size}; "
+                              "use the tokenizer the model was trained with")
+    return HFTokenizer(hf)

@@ -19,6 +19,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedConfig, PreTra
 from transformers.initialization import no_init_weights
 
 from tnlm.errors import CheckpointError, ConfigError
+from tnlm.fsutil import follow_umask
 from tnlm.models.checkpoint import load_weights, read_config_json
 from tnlm.models.transformer import TransformerConfig, TransformerForCausalLM
 
@@ -155,6 +156,7 @@ def convert_checkpoint(
 def _save_atomically(model: torch.nn.Module, src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    follow_umask(tmp, directory=True)  # not mkdtemp's 0700 once renamed into place
     try:
         model.save_pretrained(tmp)
         for name in _SIDE_FILES:

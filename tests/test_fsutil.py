@@ -1,0 +1,40 @@
+"""Outputs respect the user's umask (tempfile alone would leave them 0600 / 0700)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+
+import pytest
+
+from tnlm.data.files import write_json_atomic, write_text_atomic
+from tnlm.fsutil import current_umask, follow_umask
+
+
+@pytest.fixture
+def umask():
+    previous = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path, umask, mask: int, expected: int) -> None:
+    umask(mask)
+    assert current_umask() == mask
+    write_json_atomic(tmp_path / "a" / "report.json", {"x": 1})
+    write_text_atomic(tmp_path / "b.txt", "hi")
+    assert mode(tmp_path / "a" / "report.json") == expected and mode(tmp_path / "b.txt") == expected
+
+
+def test_a_temporary_folder_renamed_into_place_follows_the_umask(tmp_path, umask) -> None:
+    umask(0o022)
+    folder = tempfile.mkdtemp(dir=tmp_path)
+    assert mode(folder) == 0o700
+    follow_umask(folder, directory=True)
+    assert mode(folder) == 0o755
