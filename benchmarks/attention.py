@@ -221,6 +221,14 @@ def _one(args, name, make, T, D, device, dtype, last) -> Row:
                                            repeats=args.repeats, budget=args.budget)
     except torch.OutOfMemoryError:
         return Row(device, name, D, T, None, None, None, "out of memory")
+    except RuntimeError as e:
+        if name != "fla":
+            raise
+        # fla refuses some backward passes on some GPU/Triton pairs (known wrong results): time its forward only
+        fn = make(T, args.heads, D, device, dtype)
+        _fwd(fn)
+        fwd = _best(lambda: _fwd(fn), device, args.repeats, args.budget)
+        return Row(device, name, D, T, fwd * 1e3, None, None, f"fwd only: {str(e).split('(')[0].strip()}")
     last[name] = (T, fwd_bwd)
     return Row(device, name, D, T, fwd * 1e3, fwd_bwd * 1e3, peak / 2**20, note)
 
@@ -366,6 +374,8 @@ def targets(rows: list[Row], dims: list[int], device: str, flat: list[dict]) -> 
             out.append((f"D={D}: >= 2x faster than SDPA flash at T=8192 fwd+bwd (got {_fmt(r, 2)}x)", None if r is None else r >= 2))
             r = ratio("fla", D, 8192)
             out.append((f"D={D}: at least as fast as fla chunk_simple_gla at T=8192 fwd+bwd (got {_fmt(r, 2)}x)", None if r is None else r >= 1))
+            r = ratio("fla", D, 8192, "fwd_ms")
+            out.append((f"D={D}: at least as fast as fla chunk_simple_gla at T=8192 fwd (got {_fmt(r, 2)}x)", None if r is None else r >= 1))
     return out
 
 

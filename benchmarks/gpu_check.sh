@@ -4,15 +4,20 @@
 #
 # Here, before the call (fla travels as wheels; .whl/ is git-ignored):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux_2_28_x86_64 -d .whl flash-linear-attention==0.6.0 fla-core==0.6.0
+#       --platform manylinux_2_28_x86_64 -d .whl flash-linear-attention==0.6.0 fla-core==0.6.0 einops
 # The call: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
+# Some steps only: bash benchmarks/gpu_check.sh 2 4
 set -u -o pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
+want() { [ $# -eq 0 ] || [ -z "$STEPS" ] || [[ " $STEPS " == *" $1 "* ]]; }
+STEPS="$*"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# when the image's transformers predates the `cache=` outputs the models return, transformers 5 travels in
+# .whl/ too (the wheels listed in gpu_train_check.sh); the carried wheels come first on the path
 if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -20,11 +25,11 @@ fi
 } 2>&1 | tee "$OUT/env.txt"
 
 # 1. correctness: kernels against the O(T^2) reference, fp32 and bf16, and the fused SRMSNorm
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/ops/test_lightning_triton.py -k "gpu or cuda" 2>&1 \
+want 1 && timeout 200 python3 -m pytest -q -p no:cacheprovider tests/ops/test_lightning_triton.py -k "gpu or cuda" 2>&1 \
     | tee "$OUT/tests.txt"
 
 # 2. a tnl-tiny training step on the GPU (bf16) against the same step on the CPU (float32)
-timeout 120 python3 - <<'EOF' 2>&1 | tee "$OUT/model.txt"
+want 2 && timeout 120 python3 - <<'EOF' 2>&1 | tee "$OUT/model.txt"
 import torch, tnlm
 torch.manual_seed(0)
 ids = torch.randint(3, 8192, (2, 300))
@@ -42,7 +47,7 @@ EOF
 
 # 3. packed sequences off the segment grid, float32 on the GPU, through lightning_attn with each backend
 #    forced, against the float64 reference on the CPU; and torch.compile(fullgraph=True) through the custom op
-timeout 200 python3 - <<'EOF' 2>&1 | tee "$OUT/backends.txt"
+want 3 && timeout 200 python3 - <<'EOF' 2>&1 | tee "$OUT/backends.txt"
 import torch
 from tests.helpers import rel_err
 from tests.helpers.triton_checks import naive_packed
@@ -73,4 +78,4 @@ for backend in ("chunk", "triton"):
 EOF
 
 # 4. the benchmark: Triton vs SDPA flash vs fla chunk_simple_gla, bf16, B = 1, H = 8
-timeout 300 python3 benchmarks/attention.py --out "$OUT/attention" 2>&1 | tee "$OUT/attention.txt"
+want 4 && timeout 300 python3 benchmarks/attention.py --out "$OUT/attention" 2>&1 | tee "$OUT/attention.txt"
