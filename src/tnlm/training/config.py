@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -86,6 +86,7 @@ class CheckpointSection:
 
 @dataclass
 class TrainConfig:
+    command: ClassVar[str] = "tnlm train"  # the command that runs this kind of config (for messages)
     output: str = "runs/run"  # the run directory
     seed: int = 0
     model: ModelSection = field(default_factory=ModelSection)
@@ -312,6 +313,7 @@ class LoraSection:
 
 @dataclass
 class FinetuneConfig(TrainConfig):
+    command: ClassVar[str] = "tnlm finetune"
     output: str = "runs/finetune"
     method: str = "lora"  # lora (adapters through peft; the base stays frozen) | full (every weight trains)
     data: ChatDataSection = field(default_factory=ChatDataSection)

@@ -172,7 +172,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManager
         if diffs:
             raise ConfigError(
                 f"--resume: {run_dir} holds a run with another configuration ({'; '.join(diffs)}). Resume it with "
-                f"its own configuration (tnlm train {config_file} --resume), or set output=NEW_DIR for a new run"
+                f"its own configuration ({config.command} {config_file} --resume), or set output=NEW_DIR for a new run"
             )  # fmt: skip
     elif not resume and (latest is not None or (run_dir / "model").is_dir()):
         what = f"checkpoints up to step {latest}" if latest is not None else "a finished model"

@@ -65,22 +65,30 @@ def target_modules(model: nn.Module, requested: Sequence[str] | None) -> list[st
     return list(requested)
 
 
+def _peft():
+    try:
+        import peft
+    except ImportError:
+        raise ConfigError("LoRA needs the peft library: pip install 'tnlm[finetune]' (or fine-tune every weight "
+                          "with method=full)") from None  # fmt: skip
+    return peft
+
+
 def apply_lora(model: nn.Module, cfg: LoraSection, *, added: AddedTokens | None = None) -> nn.Module:
     """A peft model around `model` (changed in place): LoRA on the targets, rows of added tokens
     trainable, everything else frozen."""
-    from peft import LoraConfig, get_peft_model
-
+    peft = _peft()
     tokens = None
     if added is not None and added.new_ids:
         tokens = {"embed_tokens": list(added.new_ids)}
         if not model.config.tie_word_embeddings:
             tokens["lm_head"] = list(added.new_ids)
-    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
-                        target_modules=target_modules(model, cfg.target_modules), trainable_token_indices=tokens,
-                        task_type="CAUSAL_LM")  # fmt: skip
+    config = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
+                             target_modules=target_modules(model, cfg.target_modules),
+                             trainable_token_indices=tokens, task_type="CAUSAL_LM")  # fmt: skip
     with warnings.catch_warnings():  # peft asks the model about gradient checkpointing by a deprecated name
         warnings.simplefilter("ignore", FutureWarning)
-        return get_peft_model(model, config)
+        return peft.get_peft_model(model, config)
 
 
 def save_adapter(model: nn.Module, *, tokenizer: Path, out: Path, base: str, added: AddedTokens | None) -> Path:
@@ -107,9 +115,9 @@ def save_adapter(model: nn.Module, *, tokenizer: Path, out: Path, base: str, add
 
 def load_adapter(base: str | Path, adapter: str | Path) -> nn.Module:
     """The base model with the adapter applied (a peft model, not merged), as the run trained it."""
-    from peft import PeftModel
-
     from tnlm.models.registry import create_model
+
+    peft = _peft()
 
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
@@ -122,7 +130,7 @@ def load_adapter(base: str | Path, adapter: str | Path) -> nn.Module:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return PeftModel.from_pretrained(model, str(adapter))
+            return peft.PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(f"the adapter {adapter} does not fit the model {base}: {str(e).splitlines()[0]}; "
                               "give the base model the adapter was trained on") from None  # fmt: skip
