@@ -123,3 +123,15 @@ def test_careless_configs_are_refused(base_dirs, tmp_path):
         ft_config(tmp_path / "d", base_dirs["tnl-tiny"], "data.mode=varlen")
     with pytest.raises(ConfigError, match="method is 'qlora'; choose one of lora, full"):
         ft_config(tmp_path / "e", base_dirs["tnl-tiny"], "method=qlora")
+
+
+def test_lora_composes_with_activation_checkpointing(base_dirs, tmp_path):
+    plain, _ = build_finetune_trainer(ft_config(tmp_path / "a", base_dirs["tnl-tiny"], "lora.dropout=0"))
+    recomputed, _ = build_finetune_trainer(ft_config(tmp_path / "b", base_dirs["tnl-tiny"], "lora.dropout=0",
+                                                     "train.activation_checkpointing=true"))  # fmt: skip
+    batches = plain.next_micro_batches()
+    assert plain.forward_backward(batches) == pytest.approx(recomputed.forward_backward(batches), rel=1e-6)
+    for (name, a), b in zip(plain.model.named_parameters(), recomputed.model.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7), name
