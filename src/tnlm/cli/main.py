@@ -37,6 +37,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("tokenizer", "tnlm.cli.data:tokenizer_app"),
     ("eval", "tnlm.cli.eval:evaluate"),
     ("train", "tnlm.cli.train:train"),
+    ("finetune", "tnlm.cli.finetune:finetune"),
+    ("merge-lora", "tnlm.cli.finetune:merge_lora"),
 )
 
 app = typer.Typer(

@@ -19,7 +19,7 @@ from transformers import GenerationMixin
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from tnlm.errors import ConfigError
+from tnlm.errors import ConfigError, InputError
 from tnlm.models.decoder import DecoderModel, DecoderPreTrainedModel, LayerCache
 
 STATE_SAFE_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
@@ -107,10 +107,15 @@ class DecoderForCausalLM(DecoderPreTrainedModel, GenerationMixin):
         cache_position: torch.LongTensor | None = None,
         logits_to_keep: int = 0,
         cu_seqlens: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
     ) -> CausalLMOutputWithPast:
         """The decoder's arguments (DecoderModel.forward), plus labels (B, T): next-token targets are
         labels shifted by one inside, -100 is ignored; logits_to_keep: logits of the last positions only
-        (0: all)."""
+        (0: all). output_attentions is accepted because peft's causal-LM wrapper always passes it;
+        no tnlm family returns attention weights, so True is refused."""
+        if output_attentions:
+            raise InputError(f"{type(self).__name__} does not return attention weights; call it with "
+                             "output_attentions=False")  # fmt: skip
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache,

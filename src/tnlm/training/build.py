@@ -161,6 +161,8 @@ def pick_precision(setting: str, device: torch.device) -> str:
 
 def describe(model: nn.Module, config: TrainConfig) -> str:
     n = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     family = model.config.model_type
-    return f"{config.model.name} ({family}, {n / 1e6:.1f}M parameters)"
+    frozen = f", {trainable / 1e6:.3f}M of them trained" if trainable < n else ""
+    return f"{config.model.name} ({family}, {n / 1e6:.1f}M parameters{frozen})"
 

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -86,6 +86,7 @@ class CheckpointSection:
 
 @dataclass
 class TrainConfig:
+    command: ClassVar[str] = "tnlm train"  # the command that runs this kind of config (for messages)
     output: str = "runs/run"  # the run directory
     seed: int = 0
     model: ModelSection = field(default_factory=ModelSection)
@@ -120,15 +121,20 @@ CHOICES = {
 
 def load_train_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """A config from a YAML file (or the defaults when path is None) with `key=value` overrides applied."""
+    cfg = read_config(TrainConfig, path, overrides)
+    validate(cfg)
+    return cfg
+
+
+def read_config(cls: type, path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Dataclass `cls` (TrainConfig or a subclass) from a YAML file and overrides, before range checks."""
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_yaml(Path(path))
     for item in overrides:
         key, value = _split_override(item)
         _set_dotted(raw, key, value)
-    cfg = _build(TrainConfig, raw, prefix="")
-    validate(cfg)
-    return cfg
+    return _build(cls, raw, prefix="")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -236,10 +242,20 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def validate(cfg: TrainConfig) -> None:
     """Range and choice checks, each naming the key to fix."""
+    validate_common(cfg, choices=CHOICES)
+    if cfg.data.path is None:
+        raise ConfigError(
+            "data.path is not set: give the token shards of `tnlm data pack` on the command line, "
+            "e.g. `tnlm train CONFIG data.path=data/packed`"
+        )
+
+
+def validate_common(cfg: TrainConfig, *, choices: dict[str, tuple[str, ...]]) -> None:
+    """The checks of every section but the data's own fields (besides seq_len and batch_size)."""
     flat = flatten(cfg.to_dict())
-    for key, choices in CHOICES.items():
-        if flat[key] not in choices:
-            raise ConfigError(f"{key} is {flat[key]!r}; choose one of {', '.join(choices)}")
+    for key, allowed in choices.items():
+        if flat[key] not in allowed:
+            raise ConfigError(f"{key} is {flat[key]!r}; choose one of {', '.join(allowed)}")
     for key in ("data.seq_len", "data.batch_size", "train.steps", "train.grad_accum", "eval.batches",
                 "checkpoint.every", "checkpoint.keep"):  # fmt: skip
         if flat[key] < 1:
@@ -253,11 +269,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"schedule.min_lr_ratio must be in [0, 1], got {cfg.schedule.min_lr_ratio}")
     if len(cfg.optimizer.betas) != 2 or not all(0 <= b < 1 for b in cfg.optimizer.betas):
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {cfg.optimizer.betas}")
-    if cfg.data.path is None:
-        raise ConfigError(
-            "data.path is not set: give the token shards of `tnlm data pack` on the command line, "
-            "e.g. `tnlm train CONFIG data.path=data/packed`"
-        )
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -269,3 +280,74 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             continue
         out.append(f"{key}: {a.get(key, '(absent)')!r} in the run, {b.get(key, '(absent)')!r} now")
     return out
+
+
+# ---- fine-tuning (`tnlm finetune`): the same sections, with chat data and the method instead ----
+
+
+@dataclass
+class ChatDataSection:
+    # JSON Lines of {"messages": [...]} (a file, a folder or a glob; .gz/.zst too), a folder written by
+    # datasets' save_to_disk, hf:NAME or hf:NAME:CONFIG (a Hugging Face dataset), or builtin:pydoc-chat
+    path: str | None = None
+    split: str = "train"  # the split of a Hugging Face dataset
+    column: str = "messages"  # the column (JSON key) holding each dialogue's messages
+    val_path: str | None = None  # validation dialogues (same forms as path); default: held out of path
+    val_split: str | None = None  # for a Hugging Face dataset given as val_path; default: split
+    val_fraction: float = 0.05  # share of dialogues held out when val_path is not set (0: validate on train)
+    tokenizer: str | None = None  # default: the model directory's own
+    seq_len: int = 512  # tokens per sample; longer dialogues are split at turn boundaries
+    batch_size: int = 8  # samples per micro-batch; packed: one row of up to batch_size * seq_len tokens
+    samples: str = "dialogue"  # dialogue (one sample, loss on every answer) | turn (one per answer)
+    packing: str = "auto"  # auto (packed where the family takes cu_seqlens) | true | false (padded rows)
+    shuffle: bool = True
+
+
+@dataclass
+class LoraSection:
+    rank: int = 8
+    alpha: float = 16.0  # adapters are scaled by alpha / rank
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # linear layers by name; default: the family's (tnlm.training.lora)
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    command: ClassVar[str] = "tnlm finetune"
+    output: str = "runs/finetune"
+    method: str = "lora"  # lora (adapters through peft; the base stays frozen) | full (every weight trains)
+    data: ChatDataSection = field(default_factory=ChatDataSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+
+
+FINETUNE_CHOICES = {
+    **{k: v for k, v in CHOICES.items() if not k.startswith("data.")},
+    "method": ("lora", "full"),
+    "data.samples": ("dialogue", "turn"),
+    "data.packing": ("auto", "true", "false"),
+}
+
+
+def load_finetune_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> FinetuneConfig:
+    """The fine-tuning config of a YAML file with `key=value` overrides, checked."""
+    cfg = read_config(FinetuneConfig, path, overrides)
+    validate_finetune(cfg)
+    return cfg
+
+
+def validate_finetune(cfg: FinetuneConfig) -> None:
+    validate_common(cfg, choices=FINETUNE_CHOICES)
+    if cfg.data.path is None:
+        raise ConfigError("data.path is not set: give the chat data on the command line, e.g. "
+                          "`tnlm finetune CONFIG data.path=chats.jsonl` (or data.path=builtin:pydoc-chat)")  # fmt: skip
+    if not 0 <= cfg.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.data.seq_len < 8:
+        raise ConfigError(f"data.seq_len must be at least 8 tokens, got {cfg.data.seq_len}")
+    lora = cfg.lora
+    if lora.rank < 1 or not lora.alpha > 0 or not 0 <= lora.dropout < 1:
+        raise ConfigError(f"lora needs rank >= 1, alpha > 0 and 0 <= dropout < 1; got rank={lora.rank}, "
+                          f"alpha={lora.alpha}, dropout={lora.dropout}")  # fmt: skip
+    if lora.target_modules is not None and not lora.target_modules:
+        raise ConfigError("lora.target_modules is empty: name some linear layers, or drop the key for the "
+                          "family's default")  # fmt: skip

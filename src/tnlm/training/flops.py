@@ -66,9 +66,11 @@ def peak_flops(device: torch.device, *, dtype: torch.dtype) -> tuple[float, str]
 
 def measure_matmul_rate(device: torch.device, *, dtype: torch.dtype = torch.float32, n: int = 1024,
                         seconds: float = 0.3) -> float:
-    """FLOP/s of an n x n matrix product, the best of a few timed rounds of about `seconds` in all."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    """FLOP/s of an n x n matrix product, the best of a few timed rounds of about `seconds` in all.
+    Its own generator: drawing from the global one would shift a resumed run's dropout masks."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     best, rounds, deadline = 0.0, 0, time.perf_counter() + seconds
     while rounds < 3 or time.perf_counter() < deadline:
         _sync(device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +85,25 @@ def build_trainer(
     return trainer, data
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
-    """Run (or, with resume, continue) the training `config` describes; returns where the model went."""
+def export_pretrained(model: torch.nn.Module, *, data: DataInfo, run_dir: Path) -> tuple[Path, str]:
+    """The end of a run: the model as a Hugging Face directory with its tokenizer; (where, what to try)."""
+    model_dir = export_model(model, tokenizer=data.tokenizer, out=run_dir / "model")
+    return model_dir, f'try: tnlm generate {model_dir} --prompt "..."'
+
+
+Build = Callable[[TrainConfig], tuple[Trainer, DataInfo]]
+Export = Callable[..., tuple[Path, str]]
+
+
+def train(config: TrainConfig, *, resume: bool = False, build: Build = build_trainer,
+          export: Export = export_pretrained) -> RunResult:  # fmt: skip
+    """Run (or, with resume, continue) the training `config` describes; returns where the model went.
+    `build` makes the trainer and `export(model, data=, run_dir=)` writes the result (fine-tuning
+    passes its own: chat data, adapters); the loop, checkpoints, resume and logs are the same."""
     run_dir = Path(config.output)
     manager = CheckpointManager(run_dir / "checkpoints", keep=config.checkpoint.keep)
     start = check_run_dir(run_dir, config, manager, resume=resume)
-    trainer, data = build_trainer(config)
+    trainer, data = build(config)
     write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     if start is not None:
         restore(trainer, manager, start, data=data)
@@ -103,13 +117,13 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         log.note(f"--resume: no checkpoint in {manager.folder}, so the run starts at step 0")
     try:
         header = describe(trainer.model, config)
-        return _loop(trainer, config, log=log, manager=manager, data=data, header=header)
+        return _loop(trainer, config, log=log, manager=manager, data=data, header=header, export=export)
     finally:
         log.close()
 
 
 def _loop(trainer: Trainer, config: TrainConfig, *, log: RunLog, manager: CheckpointManager, data: DataInfo,
-          header: str) -> RunResult:  # fmt: skip
+          header: str, export: Export) -> RunResult:  # fmt: skip
     total = config.train.steps
     model = trainer.model
     flops = flops_per_token(model, seq_len=config.data.seq_len)
@@ -140,8 +154,8 @@ def _loop(trainer: Trainer, config: TrainConfig, *, log: RunLog, manager: Checkp
         save(trainer, manager, data=data)
     val_loss = trainer.validate(batches=config.eval.batches)
     log.validation(trainer.step, val_loss)
-    model_dir = export_model(model, tokenizer=data.tokenizer, out=Path(config.output) / "model")
-    log.note(f"model saved to {model_dir} (try: tnlm generate {model_dir} --prompt \"...\")")
+    model_dir, hint = export(model, data=data, run_dir=Path(config.output))
+    log.note(f"model saved to {model_dir} ({hint})")
     return RunResult(run_dir=Path(config.output), model_dir=model_dir, step=trainer.step, tokens=trainer.tokens,
                      val_loss=val_loss)  # fmt: skip
 
@@ -158,7 +172,7 @@ def check_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManager
         if diffs:
             raise ConfigError(
                 f"--resume: {run_dir} holds a run with another configuration ({'; '.join(diffs)}). Resume it with "
-                f"its own configuration (tnlm train {config_file} --resume), or set output=NEW_DIR for a new run"
+                f"its own configuration ({config.command} {config_file} --resume), or set output=NEW_DIR for a new run"
             )  # fmt: skip
     elif not resume and (latest is not None or (run_dir / "model").is_dir()):
         what = f"checkpoints up to step {latest}" if latest is not None else "a finished model"
