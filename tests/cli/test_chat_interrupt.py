@@ -37,6 +37,10 @@ class Reader:
             assert time.monotonic() < deadline, f"no output after {self.text[-500:]!r}"
             time.sleep(0.02)
 
+    def join(self, timeout: float = 30.0) -> None:
+        """Waits for the pipe's end (the process has exited), so that `text` is all of it."""
+        self._thread.join(timeout)
+
     def wait_for(self, piece: str, *, after: int = 0, timeout: float = 120.0) -> int:
         deadline = time.monotonic() + timeout
         while (at := self.text.find(piece, after)) < 0:
@@ -60,7 +64,7 @@ def test_generate_ctrl_c_stops_the_text_and_exits_130(tmp_path: Path) -> None:
     out.wait_chars(5, timeout=300)  # text is streaming (TransNormer has no length limit)
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=STOP_LIMIT) in (130, -signal.SIGINT)
-    time.sleep(0.2)
+    out.join(), err.join()
     assert out.text.endswith("\n") and err.text.strip().splitlines()[-1] == "interrupted", err.text
     assert "Traceback" not in err.text and not marked_processes(proc.marker)
 
