@@ -63,9 +63,13 @@ def test_gopher_quality_rejects(text, reason):
 
 
 def test_gopher_quality_chinese_rules():
-    # Chinese is not "no words": each character counts, so short Chinese fails on word count only
+    # Chinese words come from a segmenter, so short Chinese fails on word count; an unpunctuated run-on
+    # fails on clause length (the stand-in for word length); stop words are off for Chinese unless set
     assert GopherQuality().reject_reason(doc("子曰：学而时习之。")) == "too_few_words"
-    assert GopherQuality(min_words=5).reject_reason(doc("床前明月光疑是地上霜举头望明月低头思故乡")) == "few_stop_words"
+    assert GopherQuality(min_words=5).reject_reason(doc("床前明月光疑是地上霜举头望明月低头思故乡")) == "long_clauses"
+    poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+    assert GopherQuality(min_words=5).reject_reason(doc(poem)) is None
+    assert GopherQuality(min_words=5, languages={"zh": {"min_stop_words": 1}}).reject_reason(doc(poem)) == "few_stop_words"
 
 
 def test_gopher_repetition(en_good):

@@ -1,0 +1,69 @@
+"""Keep and remove, per language: clean Chinese, Japanese and English pass the web rules (C4, Gopher
+quality and repetition, FineWeb); repeated lines, symbol soup and keyword spam in each are removed."""
+
+import json
+
+import pytest
+
+from tnlm.data.document import Document
+from tnlm.data.registry import build_step
+from tnlm.data.toxicity import BadWordsFilter
+
+from .texts import EN_CLEAN, JA_CLEAN, JUNK, ZH_CLASSICAL, ZH_CLEAN
+
+WEB_RULES = [{"step": "c4_quality"}, {"step": "gopher_quality"}, {"step": "gopher_repetition"},
+             {"step": "fineweb_quality"}]
+
+
+def survivors(texts: list[str], *, language: str | None = None) -> tuple[list[str], dict[str, int]]:
+    """The texts the web rules keep, and why the others went."""
+    metadata = {"language": language} if language else {}
+    docs = [Document(text=t, id=str(i), metadata=dict(metadata)) for i, t in enumerate(texts)]
+    steps = [build_step(entry) for entry in WEB_RULES]
+    for step in steps:
+        docs = list(step.run(docs))
+    reasons = {f"{s.name}:{r}": n for s in steps for r, n in s.stats.reasons.items()}
+    return [d.id for d in docs], reasons
+
+
+@pytest.mark.parametrize("tagged", [False, True], ids=["guessed", "tagged"])
+@pytest.mark.parametrize(("language", "clean"), [("zh", [ZH_CLEAN, ZH_CLASSICAL]), ("ja", [JA_CLEAN]),
+                                                 ("en", [EN_CLEAN])])
+def test_clean_text_is_kept(language, clean, tagged):
+    kept, reasons = survivors(clean, language=language if tagged else None)
+    assert len(kept) == len(clean), reasons
+
+
+@pytest.mark.parametrize("kind", ["repeated_lines", "symbol_soup", "keyword_spam"])
+@pytest.mark.parametrize("language", ["zh", "ja", "en"])
+def test_junk_is_removed(language, kind):
+    kept, reasons = survivors([JUNK[language][kind]])
+    assert kept == [], f"{language} {kind} survived"
+    assert sum(reasons.values()) == 1
+
+
+def test_the_english_rules_alone_would_remove_the_classics(shared_data):
+    """Why per-language rules: with characters as words and English thresholds, repetition removes
+    Analects chapters (the regression the Chinese segmentation and thresholds fix)."""
+    chapters = ["\n".join(c["paragraphs"]) for c in json.loads((shared_data / "chinese" / "lunyu.json").read_text())]
+    english_only = build_step({"step": "gopher_repetition"})
+    as_characters = [Document(text=" ".join(c), id=str(i), metadata={"language": "en"}) for i, c in enumerate(chapters)]
+    assert len(list(english_only.run(as_characters))) < len(chapters)
+    kept, reasons = survivors(chapters)
+    assert len(kept) == len(chapters), reasons
+
+
+def test_bad_words_per_language():
+    step = BadWordsFilter(words=["fart"], max_hits=0, languages={"sv": {"words": ["skit"]}})
+    swedish = Document(text="Tåget höll hög fart genom skogen.", id="sv", metadata={"language": "sv"})
+    assert step.reject_reason(swedish) is None  # "fart" is speed in Swedish; its list is its own
+    assert step.reject_reason(Document(text="What a skit, and a fart.", id="en")) == "bad_words_count"
+    assert step.reject_reason(Document(text="Det var skit.", id="sv2", metadata={"language": "sv"})) == "bad_words_count"
+
+
+def test_bad_words_ratio_counts_chinese_words():
+    """The ratio's denominator is words in the language's segmentation, not characters."""
+    text = "我们在北京学习中文，混蛋。"  # 6 words, 1 of them bad (1 in 6 > 0.1; 2 in 11 characters would be < 0.1)
+    step = BadWordsFilter(words=["混蛋"], max_ratio=0.1)
+    assert step.reject_reason(Document(text=text, id="z")) == "bad_words_ratio"
+    assert BadWordsFilter(words=["混蛋"], max_ratio=0.2).reject_reason(Document(text=text, id="z")) is None
