@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tnlm.data.document import Document
+from tnlm.data.files import read_documents
 from tnlm.data.registry import build_step
 from tnlm.data.toxicity import BadWordsFilter
 
@@ -67,3 +68,31 @@ def test_bad_words_ratio_counts_chinese_words():
     step = BadWordsFilter(words=["混蛋"], max_ratio=0.1)
     assert step.reject_reason(Document(text=text, id="z")) == "bad_words_ratio"
     assert BadWordsFilter(words=["混蛋"], max_ratio=0.2).reject_reason(Document(text=text, id="z")) is None
+
+
+def test_the_mixed_web_config_keeps_clean_chinese_and_english_and_removes_junk(shared_data, tmp_path, monkeypatch):
+    """configs/data/web_zh_en.yaml on the Analects and Mencius (34 chapters), the Book of Songs and Tang
+    poems (grouped into pages), TinyStories, and junk in three languages."""
+    import yaml
+
+    from benchmarks.data_thresholds import chinese_poetry_pages, chinese_prose, english_stories
+    from tests.helpers import REPO
+    from tnlm.data.pipeline import run_pipeline
+
+    sets = {"prose": chinese_prose(), "poetry": chinese_poetry_pages(), "story": english_stories()[:300],
+            "junk": [text for kinds in JUNK.values() for text in kinds.values()]}
+    rows = [{"id": f"{name}{i}", "text": text} for name, texts in sets.items() for i, text in enumerate(texts)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "web.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    cfg = yaml.safe_load((REPO / "configs" / "data" / "web_zh_en.yaml").read_text())
+    cfg["source"]["paths"], cfg["output"] = [str(tmp_path / "in")], str(tmp_path / "out")
+    monkeypatch.chdir(REPO)  # the config names its word lists relative to the repository
+    report = run_pipeline(cfg, progress=False)
+    kept = {doc.id for path in (tmp_path / "out").glob("shard-*") for doc in read_documents(path)}
+    assert {f"prose{i}" for i in range(34)} <= kept
+    assert {f"poetry{i}" for i in range(len(sets["poetry"]))} <= kept
+    assert sum(1 for i in kept if i.startswith("story")) >= 0.97 * 300  # English defaults: ~2% of stories repeat
+    assert not any(i.startswith("junk") for i in kept)
+    language = next(s for s in report.steps if s.name == "language_id")
+    assert language.counters["zh"] >= 34 + len(sets["poetry"]) and language.counters["en"] >= 300
+    assert language.reasons["unwanted_language"] >= len(JUNK["ja"])  # Japanese is not kept by this config

@@ -34,6 +34,16 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 SHARD_KEY = "_tnlm_shard"  # set by ShardReader, dropped by ShardWriter
 
 
+def enter_folder(data: Any, rank: int, world_size: int, *, folder: str) -> Any:
+    """The first item of every job's pipeline (a plain callable, run when the task starts): work in the
+    folder the run was started from, so relative paths in the config mean the same on a Ray or Slurm
+    worker (which must see the same file system)."""
+    import os
+
+    os.chdir(folder)
+    return data
+
+
 def shard_block(n_shards: int, rank: int, world_size: int) -> range:
     """The contiguous block of shards task `rank` of `world_size` processes."""
     return range(n_shards * rank // world_size, n_shards * (rank + 1) // world_size)

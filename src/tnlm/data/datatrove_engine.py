@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +227,11 @@ class DatatroveRun:
         return executors
 
     def _executor(self, job: Job, *, depends: Any) -> Any:
+        from tnlm.data.datatrove_adapter import enter_folder
+
         options = dict((self.config.datatrove or {}).get(self.executor) or {})
-        common = {"pipeline": job.blocks, "tasks": job.tasks, "logging_dir": str(self.log_dir(job.name))}
+        pipeline = [partial(enter_folder, folder=os.getcwd()), *job.blocks]
+        common = {"pipeline": pipeline, "tasks": job.tasks, "logging_dir": str(self.log_dir(job.name))}
         try:
             if self.executor == "local":
                 from datatrove.executor import LocalPipelineExecutor
@@ -275,8 +280,6 @@ class DatatroveRun:
 
 
 def _ray_address() -> str | None:
-    import os
-
     return os.environ.get("RAY_ADDRESS")
 
 

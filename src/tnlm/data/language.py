@@ -120,4 +120,8 @@ class PerLanguage(Generic[T]):
         return dataclasses.replace(self.base, **overrides)
 
     def __call__(self, language: str | None) -> T:
-        return self.by_language.get(language, self.base) if language else self.base
+        if not language:
+            return self.base
+        if language not in self.by_language and language in CHINESE:  # Wu, Cantonese: Chinese's values
+            language = "zh"
+        return self.by_language.get(language, self.base)
