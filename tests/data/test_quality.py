@@ -115,3 +115,37 @@ def test_length_filter_and_counters():
     assert step.stats.docs_in == 3 and step.stats.docs_out == 1
     assert dict(step.stats.reasons) == {"too_short": 1, "too_long": 1}
     assert step.stats.examples[0]["text"] == "tiny"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_counts_match_their_references(seed):
+    """Joined-token letter counts and numpy n-gram fractions against their token-by-token and Counter
+    references, on random text of odd sizes."""
+    import random
+
+    import numpy as np
+
+    from tnlm.data.quality import (_dup_ngram_fraction, _top_ngram_fraction, alpha_words, alpha_words_reference,
+                                   ngram_fractions_reference)
+
+    rng = random.Random(seed)
+    pieces = ["word", "Word", "the", "42", "3.5", "...", "…", "-", "*", "•", " ", "  ", "\n", "\n\n", "\t", "\r",
+              "子", "é", "x_y", "!!", "\u00a0"]
+    for _ in range(40):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 61)))
+        tokens = words(text)
+        assert alpha_words(tokens) == alpha_words_reference(tokens), repr(text)
+        small = [rng.choice(["a", "bb", "c", "Dd", "e"]) for _ in range(rng.randint(0, 23))]
+        lengths = np.fromiter(map(len, small), dtype=np.int64, count=len(small))
+        hashes = np.fromiter(map(hash, map(str.lower, small)), dtype=np.int64, count=len(small)).view(np.uint64)
+        total = int(lengths.sum()) or 1
+        for n in (1, 2, 3, 5):
+            top, dup = ngram_fractions_reference(small, n)
+            assert _dup_ngram_fraction(hashes, lengths, n, total) == pytest.approx(dup), (small, n)
+            # equally frequent n-grams: the reference takes the first seen, numpy the lowest hash; either is right
+            grams = [tuple(w.lower() for w in small[i : i + n]) for i in range(len(small) - n + 1)]
+            best = max((grams.count(g) for g in grams), default=0)
+            allowed = {best * sum(map(len, small[i : i + n])) / total for i, g in enumerate(grams)
+                       if grams.count(g) == best} if best > 1 else {0.0}
+            assert top in allowed
+            assert any(_top_ngram_fraction(hashes, lengths, n, total) == pytest.approx(a) for a in allowed), (small, n)

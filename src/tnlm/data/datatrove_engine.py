@@ -307,14 +307,13 @@ def exact_config() -> Any:
 
 
 def minhash_config(step: MinHashDedup) -> Any:
-    """datatrove's MinHash with the step's n-gram size, seed and LSH bands x rows (datasketch's choice
-    for the threshold when the step leaves them out), on the same words as tnlm's MinHash."""
-    from datasketch import MinHashLSH
+    """datatrove's MinHash with the step's n-gram size, seed and LSH bands x rows (chosen for the
+    threshold when the step leaves them out), on the same words as tnlm's MinHash."""
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.utils.hashing import HashConfig
     from datatrove.utils.text import TextNormConfig
 
-    bands, rows = step.params or (lambda lsh: (lsh.b, lsh.r))(MinHashLSH(threshold=step.threshold, num_perm=step.num_perm))
+    bands, rows = step.bands()
     words = TextNormConfig(lowercase=True, norm_whitespace=True, remove_punctuation=True,
                            norm_unicode_diacritics=False, norm_numbers=False)
     return MinhashConfig(n_grams=step.ngram, num_buckets=bands, hashes_per_bucket=rows, seed=step.seed,

@@ -50,8 +50,10 @@ def check_language(code: Any, *, where: str) -> str:
 def guess_language(text: str) -> str | None:
     """"zh" or "ja" when the start of `text` is mostly Han characters (with kana: "ja"), else None."""
     head = text[:GUESS_CHARS]
+    if head.isascii():
+        return None
     han, kana = len(HAN_RE.findall(head)), len(KANA_RE.findall(head))
-    if han + kana < 0.3 * max(len(LETTER_RE.findall(head)), 1):
+    if not han + kana or han + kana < 0.3 * len(LETTER_RE.findall(head)):
         return None
     return "ja" if kana >= 0.1 * (han + kana) else "zh"
 

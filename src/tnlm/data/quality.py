@@ -21,7 +21,7 @@ import numpy as np
 from tnlm.data.document import Document
 from tnlm.data.language import PerLanguage, language_of, segment
 from tnlm.data.step import Filter, Step
-from tnlm.data.text import TERMINAL_PUNCT, combine_ngrams, lines, paragraphs, word_hashes
+from tnlm.data.text import TERMINAL_PUNCT, combine_ngrams, lines, paragraphs
 
 STOP_WORDS = {
     None: ("the", "be", "to", "of", "and", "that", "have", "with"),  # untagged text: English
@@ -32,6 +32,8 @@ STOP_WORDS = {
 }
 BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "–", "-", "*", "·")
 LETTER_RE = re.compile(r"[^\W\d_]")
+LINE_WITH_LETTER_RE = re.compile(r"^.*?[^\W\d_]", re.MULTILINE)
+
 RUN_RE = re.compile(r"[^\W_]+")  # letters and digits between spaces and punctuation
 BOILERPLATE = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                "all rights reserved", "javascript")
@@ -139,21 +141,36 @@ class GopherQuality(LanguageRule, Filter):
             yield "long_clauses", clause, clause > o.max_mean_clause_chars
         symbols = (text.count("#") + text.count("...") + text.count("…")) / n
         yield "symbol_word_ratio", symbols, symbols > o.max_symbol_word_ratio
-        doc_lines = lines(text)
-        bullets = sum(line.lstrip().startswith(BULLETS) for line in doc_lines) / len(doc_lines)
+        n_lines, n_bullets, n_ellipsis = line_counts(text)
+        bullets = n_bullets / n_lines
         yield "bullet_lines", bullets, bullets > o.max_bullet_lines_ratio
-        ellipsis = sum(line.rstrip().endswith(("...", "…")) for line in doc_lines) / len(doc_lines)
+        ellipsis = n_ellipsis / n_lines
         yield "ellipsis_lines", ellipsis, ellipsis > o.max_ellipsis_lines_ratio
-        alpha = sum(1 for w in tokens if LETTER_RE.search(w)) / n
+        alpha = alpha_words(tokens) / n
         yield "non_alpha_words", alpha, alpha < o.min_alpha_words_ratio
         stop_words = o.stop_words if o.stop_words is not None else STOP_WORDS.get(language, ())
         if stop_words:
-            stop = frozenset(stop_words)
-            found = sum(1 for w in tokens if w.lower() in stop)
+            found = sum(map(frozenset(stop_words).__contains__, map(str.lower, tokens)))
             yield "few_stop_words", found, found < o.min_stop_words
 
     def reject_reason(self, doc: Document) -> str | None:
         return self.first_failure(doc)
+
+
+def line_counts(text: str) -> tuple[int, int, int]:
+    """(non-blank lines, bullet lines, ellipsis lines)."""
+    doc_lines = lines(text)
+    ellipses = sum(line.rstrip().endswith(("...", "…")) for line in doc_lines) if "..." in text or "…" in text else 0
+    return len(doc_lines), sum(line.lstrip().startswith(BULLETS) for line in doc_lines), ellipses
+
+
+def alpha_words(tokens: list[str]) -> int:
+    """How many of `tokens` hold a letter: one regex pass over them joined by newlines (no word has one)."""
+    return len(LINE_WITH_LETTER_RE.findall("\n".join(tokens)))
+
+
+def alpha_words_reference(tokens: list[str]) -> int:
+    return sum(1 for w in tokens if LETTER_RE.search(w))
 
 
 def _duplicate_fraction(items: list[str]) -> tuple[float, float]:
@@ -193,6 +210,27 @@ def _dup_ngram_fraction(hashes: np.ndarray, lengths: np.ndarray, n: int, total_c
     return int(lengths[np.cumsum(delta[:-1]) > 0].sum()) / total_chars
 
 
+def ngram_fractions_reference(tokens: list[str], n: int) -> tuple[float, float]:
+    """(top n-gram fraction, repeated n-gram fraction) with tuples and a Counter: the reference for
+    `_top_ngram_fraction` and `_dup_ngram_fraction` (ties for the top n-gram go to the first seen)."""
+    from collections import Counter
+
+    lower = [w.lower() for w in tokens]
+    total = sum(map(len, tokens)) or 1
+    grams = [tuple(lower[i : i + n]) for i in range(len(tokens) - n + 1)]
+    counts = Counter(grams)
+    if not grams:
+        return 0.0, 0.0
+    top_gram, top_count = max(counts.items(), key=lambda kv: (kv[1], -grams.index(kv[0])))
+    start = grams.index(top_gram)
+    top = top_count * sum(map(len, tokens[start : start + n])) / total if top_count > 1 else 0.0
+    covered = set()
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered.update(range(i, i + n))
+    return top, sum(len(tokens[i]) for i in covered) / total
+
+
 @dataclass(frozen=True)
 class GopherRepetitionOptions:
     max_dup_line_fraction: float = 0.3
@@ -227,12 +265,16 @@ class GopherRepetition(LanguageRule, Filter):
             yield f"dup_{kind}_char_fraction", char_frac, char_frac > limits[1]
         tokens = segment(text, language)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        total, hashes = int(lengths.sum()) or 1, word_hashes([w.lower() for w in tokens])
+        # within one document any fixed hash will do: Python's own, in C
+        hashes = np.fromiter(map(hash, map(str.lower, tokens)), dtype=np.int64, count=len(tokens)).view(np.uint64)
+        total = int(lengths.sum()) or 1
         for n, limit in sorted(o.top_ngram_max.items()):
             value = _top_ngram_fraction(hashes, lengths, int(n), total)
             yield f"top_{n}gram", value, value > limit
+        value = 1.0
         for n, limit in sorted(o.dup_ngram_max.items()):
-            value = _dup_ngram_fraction(hashes, lengths, int(n), total)
+            # a repeated (n+1)-gram holds a repeated n-gram: after a zero, every longer one is zero too
+            value = _dup_ngram_fraction(hashes, lengths, int(n), total) if value > 0 else 0.0
             yield f"dup_{n}gram", value, value > limit
 
     def reject_reason(self, doc: Document) -> str | None:
