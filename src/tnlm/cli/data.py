@@ -101,7 +101,8 @@ def steps() -> None:
     width = max(60, min(shutil.get_terminal_size().columns, 120))
     for name, cls in sorted(STEPS.items()):
         summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-        typer.echo(textwrap.fill(summary, width, initial_indent=f"{name:18s}  ", subsequent_indent=" " * 20))
+        typer.echo(textwrap.fill(summary, width, initial_indent=f"{name:18s}  ", subsequent_indent=" " * 20,
+                                  break_on_hyphens=False))
 
 
 @data_app.command("pack")
