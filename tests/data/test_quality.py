@@ -149,3 +149,22 @@ def test_fast_counts_match_their_references(seed):
                        if grams.count(g) == best} if best > 1 else {0.0}
             assert top in allowed
             assert any(_top_ngram_fraction(hashes, lengths, n, total) == pytest.approx(a) for a in allowed), (small, n)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_repeated_ngram_fractions_match_the_reference_in_any_key_order(seed):
+    """Longer n-grams are skipped once a shorter one has no repeat; the values must still be those of
+    the reference for every n, with thresholds keyed by strings (JSON) listed longest first."""
+    import random
+
+    from tnlm.data.language import segment
+    from tnlm.data.quality import ngram_fractions_reference
+
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(rng.choice([3, 30, 3000]))]
+    text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(40, 301)))
+    step = GopherRepetition(dup_ngram_max={"10": 0.5, "7": 0.5, "5": 0.5}, top_ngram_max={"3": 0.5, "2": 0.5})
+    measured = step.measure(text, None)
+    tokens = segment(text, None)
+    for n in (5, 7, 10):
+        assert measured[f"dup_{n}gram"] == pytest.approx(ngram_fractions_reference(tokens, n)[1]), n

@@ -268,11 +268,11 @@ class GopherRepetition(LanguageRule, Filter):
         # within one document any fixed hash will do: Python's own, in C
         hashes = np.fromiter(map(hash, map(str.lower, tokens)), dtype=np.int64, count=len(tokens)).view(np.uint64)
         total = int(lengths.sum()) or 1
-        for n, limit in sorted(o.top_ngram_max.items()):
+        for n, limit in sorted(o.top_ngram_max.items(), key=lambda item: int(item[0])):
             value = _top_ngram_fraction(hashes, lengths, int(n), total)
             yield f"top_{n}gram", value, value > limit
         value = 1.0
-        for n, limit in sorted(o.dup_ngram_max.items()):
+        for n, limit in sorted(o.dup_ngram_max.items(), key=lambda item: int(item[0])):  # "10" after "5"
             # a repeated (n+1)-gram holds a repeated n-gram: after a zero, every longer one is zero too
             value = _dup_ngram_fraction(hashes, lengths, int(n), total) if value > 0 else 0.0
             yield f"dup_{n}gram", value, value > limit
