@@ -22,13 +22,13 @@ def test_data_steps_prints_each_description_whole(capsys) -> None:
 
 
 def test_a_missing_optional_package_is_named_before_any_work(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "datasketch", None)  # as if `pip install -e .` without the data extra
+    monkeypatch.setitem(sys.modules, "rjieba", None)  # as if `pip install -e .` without the data extra
     cfg = yaml.safe_load(Path("configs/data/quickstart.yaml").read_text())
     cfg["output"] = str(tmp_path / "out")
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["data", "run", str(tmp_path / "cfg.yaml")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs datasketch" in err and "pip install 'tnlm[data]'" in err
+    assert err.count("\n") == 1 and "needs rjieba" in err and "pip install 'tnlm[data]'" in err
     assert not (tmp_path / "out").exists()
 
 

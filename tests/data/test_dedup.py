@@ -107,3 +107,56 @@ def test_minhash_memory_per_document_is_bounded():
     assert peak < 20e6, f"{peak / 1e6:.0f} MB"  # the whole-document array alone is 50k x 128 x 8 = 51 MB
     reference = MinHash.bulk([shingle_hashes(big, 5)], num_perm=128, seed=1, hashfunc=int)[0]
     assert np.array_equal(signature, reference.hashvalues)
+
+
+@pytest.mark.parametrize(("num_perm", "seed", "size"), [(128, 1, 1), (128, 1, 997), (64, 7, 33), (200, 3, 4097)])
+def test_minhash_signatures_are_datasketchs(num_perm, seed, size):
+    """The numpy signatures equal datasketch's MinHash (its default scheme) fed the same hashes."""
+    from datasketch import MinHash
+
+    from tnlm.data.minhash import MinHasher
+
+    rng = np.random.default_rng(size)
+    hashes = rng.integers(0, 1 << 32, size, dtype=np.uint64)
+    hasher = MinHasher(num_perm=num_perm, seed=seed)
+    reference = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
+    reference.update_batch(hashes.tolist())
+    ours = hasher.update(hasher.update(hasher.empty(), hashes[: size // 2]), hashes[size // 2 :])
+    assert np.array_equal(ours, reference.hashvalues)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+def test_minhash_decisions_are_those_of_datasketchs_lsh(threshold):
+    """Same candidates (datasketch's MinHashLSH with the same bands) and the same Jaccard rule."""
+    from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+    from tnlm.data.minhash import optimal_bands
+
+    texts, _ = planted_corpus(seed=int(threshold * 10))
+    step = MinHashDedup(ngram=5, num_perm=128, threshold=threshold)
+    keyed_features = list(zip([k for k, _ in keyed(texts)], step.features([d for _, d in keyed(texts)])))
+    ours = step.decide(keyed_features)
+    bands = optimal_bands(threshold, 128)
+    lsh = MinHashLSH(threshold=threshold, num_perm=128, params=bands)
+    assert (lsh.b, lsh.r) == bands
+    kept, reference = {}, {}
+    scheme = MinHash(num_perm=1).scheme
+    for key, values in keyed_features:
+        sig = LeanMinHash(seed=1, hashvalues=values, scheme=scheme)
+        if any(sig.jaccard(kept[c]) >= threshold for c in lsh.query(sig)):
+            reference[key] = "near_duplicate"
+            continue
+        lsh.insert(key, sig)
+        kept[key] = sig
+    assert ours == reference and len(ours) > 50
+
+
+def test_optimal_bands_are_datasketchs():
+    from datasketch import MinHashLSH
+
+    from tnlm.data.minhash import optimal_bands
+
+    for num_perm in (32, 128, 250):
+        for threshold in (0.55, 0.75, 0.85):
+            lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+            assert optimal_bands(threshold, num_perm) == (lsh.b, lsh.r), (num_perm, threshold)

@@ -248,14 +248,26 @@ def test_one_run_per_output_folder_and_a_killed_runs_lock_is_taken_over(tmp_path
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "data").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_shipped_configs_name_real_steps_and_options(path):
+    """Every step and option of a shipped config exists (per-language options too), and no config reads
+    from ../shared: shipped configs run on a user's machine."""
+    import dataclasses
     import inspect
 
     from tnlm.data.registry import STEPS
     from tnlm.data.sources import SOURCES
+    from tnlm.data.toxicity import BadWordsOptions
 
+    assert "../shared" not in path.read_text()
     cfg = PipelineConfig.from_yaml(path)
     source = dict(cfg.source)
     inspect.signature(SOURCES[source.pop("type")]).bind(**source)
     for entry in cfg.steps:
         options = {k: v for k, v in entry.items() if k != "step"}
-        inspect.signature(STEPS[entry["step"]]).bind(**options)  # raises TypeError on a misspelt option
+        cls = STEPS[entry["step"]]
+        fields = getattr(cls, "OPTIONS", BadWordsOptions if entry["step"] == "bad_words" else None)
+        if fields is None:
+            inspect.signature(cls).bind(**options)  # raises TypeError on a misspelt option
+            continue
+        names = {f.name for f in dataclasses.fields(fields)}
+        assert set(options) - {"languages"} <= names, entry
+        assert all(set(values) <= names for values in (options.get("languages") or {}).values()), entry

@@ -63,9 +63,13 @@ def test_gopher_quality_rejects(text, reason):
 
 
 def test_gopher_quality_chinese_rules():
-    # Chinese is not "no words": each character counts, so short Chinese fails on word count only
+    # Chinese words come from a segmenter, so short Chinese fails on word count; an unpunctuated run-on
+    # fails on clause length (the stand-in for word length); stop words are off for Chinese unless set
     assert GopherQuality().reject_reason(doc("子曰：学而时习之。")) == "too_few_words"
-    assert GopherQuality(min_words=5).reject_reason(doc("床前明月光疑是地上霜举头望明月低头思故乡")) == "few_stop_words"
+    assert GopherQuality(min_words=5).reject_reason(doc("床前明月光疑是地上霜举头望明月低头思故乡")) == "long_clauses"
+    poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+    assert GopherQuality(min_words=5).reject_reason(doc(poem)) is None
+    assert GopherQuality(min_words=5, languages={"zh": {"min_stop_words": 1}}).reject_reason(doc(poem)) == "few_stop_words"
 
 
 def test_gopher_repetition(en_good):
@@ -111,3 +115,56 @@ def test_length_filter_and_counters():
     assert step.stats.docs_in == 3 and step.stats.docs_out == 1
     assert dict(step.stats.reasons) == {"too_short": 1, "too_long": 1}
     assert step.stats.examples[0]["text"] == "tiny"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_counts_match_their_references(seed):
+    """Joined-token letter counts and numpy n-gram fractions against their token-by-token and Counter
+    references, on random text of odd sizes."""
+    import random
+
+    import numpy as np
+
+    from tnlm.data.quality import (_dup_ngram_fraction, _top_ngram_fraction, alpha_words, alpha_words_reference,
+                                   ngram_fractions_reference)
+
+    rng = random.Random(seed)
+    pieces = ["word", "Word", "the", "42", "3.5", "...", "…", "-", "*", "•", " ", "  ", "\n", "\n\n", "\t", "\r",
+              "子", "é", "x_y", "!!", "\u00a0"]
+    for _ in range(40):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 61)))
+        tokens = words(text)
+        assert alpha_words(tokens) == alpha_words_reference(tokens), repr(text)
+        small = [rng.choice(["a", "bb", "c", "Dd", "e"]) for _ in range(rng.randint(0, 23))]
+        lengths = np.fromiter(map(len, small), dtype=np.int64, count=len(small))
+        hashes = np.fromiter(map(hash, map(str.lower, small)), dtype=np.int64, count=len(small)).view(np.uint64)
+        total = int(lengths.sum()) or 1
+        for n in (1, 2, 3, 5):
+            top, dup = ngram_fractions_reference(small, n)
+            assert _dup_ngram_fraction(hashes, lengths, n, total) == pytest.approx(dup), (small, n)
+            # equally frequent n-grams: the reference takes the first seen, numpy the lowest hash; either is right
+            grams = [tuple(w.lower() for w in small[i : i + n]) for i in range(len(small) - n + 1)]
+            best = max((grams.count(g) for g in grams), default=0)
+            allowed = {best * sum(map(len, small[i : i + n])) / total for i, g in enumerate(grams)
+                       if grams.count(g) == best} if best > 1 else {0.0}
+            assert top in allowed
+            assert any(_top_ngram_fraction(hashes, lengths, n, total) == pytest.approx(a) for a in allowed), (small, n)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_repeated_ngram_fractions_match_the_reference_in_any_key_order(seed):
+    """Longer n-grams are skipped once a shorter one has no repeat; the values must still be those of
+    the reference for every n, with thresholds keyed by strings (JSON) listed longest first."""
+    import random
+
+    from tnlm.data.language import segment
+    from tnlm.data.quality import ngram_fractions_reference
+
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(rng.choice([3, 30, 3000]))]
+    text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(40, 301)))
+    step = GopherRepetition(dup_ngram_max={"10": 0.5, "7": 0.5, "5": 0.5}, top_ngram_max={"3": 0.5, "2": 0.5})
+    measured = step.measure(text, None)
+    tokens = segment(text, None)
+    for n in (5, 7, 10):
+        assert measured[f"dup_{n}gram"] == pytest.approx(ngram_fractions_reference(tokens, n)[1]), n

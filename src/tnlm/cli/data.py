@@ -17,7 +17,6 @@ from tnlm.interrupt import on_interrupt
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from tnlm.data.pipeline import PipelineConfig
     from tnlm.data.sources import Source
 
 data_app = typer.Typer(help="Clean, deduplicate and pack pretraining data.", no_args_is_help=True)
@@ -37,7 +36,9 @@ def run(
     ),  # fmt: skip
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of the config's output."),
     workers: int = typer.Option(0, min=0, help="Processes (0: the config's `workers`)."),
-    engine: str = typer.Option("tnlm", help="tnlm (resumable, global steps) or datatrove (its local executor)."),
+    engine: str = typer.Option("tnlm", help="tnlm (in this process) or datatrove (its local, Slurm or Ray executor)."),
+    executor: str = typer.Option("local", help="With --engine datatrove: local, slurm or ray."),
+    tasks: int = typer.Option(0, min=0, help="With --engine datatrove: tasks (0: one per shard of the source)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run a cleaning pipeline; rerun the same command to resume after an interruption."""
@@ -56,19 +57,20 @@ def run(
         cfg.output = str(output)
     require(modules_for_pipeline(asdict(cfg), engine=engine), what=f"the pipeline {config}")
     if engine == "datatrove":
+        from tnlm.data.datatrove_engine import run_datatrove
         from tnlm.interrupt import call_isolated
 
-        call_isolated(_run_datatrove, cfg, workers=workers or cfg.workers)  # Ctrl-C stops its pool as a group
-        return
-    report = run_pipeline(cfg, workers=workers or None, progress=not quiet)
+        # Ctrl-C stops datatrove's pool (or the local Ray cluster) as a group
+        report = call_isolated(run_datatrove, cfg, executor=executor, tasks=tasks or None, workers=workers or None)
+        if report is None:
+            typer.echo(f"submitted to Slurm; when the jobs have finished: tnlm data report {cfg.output}")
+            return
+    else:
+        if executor != "local" or tasks:
+            raise DataError("--executor and --tasks choose how datatrove runs: add --engine datatrove")
+        report = run_pipeline(cfg, workers=workers or None, progress=not quiet)
     report.print()
     typer.echo(f"report: {Path(cfg.output) / 'report.json'}")
-
-
-def _run_datatrove(cfg: PipelineConfig, *, workers: int) -> None:
-    from tnlm.data.datatrove_adapter import datatrove_executor
-
-    datatrove_executor(cfg, workers=workers).run()
 
 
 def _with_inputs(source: dict, inputs: list[str]) -> dict:
@@ -99,7 +101,8 @@ def steps() -> None:
     width = max(60, min(shutil.get_terminal_size().columns, 120))
     for name, cls in sorted(STEPS.items()):
         summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-        typer.echo(textwrap.fill(summary, width, initial_indent=f"{name:18s}  ", subsequent_indent=" " * 20))
+        typer.echo(textwrap.fill(summary, width, initial_indent=f"{name:18s}  ", subsequent_indent=" " * 20,
+                                  break_on_hyphens=False))
 
 
 @data_app.command("pack")

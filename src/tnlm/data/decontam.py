@@ -18,7 +18,7 @@ from tnlm.data.files import open_text
 from tnlm.data.paths import expand_paths
 from tnlm.data.sources import KNOWN_SUFFIXES
 from tnlm.data.step import Filter
-from tnlm.data.text import ngram_hashes, ngram_hashes_batch, normalized_words
+from tnlm.data.text import combine_ngrams, ngram_hashes_batch, normalized_word_hashes
 
 
 def _strings(value: Any, fields: set[str] | None, key: str | None = None) -> Iterator[str]:
@@ -67,12 +67,12 @@ class Decontaminate(Filter):
         super().__init__()
         self.ngram, self.min_item_words = ngram, min_item_words
         self.names: list[str] = []
-        by_width: dict[int, tuple[list[list[str]], list[int]]] = {}  # width -> (token lists, file index)
+        by_width: dict[int, tuple[list[np.ndarray], list[int]]] = {}  # width -> (word hashes, file index)
         for path in _json_files(eval_paths):
             self.names.append(Path(path).parent.name or Path(path).stem)
             for item in eval_items(path):
                 for text in _strings(item, set(fields) if fields else None):
-                    tokens = normalized_words(text)
+                    tokens = normalized_word_hashes(text)
                     if len(tokens) >= min_item_words:
                         lists, owners = by_width.setdefault(min(len(tokens), ngram), ([], []))
                         lists.append(tokens)
@@ -87,9 +87,9 @@ class Decontaminate(Filter):
             self.index[width] = (hashes[order], np.asarray(owners)[which[order]])
 
     def reject_reason(self, doc: Document) -> str | None:
-        tokens = normalized_words(doc.text)
+        tokens = normalized_word_hashes(doc.text)
         for width, (keys, owners) in self.index.items():
-            grams = ngram_hashes(tokens, width) if len(tokens) >= width else None
+            grams = combine_ngrams(tokens, width) if len(tokens) >= width else None
             if grams is None or not len(grams):
                 continue
             pos = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)

@@ -1,18 +1,19 @@
-"""Exact and near (MinHash + LSH, via datasketch) deduplication. Both are global steps: they see
+"""Exact and near (MinHash + LSH) deduplication. Both are global steps: they see
 every document first and keep the first of each group in corpus order, so the result does not
 depend on how many workers ran."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
-from itertools import islice
 
 import numpy as np
 
 from tnlm.data.document import Document
+from tnlm.data.minhash import EMPTY, BandIndex, MinHasher, optimal_bands
 from tnlm.errors import DataError
 from tnlm.data.step import GlobalStep
-from tnlm.data.text import NORM_WORD_RE, ngram_hashes, normalized_words, stable_hash
+from tnlm.data.text import combine_ngrams, normalized_word_hash_pieces, normalized_word_hashes, normalized_words
 
 # words per piece of a document's shingles: MinHash holds one (piece x num_perm) uint64 array at a time,
 # 4 MB at 128 permutations, instead of one for the whole document (gigabytes for a 50 MB one)
@@ -26,7 +27,8 @@ class ExactDedup(GlobalStep):
     name = "exact_dedup"
 
     def features(self, docs: list[Document]) -> list[int]:
-        return [stable_hash(" ".join(normalized_words(doc.text))) for doc in docs]
+        return [int.from_bytes(hashlib.blake2b(normalized_word_hashes(doc.text).tobytes(), digest_size=8).digest(),
+                               "little") for doc in docs]
 
     def decide(self, features: Iterable[tuple[str, int]]) -> dict[str, str]:
         seen: set[int] = set()
@@ -47,33 +49,38 @@ def shingles(text: str, n: int) -> set[str]:
     return {" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
+MASK32 = np.uint64(0xFFFFFFFF)
+
+
 def shingle_hashes(text: str, n: int) -> np.ndarray:
     """32-bit hashes of the shingles of `text` (the set `shingles` gives, hashed), computed in numpy
     from per-word hashes rather than with one Python call per shingle."""
-    return np.unique(ngram_hashes(normalized_words(text), n) & np.uint64(0xFFFFFFFF))
+    return np.unique(combine_ngrams(normalized_word_hashes(text), n) & MASK32)
 
 
 def shingle_hash_chunks(text: str, n: int, *, chunk_words: int = SHINGLE_CHUNK) -> Iterator[np.ndarray]:
     """`shingle_hashes(text, n)` in pieces of the shingles of at most `chunk_words` words each (their
-    union is the same set), reading the words lazily: memory stays bounded however long the text."""
-    words = (m.group() for m in NORM_WORD_RE.finditer(text.lower()))
-    carry: list[str] = []  # the last n - 1 words: the shingles that cross into the next piece
-    while batch := list(islice(words, max(chunk_words, n))):
-        tokens = carry + batch
-        yield np.unique(ngram_hashes(tokens, n) & np.uint64(0xFFFFFFFF))
-        carry = tokens[len(tokens) - n + 1 :] if n > 1 else []
-
-
-def _identity(value: int) -> int:
-    return int(value)
+    union is the same set), hashing the text a piece at a time: memory stays bounded however long it is."""
+    carry = np.zeros(0, dtype=np.uint64)  # the last n - 1 words: the shingles that cross into the next piece
+    emitted = False
+    for piece in normalized_word_hash_pieces(text):
+        for start in range(0, len(piece), chunk_words):
+            words = np.concatenate([carry, piece[start : start + chunk_words]])
+            if len(words) < n:  # not one whole shingle yet
+                carry = words
+                continue
+            yield np.unique(combine_ngrams(words, n) & MASK32)
+            emitted, carry = True, words[len(words) - n + 1 :] if n > 1 else words[:0]
+    if not emitted and len(carry):  # a text shorter than n words is one shingle
+        yield np.unique(combine_ngrams(carry, n) & MASK32)
 
 
 class MinHashDedup(GlobalStep):
-    """Near-duplicate removal with MinHash signatures over word n-grams and LSH banding (datasketch).
+    """Near-duplicate removal with MinHash signatures over word n-grams and LSH banding.
 
     A document is removed when an earlier kept document is an LSH candidate and their estimated
     Jaccard similarity is at least `threshold`. `bands` x `rows` must equal `num_perm`; leave them
-    out to let datasketch choose them for the threshold."""
+    out to have them chosen for the threshold (as datasketch chooses them)."""
 
     name = "minhash_dedup"
 
@@ -87,37 +94,36 @@ class MinHashDedup(GlobalStep):
         self.ngram, self.num_perm, self.threshold, self.seed = ngram, num_perm, threshold, seed
         self.params = (bands, rows) if bands else None
 
-    def features(self, docs: list[Document]) -> list[np.ndarray]:
-        """MinHash signatures (their hash values), one set of permutations for the whole batch. A
-        signature is a minimum over shingles, so it is taken piece by piece (`shingle_hash_chunks`)."""
-        from datasketch import MinHash
+    def bands(self) -> tuple[int, int]:
+        return self.params or optimal_bands(self.threshold, self.num_perm)
 
-        empty = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
+    def features(self, docs: list[Document]) -> list[np.ndarray]:
+        """MinHash signatures, (num_perm,) uint32 each. A signature is a minimum over shingles, so it
+        is taken piece by piece (`shingle_hash_chunks`)."""
+        hasher = MinHasher(num_perm=self.num_perm, seed=self.seed)
         signatures = []
         for doc in docs:
-            sig = empty.copy()
+            signature = hasher.empty()
             for piece in shingle_hash_chunks(doc.text, self.ngram):
-                sig.update_batch(piece)
-            signatures.append(sig.hashvalues)
+                signature = hasher.update(signature, piece)
+            signatures.append(signature)
         return signatures
 
     def decide(self, features: Iterable[tuple[str, np.ndarray]]) -> dict[str, str]:
-        from datasketch import LeanMinHash, MinHash, MinHashLSH
-
-        scheme = MinHash(num_perm=1).scheme
-        empty = MinHash(num_perm=self.num_perm, seed=self.seed).hashvalues
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, params=self.params)
-        kept: dict[str, LeanMinHash] = {}
+        bands, rows = self.bands()
+        index = BandIndex(bands=bands, rows=rows)
+        kept: dict[str, np.ndarray] = {}
         drop = {}
-        for key, values in features:
-            if np.array_equal(values, empty):  # no words at all: nothing to compare
+        for key, signature in features:
+            signature = np.asarray(signature, dtype=np.uint32)
+            if (signature == EMPTY).all():  # no words at all: nothing to compare
                 continue
-            sig = LeanMinHash(seed=self.seed, hashvalues=values, scheme=scheme)
-            candidates = lsh.query(sig)
+            candidates = index.candidates(signature)
             self.count("lsh_candidates", len(candidates))
-            if any(sig.jaccard(kept[c]) >= self.threshold for c in candidates):
+            needed = self.threshold * self.num_perm
+            if any(np.count_nonzero(signature == kept[c]) >= needed for c in candidates):
                 drop[key] = "near_duplicate"
                 continue
-            lsh.insert(key, sig)
-            kept[key] = sig
+            index.insert(key, signature)
+            kept[key] = signature
         return drop

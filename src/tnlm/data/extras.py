@@ -11,7 +11,9 @@ from typing import Any
 from tnlm.errors import DataError
 
 INSTALL = "pip install 'tnlm[data]'"
-STEP_MODULES = {"minhash_dedup": ("datasketch",)}
+WORD_RULES = ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality", "bad_words")
+# the language-aware rules split any Chinese text they meet with rjieba
+STEP_MODULES = {"language_id": ("py3langid",), **{name: ("rjieba",) for name in WORD_RULES}}
 SOURCE_MODULES = {"hf": ("datasets",)}
 ENGINE_MODULES = {"datatrove": ("datatrove", "orjson")}
 SUFFIX_MODULES = {".zst": ("zstandard",), ".zstd": ("zstandard",), ".parquet": ("pyarrow",)}

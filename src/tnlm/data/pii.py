@@ -66,9 +66,12 @@ PATTERNS: list[tuple[str, re.Pattern[str], Callable[[str], bool], bool]] = [
     ("EMAIL", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), _always, False),
     ("NATIONAL_ID", re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"), cn_id_ok, True),
     ("NATIONAL_ID", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), us_ssn_ok, True),
-    ("CREDIT_CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), luhn_ok, True),
-    ("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), ip_ok, True),
-    ("IP_ADDRESS", re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), ip_ok, False),
+    ("CREDIT_CARD", re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d-])"), luhn_ok, True),
+    # a full stop may follow an address ("at 10.1.2.3."), a fifth number may not ("1.2.3.4.5")
+    ("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)"), ip_ok, True),
+    # IPv6 beside CJK text (no spaces) is fine; a trailing ":" is punctuation (see `find`)
+    ("IP_ADDRESS", re.compile(r"(?<![0-9A-Za-z_:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z_:])"),
+     ip_ok, False),
     ("PHONE", re.compile(r"(?<![\d+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
                          r"(?![ .-]?\d)"), _always, True),
     ("PHONE", re.compile(r"(?<!\d)(?:\+86[ -]?)?1[3-9]\d{9}(?!\d)"), _always, True),
@@ -98,9 +101,12 @@ class PIIMasker(Mapper):
         for kind, pattern, valid, numeric in self.patterns:
             for start, end in windows if numeric else [(0, len(text))]:
                 for m in pattern.finditer(text, start, end):
-                    overlaps = any(m.start() < e and s < m.end() for s, e, _ in spans)
-                    if not overlaps and valid(m.group()):
-                        spans.append((m.start(), m.end(), kind))
+                    found, stop = m.group(), m.end()
+                    if not valid(found) and found.endswith(":"):  # "at fe80::1:", the colon ends the sentence
+                        found, stop = found[:-1], stop - 1
+                    overlaps = any(m.start() < e and s < stop for s, e, _ in spans)
+                    if not overlaps and valid(found):
+                        spans.append((m.start(), stop, kind))
         return sorted(spans)
 
     def transform(self, text: str) -> str:
@@ -113,3 +119,27 @@ class PIIMasker(Mapper):
             self.count(kind)
             last = end
         return "".join(out) + text[last:]
+
+
+_EXCERPT_MASKER: PIIMasker | None = None
+LONGEST_PII = 256  # characters: an email address can be this long, every other kind is shorter
+
+
+def masked_excerpt(text: str, chars: int) -> str:
+    """The first `chars` characters of `text` with every kind of PII masked, whatever the pipeline's own
+    `pii` step masks and wherever it runs: reports quote removed documents through this. A PII that the
+    cut would split is masked whole (the prefix searched reaches LONGEST_PII characters past the cut)."""
+    global _EXCERPT_MASKER
+    _EXCERPT_MASKER = _EXCERPT_MASKER or PIIMasker()
+    size = chars + LONGEST_PII
+    while True:
+        prefix = text[:size]
+        out, last = "", 0
+        for start, end, kind in _EXCERPT_MASKER.find(prefix):
+            if len(out) + start - last >= chars:
+                break
+            out, last = out + prefix[last:start] + f"<{kind}>", end
+        consumed = last + max(chars - len(out), 0)  # where in `text` the excerpt ends
+        if consumed + LONGEST_PII <= len(prefix) or len(prefix) == len(text):
+            return (out + prefix[last:consumed])[:chars]
+        size *= 2

@@ -44,6 +44,7 @@ class PipelineConfig:
     workers: int = 1
     compression: str | None = None
     keep_work: bool = False  # keep the documents between stages (their statistics are always kept)
+    datatrove: dict[str, Any] | None = None  # executor options for --engine datatrove: {slurm: {...}, ray: {...}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
@@ -52,7 +53,7 @@ class PipelineConfig:
         missing = [k for k in ("source", "steps", "output") if k not in data]
         if missing:
             raise DataError(f"pipeline config lacks {', '.join(missing)}: see configs/data/*.yaml for examples")
-        unknown = set(data) - {"source", "steps", "output", "workers", "compression", "keep_work"}
+        unknown = set(data) - {"source", "steps", "output", "workers", "compression", "keep_work", "datatrove"}
         if unknown:
             raise DataError(f"unknown pipeline config keys {sorted(unknown)}")
         if data.get("compression") not in SUFFIXES:
@@ -129,7 +130,7 @@ class Pipeline:
             return self._run(workers=workers, progress=progress)
 
     def _run(self, *, workers: int | None, progress: bool) -> Report:
-        self._check_resumable()
+        self.check_resumable(engine={"engine": "tnlm"})
         final = self.stages[-1]
         if not all(self.stats_path(final, i).exists() for i in range(len(self.shards))):
             for stage in self.stages:
@@ -146,7 +147,9 @@ class Pipeline:
                             "removed them and why: loosen its thresholds or check the input")
         return report
 
-    def _check_resumable(self) -> None:
+    def check_resumable(self, *, engine: dict[str, Any]) -> None:
+        """Refuse a folder that holds something else, another config's run, or a run of another engine
+        (or of the datatrove engine with another task count: its work files are per task)."""
         marker = self.output / PIPELINE_MARKER
         if not marker.exists() and any(p.name != LOCK_NAME for p in self.output.iterdir()):
             raise DataError(f"output folder {self.output} is not empty and holds no tnlm pipeline run; "
@@ -158,6 +161,11 @@ class Pipeline:
                                 "use a new output folder, or delete that one to start over")
         else:
             write_json_atomic(marker, self.config.fingerprint())
+        record = self.work / "engine.json"
+        if record.exists() and (previous := json.loads(record.read_text(encoding="utf-8"))) != engine:
+            how = ", ".join(f"{k} {v}" for k, v in previous.items())
+            raise DataError(f"{self.output} holds a run made with {how}; rerun it the same way, or use a new output folder")
+        write_json_atomic(record, engine)
         for stale in self.output.rglob(".*.tmp*"):  # temporary files of a killed run
             stale.unlink()
 
@@ -227,20 +235,27 @@ class Pipeline:
         write_json_atomic(self.stats_path(stage, shard), stats)
 
     def report(self) -> Report:
-        merged: dict[str, StepStats] = {}
-        for stage in self.stages:
-            for shard in range(len(self.shards)):
-                path = self.stats_path(stage, shard)
-                for key, row in json.loads(path.read_text(encoding="utf-8")).items():
-                    stats = StepStats.from_json(row)
-                    merged.setdefault(key, StepStats(stats.name)).merge(stats)
-        for i, step in enumerate(self.steps):
-            if isinstance(step, GlobalStep) and self.fit_path(i).exists():
-                fit = json.loads(self.fit_path(i).read_text(encoding="utf-8"))
-                merged[str(i)].counters.update(fit["fit_counters"])
-                merged[str(i)].seconds += fit["fit_seconds"]  # the fit is most of a global step's work
-        order = ["read"] + [str(i) for i in range(len(self.steps))]
-        return Report(steps=[merged[k] for k in order if k in merged], output=str(self.output))
+        return collect_report(self.output, [stage.folder for stage in self.stages],
+                              [self.fit_path(i) for i, step in enumerate(self.steps) if isinstance(step, GlobalStep)])
+
+
+def collect_report(output: Path, stage_folders: list[Path], fit_paths: list[Path]) -> Report:
+    """Merge the statistics files of every stage (one per shard, or per datatrove task) and the fit
+    files of the global steps (their counters and time) into the run's report."""
+    merged: dict[str, StepStats] = {}
+    for folder in stage_folders:
+        for path in sorted((folder / "_stats").glob("*.json")):
+            for key, row in json.loads(path.read_text(encoding="utf-8")).items():
+                stats = StepStats.from_json(row)
+                merged.setdefault(key, StepStats(stats.name)).merge(stats)
+    for path in fit_paths:
+        key = str(int(path.name.split("-")[1]))  # fit-NN-name.json
+        if path.exists() and key in merged:
+            fit = json.loads(path.read_text(encoding="utf-8"))
+            merged[key].counters.update(fit["fit_counters"])
+            merged[key].seconds += fit["fit_seconds"]  # the fit is most of a global step's work
+    order = ["read"] + sorted((k for k in merged if k != "read"), key=int)
+    return Report(steps=[merged[k] for k in order], output=str(output))
 
 
 _ACTIVE: Pipeline | None = None

@@ -6,6 +6,7 @@ from typing import Any
 
 from tnlm.data.decontam import Decontaminate
 from tnlm.data.dedup import ExactDedup, MinHashDedup
+from tnlm.data.langid import LanguageID
 from tnlm.errors import DataError
 from tnlm.data.normalize import Normalize
 from tnlm.data.perplexity import PerplexityFilter, PerplexityTail
@@ -16,7 +17,7 @@ from tnlm.data.toxicity import BadWordsFilter
 
 STEPS: dict[str, type[Step]] = {
     cls.name: cls
-    for cls in (Normalize, LengthFilter, GopherQuality, GopherRepetition, C4Quality, FineWebQuality, ExactDedup,
+    for cls in (Normalize, LanguageID, LengthFilter, GopherQuality, GopherRepetition, C4Quality, FineWebQuality, ExactDedup,
                 MinHashDedup, PIIMasker, BadWordsFilter, Decontaminate, PerplexityFilter, PerplexityTail)
 }
 

@@ -41,8 +41,12 @@ class StepStats:
         return self.docs_in - self.docs_out
 
     def add_example(self, doc: Document, reason: str) -> None:
+        """Keep a removed document's id and start (PII masked, whatever the steps mask) for the report."""
         if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append({"id": doc.id, "reason": reason, "text": doc.text[:EXAMPLE_CHARS]})
+            from tnlm.data.pii import masked_excerpt  # pii's masker is itself a step
+
+            self.examples.append({"id": masked_excerpt(doc.id, EXAMPLE_CHARS), "reason": reason,
+                                  "text": masked_excerpt(doc.text, EXAMPLE_CHARS)})
 
     def merge(self, other: StepStats) -> None:
         for key in ("docs_in", "docs_out", "bytes_in", "bytes_out", "seconds"):
