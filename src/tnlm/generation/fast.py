@@ -1,0 +1,212 @@
+"""The fast decode step: one token per sequence through a tnlm model without the per-step overhead of
+the general forward pass. `DecodeState` (state.py) is the reference this is tested against.
+
+A decode step of a small model is mostly not arithmetic: the Hugging Face forward builds output
+objects, recomputes every position from the whole attention mask (a cumsum over the context), checks
+the mask on the host, grows the mask by concatenation, and each layer's general code handles prompts,
+padding and packed documents that a one-token step does not have. `FastDecodeState.step` does only
+what a step needs:
+
+    x = embed(tokens) * scale                                    (B, d)
+    for each block: the family's one-token step, state updated in place
+    logits = lm_head(final_norm(x))                              (B, V)
+
+- TransNormer: SRMSNorm, one qkvu product, LRPE from a per-row position counter, the recurrent update
+  S = S + (lambda - 1) S + k^T v done in place on the layer's state, o = q S, SGLU.
+- Transformer: the same attention code as the reference on the keys and values appended in place, the
+  rotary angles computed once per step for all layers.
+- Infini-attention (and any other tnlm family): the blocks' own forward, called directly with inputs
+  built incrementally (no model wrapper, no mask scan).
+
+Each step uses the same operations in the same order as the reference, so the two give the same
+tokens and logits within float32 rounding (tests/generation/test_fast.py checks every family, with
+and without left padding, across a chat's turns). The prompt (prefill) goes through the model's
+forward, chunked, exactly as in the reference; a state that holds tokens continues either way.
+Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tnlm.generation.state import DecodeState
+
+# how many mask columns to add when the mask buffer is full (amortised growth, no per-step copy)
+_MASK_ROOM = 256
+
+
+class _MaskBuffer:
+    """The (B, past + T) attention mask in a buffer with room to grow by one column per step."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self._buf, self.length = mask, mask.shape[1]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self._buf[:, : self.length]
+
+    def append_ones(self) -> None:
+        if self.length == self._buf.shape[1]:
+            new = self._buf.new_zeros(self._buf.shape[0], self.length + max(_MASK_ROOM, self.length // 8))
+            new[:, : self.length] = self._buf[:, : self.length]
+            self._buf = new
+        self._buf[:, self.length] = 1
+        self.length += 1
+
+
+def _decoder(model: nn.Module) -> nn.Module | None:
+    """The tnlm decoder (DecoderModel) inside a causal LM, or None for a model from elsewhere."""
+    from tnlm.models.decoder import DecoderModel  # lazily: importing tnlm.generation stays light
+
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, DecoderModel) and hasattr(model, "lm_head") else None
+
+
+def _family_step(decoder: nn.Module):
+    """The per-layer step function for this decoder's family."""
+    from tnlm.models.infini.modeling import InfiniModel
+    from tnlm.models.transformer.modeling import TransformerModel
+    from tnlm.models.transnormer.modeling import TransnormerModel
+
+    if isinstance(decoder, TransnormerModel):
+        return _TransnormerStep(decoder)
+    if isinstance(decoder, TransformerModel) and not isinstance(decoder, InfiniModel):
+        return _TransformerStep(decoder)
+    return _GenericStep(decoder)
+
+
+class FastDecodeState(DecodeState):
+    """DecodeState with the fast one-token step for tnlm models (see the module docstring); same
+    interface, same results. The prefill is the reference one."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._decoder = _decoder(model)
+        self._layers = _family_step(self._decoder) if self._decoder is not None else None
+        self._mask_buf: _MaskBuffer | None = None
+        self._positions: torch.Tensor | None = None  # (B,) position of each row's next token
+
+    @property
+    def fast(self) -> bool:
+        """Whether steps take the fast path (False for a model from outside tnlm)."""
+        return self._layers is not None
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+        logits = super().prefill(ids, mask, chunk_size=chunk_size)
+        self._mask_buf = _MaskBuffer(self.mask) if self.mask is not None else None
+        self._positions = torch.tensor([len(t) for t in self.tokens], dtype=torch.long, device=self.device)
+        return logits
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B,) one new token per sequence -> logits (B, V) for the token after it."""
+        if self._layers is None or self.cache is None:
+            return super().step(tokens)
+        if self._mask_buf is not None:
+            self._mask_buf.append_ones()
+            self.mask = self._mask_buf.mask
+        for row, tok in zip(self.tokens, tokens.tolist()):
+            row.append(tok)
+        dec = self._decoder
+        x = dec.embed_tokens(tokens.to(self.device))  # (B, d)
+        if dec.embed_scale != 1.0:
+            x = x * dec.embed_scale
+        x = self._layers(x, positions=self._positions, mask=self.mask, cache=self.cache)
+        self.cache.seen_tokens += 1
+        self._positions += 1
+        return self.model.lm_head(dec.final_norm(x)).float()  # (B, V)
+
+
+class _TransnormerStep:
+    """One token through every TransnormerBlock; the float32 states (B, H, Dk, Dv) update in place."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        self.blocks = list(decoder.layers)
+        self.lam_m1 = [None] * len(self.blocks)  # (1, H, 1, 1) lambda - 1 per layer, as in the reference
+
+    def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:
+        lam = self.lam_m1[i]
+        if lam is None or lam.device != device:
+            mixer = self.blocks[i].token_mixer
+            lam = self.lam_m1[i] = torch.expm1(mixer.log_decay(device).float()).view(1, -1, 1, 1)
+        return lam
+
+    def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            state = cache.layers[i]
+            if state.dtype != torch.float32 or not state.is_contiguous():
+                state = cache.layers[i] = state.float().contiguous()
+            x = x + self._mixer(block.token_mixer, block.token_norm(x), positions, state, self._lam_m1(i, x.device))
+            x = x + block.channel_mixer(block.channel_norm(x))
+        return x
+
+    @staticmethod
+    def _mixer(mixer, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1) -> torch.Tensor:
+        """h (B, d) -> (B, d); state (B, H, Dk, Dv) updated in place."""
+        B, H, hd = h.shape[0], mixer.num_heads, mixer.head_dim
+        q, k, v, u = mixer.qkvu_proj(h).chunk(4, dim=-1)  # each (B, hidden)
+        q, k, v = (t.reshape(B, H, hd) for t in (q, k, v))
+        q, k = mixer.act(q), mixer.act(k)
+        if mixer.lrpe is not None:
+            angle = positions.float()[:, None, None] * mixer.lrpe.theta.float().squeeze(1)  # (B, H, hd)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            qf, kf = q.float(), k.float()
+            q = torch.cat([qf * cos, qf * sin], dim=-1).to(q.dtype)
+            k = torch.cat([kf * cos, kf * sin], dim=-1).to(k.dtype)
+        qf, kf, vf = q.float(), k.float(), v.float()
+        state.addcmul_(state, lam_m1).addcmul_(kf.unsqueeze(-1), vf.unsqueeze(-2))
+        o = (qf.unsqueeze(-2) @ state).squeeze(-2).to(q.dtype)  # (B, H, Dv)
+        o = mixer.norm(o.reshape(B, -1))
+        return mixer.out_proj(u * o)
+
+
+class _TransformerStep:
+    """One token through every TransformerBlock; the rotary angles are computed once per step."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        self.blocks = list(decoder.layers)
+
+    def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+        B = x.shape[0]
+        x = x.unsqueeze(1)  # (B, 1, d): the attention code is the reference's
+        pos = positions.view(B, 1)
+        angles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for i, block in enumerate(self.blocks):
+            attn = block.self_attn
+            h = block.input_layernorm(x)
+            q, k, v = attn.split_heads(h)
+            if attn.rotary is not None:
+                key = id(attn.rotary.spec), attn.head_dim
+                cs = angles.get(key)
+                if cs is None:
+                    cs = angles[key] = attn.rotary.cos_sin(pos)
+                q, k = attn.rotary(q, cs), attn.rotary(k, cs)
+            state = cache.layers[i]
+            state.append(k, v)
+            keys, values = state.k, state.v
+            key_mask = None if mask is None else mask[:, -keys.shape[1] :].bool()[:, None, :]
+            o = _attention(q, keys, values, key_mask, attn.alibi_slopes(x.device))
+            x = x + attn.o_proj(o.reshape(B, 1, -1))
+            x = x + block.mlp(block.post_attention_layernorm(x))
+        return x.squeeze(1)
+
+
+def _attention(q, k, v, mask, slopes) -> torch.Tensor:
+    from tnlm.ops.softmax import softmax_attention
+
+    return softmax_attention(q, k, v, mask=mask, alibi_slopes=slopes)
+
+
+class _GenericStep:
+    """Any other tnlm family: its blocks' own forward on (B, 1, d), inputs built without a mask scan."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        self.decoder = decoder
+
+    def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+        from tnlm.models.decoder import LayerInputs
+
+        inputs = LayerInputs(positions=positions.view(-1, 1), attention_mask=mask, cu_seqlens=None, output_state=True)
+        return self.decoder.run_layers(x.unsqueeze(1), inputs, cache=cache, hidden_states=None).squeeze(1)
+
