@@ -124,3 +124,27 @@ def test_model_from_outside_tnlm_takes_the_reference_step() -> None:
     logits = state.prefill(torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.long))
     assert logits.argmax(-1).item() == 5
     assert state.step(torch.tensor([5])).argmax(-1).item() == 6
+
+
+@torch.no_grad()
+def test_chunked_prefill_equals_one_shot(monkeypatch) -> None:
+    """The fast state's default prefill of a long TransNormer prompt runs in chunks (counted here), and
+    gives the one-shot prefill's logits and state."""
+    import tnlm.generation.fast as fast_mod
+
+    model = _model("tnl-odd")
+    monkeypatch.setattr(fast_mod, "PREFILL_CHUNK", 45)
+    ids, mask = _prompts(model.config.vocab_size, (203, 150), seed=7)
+    one_shot = DecodeState(model)
+    a = one_shot.prefill(ids, mask)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *args, **kw: calls.append(1) or forward(*args, **kw))
+    chunked = FastDecodeState(model)
+    b = chunked.prefill(ids, mask)
+    assert len(calls) == 5  # ceil(203 / 45)
+    assert (a - b).abs().max().item() <= ATOL
+    for sa, sb in zip(one_shot.cache.layers, chunked.cache.layers):
+        assert (sa - sb).abs().max().item() <= ATOL * max(1.0, sa.abs().max().item())
+    tok = a.argmax(-1)
+    assert (one_shot.step(tok) - chunked.step(tok)).abs().max().item() <= ATOL

@@ -21,7 +21,9 @@ what a step needs:
 Each step uses the same operations in the same order as the reference, so the two give the same
 tokens and logits within float32 rounding (tests/generation/test_fast.py checks every family, with
 and without left padding, across a chat's turns). The prompt (prefill) goes through the model's
-forward, chunked, exactly as in the reference; a state that holds tokens continues either way.
+forward, as in the reference; a TransNormer prompt is cut into chunks of PREFILL_CHUNK tokens unless
+the caller chooses a chunk size (softmax attention keeps its keys and values anyway, and its one-shot
+causal kernel needs no mask, so the other families take the prompt whole by default).
 Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
 """
 
@@ -32,6 +34,10 @@ from torch import nn
 
 from tnlm.generation.state import DecodeState
 
+# A TransNormer prompt longer than this goes through the model in chunks of this many tokens: the result
+# is the same (the recurrent state carries over), the activations stay bounded by the chunk whatever
+# the prompt length, and each chunk is still long enough for the block algorithm's matrix products.
+PREFILL_CHUNK = 2048
 # how many mask columns to add when the mask buffer is full (amortised growth, no per-step copy)
 _MASK_ROOM = 256
 
@@ -92,8 +98,17 @@ class FastDecodeState(DecodeState):
         """Whether steps take the fast path (False for a model from outside tnlm)."""
         return self._layers is not None
 
+    @property
+    def default_chunk_size(self) -> int | None:
+        """The prefill chunk when the caller gives none: PREFILL_CHUNK for TransNormer, else None (whole)."""
+        from tnlm.models.transnormer.modeling import TransnormerModel
+
+        return PREFILL_CHUNK if isinstance(self._decoder, TransnormerModel) else None
+
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
-        logits = super().prefill(ids, mask, chunk_size=chunk_size)
+        """As DecodeState.prefill; chunk_size None means default_chunk_size."""
+        chunk = chunk_size if chunk_size is not None else self.default_chunk_size
+        logits = super().prefill(ids, mask, chunk_size=chunk)
         self._mask_buf = _MaskBuffer(self.mask) if self.mask is not None else None
         self._positions = torch.tensor([len(t) for t in self.tokens], dtype=torch.long, device=self.device)
         return logits
