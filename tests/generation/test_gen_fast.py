@@ -148,3 +148,26 @@ def test_chunked_prefill_equals_one_shot(monkeypatch) -> None:
         assert (sa - sb).abs().max().item() <= ATOL * max(1.0, sa.abs().max().item())
     tok = a.argmax(-1)
     assert (one_shot.step(tok) - chunked.step(tok)).abs().max().item() <= ATOL
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_cli_reference_flag_gives_the_same_text(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from tnlm.cli.main import app
+
+    args = [command, "tnl-tiny", "-n", "8"] + (["--prompt", "hello"] if command == "generate" else [])
+    talk = "hello\nagain\n/exit\n" if command == "chat" else None
+    runs = [CliRunner().invoke(app, args + flag, input=talk) for flag in ([], ["--reference"])]
+    assert [r.exit_code for r in runs] == [0, 0], runs[0].output + runs[1].output
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.strip()
+
+
+def test_passkey_reference_decoding_gives_the_same_answers() -> None:
+    from tnlm.evaluation import load_eval_model
+    from tnlm.evaluation.passkey import passkey_retrieval
+
+    model = load_eval_model("tnl-tiny")
+    runs = [passkey_retrieval(model, lengths=[256], depths=[0.5], trials=2, progress=False, reference_decoding=ref)
+            for ref in (False, True)]  # fmt: skip
+    assert [a["answer"] for a in runs[0].answers] == [a["answer"] for a in runs[1].answers]
