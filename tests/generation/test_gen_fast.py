@@ -171,3 +171,15 @@ def test_passkey_reference_decoding_gives_the_same_answers() -> None:
     runs = [passkey_retrieval(model, lengths=[256], depths=[0.5], trials=2, progress=False, reference_decoding=ref)
             for ref in (False, True)]  # fmt: skip
     assert [a["answer"] for a in runs[0].answers] == [a["answer"] for a in runs[1].answers]
+
+
+@pytest.mark.parametrize("name", ["tnl-tiny", "transformer-tiny"])
+@torch.no_grad()
+def test_fast_step_matches_reference_in_bfloat16(name: str) -> None:
+    """The fast step rounds where the reference rounds (LRPE output, attention output) in a half-precision model."""
+    model = create_model(name, seed=0, dtype=torch.bfloat16).eval()
+    ids, mask = _prompts(model.config.vocab_size, (12, 9), seed=3)
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, 6)
+    _, logits = _greedy(FastDecodeState(model), ids, mask, 6, teacher=ref_tokens)
+    for a, b in zip(logits, ref_logits):
+        assert (a - b).abs().max().item() <= 1e-3 * b.abs().max().item()  # below one bfloat16 step

@@ -30,6 +30,7 @@ Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tnlm.generation.state import DecodeState
@@ -90,6 +91,8 @@ class FastDecodeState(DecodeState):
         super().__init__(model)
         self._decoder = _decoder(model)
         self._layers = _family_step(self._decoder) if self._decoder is not None else None
+        if self._layers is not None:
+            _mark_norms(self._decoder)
         self._mask_buf: _MaskBuffer | None = None
         self._positions: torch.Tensor | None = None  # (B,) position of each row's next token
 
@@ -130,7 +133,40 @@ class FastDecodeState(DecodeState):
         x = self._layers(x, positions=self._positions, mask=self.mask, cache=self.cache)
         self.cache.seen_tokens += 1
         self._positions += 1
-        return self.model.lm_head(dec.final_norm(x)).float()  # (B, V)
+        return _f32(_linear(self.model.lm_head, _norm(dec.final_norm, x)))  # (B, V)
+
+
+def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x), with SRMSNorm and RMSNorm on float32 written out: the reference's arithmetic
+    (tnlm.ops.norm), fewer dispatches."""
+    kind = getattr(module, "_fast_norm", None)
+    if kind is None or x.dtype != torch.float32:
+        return module(x)
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.eps)
+    return y if kind == "srms" else module.weight * y
+
+
+def _mark_norms(model: nn.Module) -> None:
+    """Flag the norm modules _norm may write out (imported here: tnlm.generation loads light)."""
+    from tnlm.layers.norm import RMSNorm, SRMSNorm
+
+    for m in model.modules():
+        if type(m) in (SRMSNorm, RMSNorm):
+            m._fast_norm = "srms" if type(m) is SRMSNorm else "rms"
+
+
+def _elementwise_maps() -> set:
+    from tnlm.layers.activations import FEATURE_MAPS
+
+    return {FEATURE_MAPS[name] for name in ("silu", "relu", "sigmoid", "elu", "exp", "gelu")}
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, module.weight, module.bias)  # no module call machinery (hooks are for training)
 
 
 class _TransnormerStep:
@@ -139,6 +175,10 @@ class _TransnormerStep:
     def __init__(self, decoder: nn.Module) -> None:
         self.blocks = list(decoder.layers)
         self.lam_m1 = [None] * len(self.blocks)  # (1, H, 1, 1) lambda - 1 per layer, as in the reference
+        # feature maps that act elementwise may run on q and k together (one dispatch instead of two)
+        elementwise = _elementwise_maps()
+        self.act_qk_together = [block.token_mixer.act in elementwise for block in self.blocks]
+
 
     def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:
         lam = self.lam_m1[i]
@@ -152,28 +192,35 @@ class _TransnormerStep:
             state = cache.layers[i]
             if state.dtype != torch.float32 or not state.is_contiguous():
                 state = cache.layers[i] = state.float().contiguous()
-            x = x + self._mixer(block.token_mixer, block.token_norm(x), positions, state, self._lam_m1(i, x.device))
-            x = x + block.channel_mixer(block.channel_norm(x))
+            h = _norm(block.token_norm, x)
+            x = x + self._mixer(block.token_mixer, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
+            h = _norm(block.channel_norm, x)
+            glu = block.channel_mixer
+            x = x + _linear(glu.l3, _linear(glu.l1, h) * _linear(glu.l2, h))
         return x
 
     @staticmethod
-    def _mixer(mixer, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1) -> torch.Tensor:
+    def _mixer(mixer, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool) -> torch.Tensor:
         """h (B, d) -> (B, d); state (B, H, Dk, Dv) updated in place."""
         B, H, hd = h.shape[0], mixer.num_heads, mixer.head_dim
-        q, k, v, u = mixer.qkvu_proj(h).chunk(4, dim=-1)  # each (B, hidden)
-        q, k, v = (t.reshape(B, H, hd) for t in (q, k, v))
-        q, k = mixer.act(q), mixer.act(k)
+        qkvu = _linear(mixer.qkvu_proj, h)  # (B, 4 hidden): q, k, v, u
+        hidden = H * hd
+        if together:
+            q, k = mixer.act(qkvu[:, : 2 * hidden]).view(B, 2, H, hd).unbind(1)
+        else:
+            q, k = (mixer.act(t) for t in qkvu[:, : 2 * hidden].view(B, 2, H, hd).unbind(1))
+        v, u = qkvu[:, 2 * hidden : 3 * hidden].view(B, H, hd), qkvu[:, 3 * hidden :]
+        dtype = q.dtype
+        q, k, v = _f32(q), _f32(k), _f32(v)
         if mixer.lrpe is not None:
-            angle = positions.float()[:, None, None] * mixer.lrpe.theta.float().squeeze(1)  # (B, H, hd)
+            angle = positions.view(B, 1, 1).float() * mixer.lrpe.theta.view(H, hd).float()  # (B, H, hd)
             cos, sin = torch.cos(angle), torch.sin(angle)
-            qf, kf = q.float(), k.float()
-            q = torch.cat([qf * cos, qf * sin], dim=-1).to(q.dtype)
-            k = torch.cat([kf * cos, kf * sin], dim=-1).to(k.dtype)
-        qf, kf, vf = q.float(), k.float(), v.float()
-        state.addcmul_(state, lam_m1).addcmul_(kf.unsqueeze(-1), vf.unsqueeze(-2))
-        o = (qf.unsqueeze(-2) @ state).squeeze(-2).to(q.dtype)  # (B, H, Dv)
-        o = mixer.norm(o.reshape(B, -1))
-        return mixer.out_proj(u * o)
+            q, k = torch.cat([q * cos, q * sin], dim=-1), torch.cat([k * cos, k * sin], dim=-1)
+            if dtype != torch.float32:  # the reference rounds LRPE's output to the model's dtype
+                q, k = q.to(dtype).float(), k.to(dtype).float()
+        state.addcmul_(state, lam_m1).addcmul_(k.view(B, H, -1, 1), v.view(B, H, 1, hd))
+        o = torch.matmul(q.view(B, H, 1, -1), state).view(B, -1)  # (B, H * Dv)
+        return _linear(mixer.out_proj, u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
 
 
 class _TransformerStep:
@@ -189,8 +236,10 @@ class _TransformerStep:
         angles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for i, block in enumerate(self.blocks):
             attn = block.self_attn
-            h = block.input_layernorm(x)
-            q, k, v = attn.split_heads(h)
+            h = _norm(block.input_layernorm, x)
+            q = _linear(attn.q_proj, h).view(B, 1, attn.num_heads, attn.head_dim)
+            k = _linear(attn.k_proj, h).view(B, 1, attn.num_kv_heads, attn.head_dim)
+            v = _linear(attn.v_proj, h).view(B, 1, attn.num_kv_heads, attn.head_dim)
             if attn.rotary is not None:
                 key = id(attn.rotary.spec), attn.head_dim
                 cs = angles.get(key)
@@ -202,8 +251,10 @@ class _TransformerStep:
             keys, values = state.k, state.v
             key_mask = None if mask is None else mask[:, -keys.shape[1] :].bool()[:, None, :]
             o = _attention(q, keys, values, key_mask, attn.alibi_slopes(x.device))
-            x = x + attn.o_proj(o.reshape(B, 1, -1))
-            x = x + block.mlp(block.post_attention_layernorm(x))
+            x = x + _linear(attn.o_proj, o.reshape(B, 1, -1))
+            h = _norm(block.post_attention_layernorm, x)
+            mlp = block.mlp
+            x = x + _linear(mlp.down_proj, F.silu(_linear(mlp.gate_proj, h)) * _linear(mlp.up_proj, h))
         return x.squeeze(1)
 
 
