@@ -17,7 +17,9 @@ float32 weights streamed through one-row products, larger than any cache), and e
 bytes one decode step must read: every weight matrix once (the tied embedding as the LM head; the
 lookup reads B rows) plus the decoding state (TransNormer's fixed recurrent state, a Transformer's keys
 and values of the whole context). floor = bytes / rate; "x floor" is ms/step over it. A batch of B
-reads the weights once per step, so its tokens/s may be up to B times batch 1's.
+reads the weights once per step, so its tokens/s may be up to B times batch 1's. "ops/step" counts the
+PyTorch operators a step dispatches (torch.profiler, after the timing): the per-step overhead as a
+number that a busy machine does not change.
 
     python benchmarks/decode.py                                  # tiny shape, contexts 256..32768
     python benchmarks/decode.py --shape issue --batches 1 8      # issue 20: d=512, 4 layers, vocab 32000
@@ -108,6 +110,25 @@ def _timed_steps(state, logits, n: int) -> tuple[list[float], list[float], objec
     return steps, rss, logits
 
 
+def ops_per_step(state, logits, steps: int = 3) -> float:
+    """Top-level PyTorch operators one decode step dispatches (counted by torch.profiler): the per-step
+    overhead in a number that does not depend on how busy the machine is."""
+    from torch.profiler import ProfilerActivity, profile
+
+    saved = os.dup(2)  # the profiler's C++ side announces itself on stderr; keep the output a table
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                logits = state.step(logits.argmax(-1))
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    top = [e for e in prof.events() if e.name.startswith("aten::")
+           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]  # fmt: skip
+    return len(top) / steps
+
+
 def weight_bytes(model, batch: int) -> int:
     """Bytes of weights one decode step reads: every nn.Linear's parameters once, an embedding table
     only for the `batch` rows it looks up (a tied table is read whole as the LM head), norms' vectors."""
@@ -171,6 +192,7 @@ def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, decode_rss_mb=max(rss),
         state_mb=(state.nbytes() if kind != "hf-llama" else _dynamic_cache_bytes(state.cache)) / 2**20,
         bytes_per_step=weight_bytes(model, batch) + state_read_bytes(state.cache),
+        ops_per_step=ops_per_step(state, logits),
     )  # fmt: skip
 
 
@@ -230,7 +252,8 @@ def table(rows: list[dict], models: list[str]) -> str:
     keys = sorted({(r["batch"], r["context"]) for r in rows})
     w = 7
     names = " ".join(f"{SHORT[m]:>{w}}" for m in models)
-    head = f"{'batch':>5} {'context':>7} | ms/step: {names} | x floor: {names} | peak MB: {names} | state MB: {names}"
+    head = (f"{'batch':>5} {'context':>7} | ms/step: {names} | x floor: {names} | ops/step: {names} | "
+            f"peak MB: {names} | state MB: {names}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for batch, context in keys:
         cells = [by.get((m, batch, context)) for m in models]
@@ -240,7 +263,8 @@ def table(rows: list[dict], models: list[str]) -> str:
 
         floor = " ".join(f"{format(c['ms_per_step'] / c['floor_ms'], '.2f') + 'x' if c else '-':>{w}}" for c in cells)
         lines.append(f"{batch:>5} {context:>7} | ms/step: {col('ms_per_step', '.2f')} | x floor: {floor} | "
-                     f"peak MB: {col('peak_rss_mb', '.0f')} | state MB: {col('state_mb', '.2f')}")  # fmt: skip
+                     f"ops/step: {col('ops_per_step', '.0f')} | peak MB: {col('peak_rss_mb', '.0f')} | "
+                     f"state MB: {col('state_mb', '.2f')}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """Decoding for every tnlm family: sampling, stop strings, streaming, batched generation.
 
 `generate(model, tokenizer, prompts, ...)` returns tokens, text and timing; `stream(...)` yields text
-pieces. The model's own cache object is the decoding state (see state.py).
+pieces. The model's own cache object is the decoding state (see state.py); both decode with the fast
+one-token step (FastDecodeState, fast.py) unless given reference=True (DecodeState, the general forward).
 """
 
 from tnlm.generation.chat import ChatSession, chat_eos_ids

@@ -18,8 +18,8 @@ what a step needs:
 - Infini-attention (and any other tnlm family): the blocks' own forward, called directly with inputs
   built incrementally (no model wrapper, no mask scan).
 
-Each step uses the same operations in the same order as the reference, so the two give the same
-tokens and logits within float32 rounding (tests/generation/test_fast.py checks every family, with
+Each step uses the same arithmetic in the same order as the reference, so the two give the same
+tokens and logits within float32 rounding (tests/generation/test_gen_fast.py checks every family, with
 and without left padding, across a chat's turns). The prompt (prefill) goes through the model's
 forward, as in the reference; a TransNormer prompt is cut into chunks of PREFILL_CHUNK tokens unless
 the caller chooses a chunk size (softmax attention keeps its keys and values anyway, and its one-shot
@@ -85,7 +85,7 @@ def _family_step(decoder: nn.Module):
 
 class FastDecodeState(DecodeState):
     """DecodeState with the fast one-token step for tnlm models (see the module docstring); same
-    interface, same results. The prefill is the reference one."""
+    interface, same results. The prefill is the reference's forward, in chunks by default for TransNormer."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
