@@ -1,25 +1,37 @@
 """Decoding speed and memory against context length: TransNormerLLM vs tnlm's KV-cache Transformer vs
-Hugging Face LlamaForCausalLM, all of the same shape, side by side in one run.
+Hugging Face LlamaForCausalLM, all of the same shape, side by side in one run, against the hardware floor.
 
-For each (model, context) a fresh child process builds the model, prefills `context` random tokens (in
-chunks, through tnlm's DecodeState, as generate() does), then decodes greedily one token at a time in
---rounds rounds of --new-tokens steps, a second apart, timing every step. "ms/token" is the best round's
-mean (timeit's rule: on a shared machine the slower rounds are other processes interfering); the JSON
-also holds the median, mean and fastest single step. The child's peak resident memory (ru_maxrss) is
-that cell's process peak memory.
+For each (model, batch, context) a fresh child process builds the model, prefills `context` random
+tokens per sequence (in chunks, as generate() does), then decodes greedily one token per sequence at a
+time in --rounds rounds of --new-tokens steps, a second apart, timing every step. "ms/step" is the best
+round's mean (timeit's rule: on a shared machine the slower rounds are other processes interfering);
+the JSON also holds the median, mean and fastest single step. The child's peak resident memory
+(ru_maxrss) is that cell's process peak memory.
 
-    python benchmarks/decode.py                       # contexts 256..32768, a few minutes on 2 cores
-    python benchmarks/decode.py --contexts 256 1024   # quick look
+Models: "tnl" and "transformer" decode with tnlm's fast step (FastDecodeState, what generate() uses),
+"tnl-ref" and "transformer-ref" with the reference step (DecodeState, the general forward pass), and
+"hf-llama" with Hugging Face's forward.
 
-Shape: the tiny presets' (tnl-tiny / transformer-tiny): d=128, 4 layers, 4 heads of 32, FFN 352,
-vocab 8192, tied embeddings, float32; HF Llama gets the same numbers. The shape is set by the
-Transformers' prefill, which is quadratic: at 32768 tokens it is ~2 T^2 d L multiply-adds, a minute or two
-per model on 2 shared cores, so the whole table takes several minutes. A decode step still does real work:
-each token reads 2*T*d floats of KV cache per layer against ~12*d^2 weights, so the Transformer's cost
-per token grows ~T/(6d) times its fixed part; a wider model needs longer contexts to show the same gap.
-Prefill runs in chunks of --chunk tokens (default 256, the smallest context) for every model, so a
-TransNormer prefill has the same working set at every context.
-"Decode MB" is the resident memory while decoding (after returning freed prefill buffers to the OS).
+The floor: the parent measures the machine's matrix-vector rate (benchmarks/hardware.py: GB/s of
+float32 weights streamed through one-row products, larger than any cache), and each cell counts the
+bytes one decode step must read: every weight matrix once (the tied embedding as the LM head; the
+lookup reads B rows) plus the decoding state (TransNormer's fixed recurrent state, a Transformer's keys
+and values of the whole context). floor = bytes / rate; "x floor" is ms/step over it. A batch of B
+reads the weights once per step, so its tokens/s may be up to B times batch 1's. "ops/step" counts the
+PyTorch operators a step dispatches (torch.profiler, after the timing): the per-step overhead as a
+number that a busy machine does not change.
+
+    python benchmarks/decode.py                                  # tiny shape, contexts 256..32768
+    python benchmarks/decode.py --shape issue --batches 1 8      # issue 20: d=512, 4 layers, vocab 32000
+    python benchmarks/decode.py --contexts 256 1024              # quick look
+
+Shapes: "tiny" is the tiny presets' (tnl-tiny / transformer-tiny): d=128, 4 layers, 4 heads of 32,
+FFN 352, vocab 8192; "issue" is d=512, 4 layers, 8 heads of 64, FFN 1408, vocab 32000; both with tied
+embeddings, float32; HF Llama gets the same numbers. The Transformers' prefill is quadratic: at 32768
+tokens it is ~2 T^2 d L multiply-adds, minutes per model on 2 shared cores. Prefill runs in chunks of
+--chunk tokens (default 256) for every model, so a TransNormer prefill has the same working set at
+every context. "Decode MB" is the resident memory while decoding (after returning freed prefill
+buffers to the OS).
 """
 
 from __future__ import annotations
@@ -38,15 +50,25 @@ from pathlib import Path
 # step into 100 ms whenever another process runs. Set before torch loads; the children inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 RESULTS = Path(__file__).resolve().parent / "results"
-MODELS = ("tnl", "transformer", "hf-llama")
-SHAPE = dict(d=128, layers=4, heads=4, ffn=352, vocab=8192)
+MODELS = ("tnl", "tnl-ref", "transformer", "transformer-ref", "hf-llama")
+SHORT = {"tnl": "tnl", "tnl-ref": "tnl-ref", "transformer": "tfm", "transformer-ref": "tfm-ref", "hf-llama": "llama"}
+SHAPES = {
+    "tiny": dict(d=128, layers=4, heads=4, ffn=352, vocab=8192),
+    "issue": dict(d=512, layers=4, heads=8, ffn=1408, vocab=32000),
+}
+
+
+def family(model: str) -> str:
+    """The architecture of a benchmark model name: "tnl-ref" -> "tnl"."""
+    return model.removesuffix("-ref")
 
 
 def build(kind: str, shape: dict):
-    """The three models with identical width, depth, heads, FFN width, vocab and tied embeddings."""
+    """The three architectures with identical width, depth, heads, FFN width, vocab and tied embeddings."""
     from tnlm.models.registry import PRESETS
 
     d, L, H, F, V = (shape[k] for k in ("d", "layers", "heads", "ffn", "vocab"))
+    kind = family(kind)
     if kind == "tnl":
         return PRESETS["tnl-tiny"].config(dict(decoder_embed_dim=d, hidden_dim=d, decoder_layers=L,
             decoder_attention_heads=H, glu_dim=F, vocab_size=V, linear_use_lrpe_list=[1] + [0] * (L - 1)))  # fmt: skip
@@ -70,6 +92,12 @@ def _make_model(kind: str, shape: dict):
     return AutoModelForCausalLM.from_config(build(kind, shape)).eval()
 
 
+def _new_state(kind: str, model):
+    from tnlm.generation import DecodeState, FastDecodeState
+
+    return DecodeState(model) if kind.endswith("-ref") or kind == "hf-llama" else FastDecodeState(model)
+
+
 def _timed_steps(state, logits, n: int) -> tuple[list[float], list[float], object]:
     """n greedy decode steps: (seconds per step, resident MB after each step, last logits)."""
     steps, rss = [], []
@@ -82,17 +110,70 @@ def _timed_steps(state, logits, n: int) -> tuple[list[float], list[float], objec
     return steps, rss, logits
 
 
-def measure(kind: str, context: int, *, shape: dict, new_tokens: int, rounds: int, chunk: int, threads: int) -> dict:
+def ops_per_step(state, logits, steps: int = 3) -> float:
+    """Top-level PyTorch operators one decode step dispatches (counted by torch.profiler): the per-step
+    overhead in a number that does not depend on how busy the machine is."""
+    from torch.profiler import ProfilerActivity, profile
+
+    saved = os.dup(2)  # the profiler's C++ side announces itself on stderr; keep the output a table
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                logits = state.step(logits.argmax(-1))
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    top = [e for e in prof.events() if e.name.startswith("aten::")
+           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]  # fmt: skip
+    return len(top) / steps
+
+
+def weight_bytes(model, batch: int) -> int:
+    """Bytes of weights one decode step reads: every nn.Linear's parameters once, an embedding table
+    only for the `batch` rows it looks up (a tied table is read whole as the LM head), norms' vectors."""
+    import torch
+
+    linear = {id(p) for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()}
+    total = 0
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            if isinstance(m, torch.nn.Embedding) and id(p) not in linear:
+                total += batch * p.shape[1] * p.element_size()
+            elif isinstance(m, torch.nn.Embedding):
+                continue  # tied: counted with the LM head
+            else:
+                total += p.numel() * p.element_size()
+    return total
+
+
+def state_read_bytes(cache) -> int:
+    """Bytes of decoding state one step reads: recurrent states, or the keys and values in use."""
+    total = 0
+    layers = getattr(cache, "layers", [])
+    for layer in layers:
+        if hasattr(layer, "numel"):
+            total += layer.numel() * layer.element_size()
+        elif hasattr(layer, "k") and hasattr(layer, "v"):
+            total += sum(t.numel() * t.element_size() for t in (layer.k, layer.v))
+        elif hasattr(layer, "keys"):  # transformers' DynamicCache layer
+            total += sum(t.numel() * t.element_size() for t in (layer.keys, layer.values))
+        elif hasattr(layer, "nbytes"):
+            total += layer.nbytes()
+    return total
+
+
+def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int, rounds: int, chunk: int,
+            threads: int) -> dict:  # fmt: skip
     """Runs in a child process: prefill, then `rounds` rounds of `new_tokens` timed decode steps, a second
     apart, so that a burst of work from other processes cannot decide a cell on its own."""
     import torch
 
-    from tnlm.generation import DecodeState
-
     torch.set_num_threads(threads)
     model = _make_model(kind, shape)
-    ids = torch.randint(8, shape["vocab"], (1, context), generator=torch.Generator().manual_seed(context))
-    state = DecodeState(model)
+    gen = torch.Generator().manual_seed(context)
+    ids = torch.randint(8, shape["vocab"], (batch, context), generator=gen)
+    state = _new_state(kind, model)
     t0 = time.perf_counter()
     logits = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk)
     prefill_s = time.perf_counter() - t0
@@ -104,11 +185,14 @@ def measure(kind: str, context: int, *, shape: dict, new_tokens: int, rounds: in
         steps, rss = steps + round_steps, rss + round_rss
         round_means.append(statistics.fmean(round_steps))
     return dict(
-        model=kind, context=context, prefill_s=prefill_s,
-        ms_per_token=1000 * min(round_means), ms_per_token_median=1000 * statistics.median(steps),
-        ms_per_token_mean=1000 * statistics.fmean(steps), ms_per_token_min=1000 * min(steps),
+        model=kind, context=context, batch=batch, prefill_s=prefill_s,
+        ms_per_step=1000 * min(round_means), ms_per_step_median=1000 * statistics.median(steps),
+        ms_per_step_mean=1000 * statistics.fmean(steps), ms_per_step_min=1000 * min(steps),
+        tokens_per_s=batch / min(round_means),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, decode_rss_mb=max(rss),
         state_mb=(state.nbytes() if kind != "hf-llama" else _dynamic_cache_bytes(state.cache)) / 2**20,
+        bytes_per_step=weight_bytes(model, batch) + state_read_bytes(state.cache),
+        ops_per_step=ops_per_step(state, logits),
     )  # fmt: skip
 
 
@@ -138,116 +222,156 @@ def _run_cell(args: tuple) -> dict:
     return measure(kind, context, **kwargs)
 
 
-def run_all(contexts: list[int], **kwargs) -> list[dict]:
+def _measure_rate(threads: int) -> float:
+    import torch
+
+    from hardware import matvec_rate
+
+    torch.set_num_threads(threads)
+    return matvec_rate()
+
+
+def run_all(models: list[str], contexts: list[int], batches: list[int], *, rate: float, **kwargs) -> list[dict]:
     ctx = mp.get_context("spawn")
     rows = []
-    for context in contexts:
-        for kind in MODELS:
-            with ctx.Pool(1, maxtasksperchild=1) as pool:  # a fresh process: its peak memory is this cell's
-                row = pool.apply(_run_cell, ((kind, context, kwargs),))
-            print(f"  {kind:12s} {context:6d}: {row['ms_per_token']:8.2f} ms/token, prefill {row['prefill_s']:7.1f} s, "
-                  f"peak {row['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
-            rows.append(row)
+    for batch in batches:
+        for context in contexts:
+            for kind in models:
+                with ctx.Pool(1, maxtasksperchild=1) as pool:  # a fresh process: its peak memory is this cell's
+                    row = pool.apply(_run_cell, ((kind, context, dict(kwargs, batch=batch)),))
+                row["floor_ms"] = 1000 * row["bytes_per_step"] / rate
+                print(f"  {kind:16s} B={batch:<3d} {context:6d}: {row['ms_per_step']:8.2f} ms/step "
+                      f"(floor {row['floor_ms']:6.2f}), prefill {row['prefill_s']:7.1f} s, "
+                      f"peak {row['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
+                rows.append(row)
     return rows
 
 
-def table(rows: list[dict], contexts: list[int]) -> str:
-    by = {(r["model"], r["context"]): r for r in rows}
-    head = (f"{'context':>7} | {'ms/token: tnl':>13} {'tfm':>7} {'llama':>7} | {'tfm/tnl':>7} {'llama/tnl':>9} | "
-            f"{'peak MB: tnl':>12} {'tfm':>5} {'llama':>5} | {'decode MB: tnl':>14} {'tfm':>5} {'llama':>5} | "
-            f"{'state MB: tnl':>13} {'tfm':>6}")  # fmt: skip
+def table(rows: list[dict], models: list[str]) -> str:
+    by = {(r["model"], r["batch"], r["context"]): r for r in rows}
+    keys = sorted({(r["batch"], r["context"]) for r in rows})
+    w = 7
+    names = " ".join(f"{SHORT[m]:>{w}}" for m in models)
+    head = (f"{'batch':>5} {'context':>7} | ms/step: {names} | x floor: {names} | ops/step: {names} | "
+            f"peak MB: {names} | state MB: {names}")  # fmt: skip
     lines = [head, "-" * len(head)]
-    for c in contexts:
-        t, f, h = by[("tnl", c)], by[("transformer", c)], by[("hf-llama", c)]
-        lines.append(
-            f"{c:>7} | {t['ms_per_token']:>13.2f} {f['ms_per_token']:>7.2f} {h['ms_per_token']:>7.2f} | "
-            f"{f['ms_per_token'] / t['ms_per_token']:>6.1f}x {h['ms_per_token'] / t['ms_per_token']:>8.1f}x | "
-            f"{t['peak_rss_mb']:>12.0f} {f['peak_rss_mb']:>5.0f} {h['peak_rss_mb']:>5.0f} | "
-            f"{t['decode_rss_mb']:>14.0f} {f['decode_rss_mb']:>5.0f} {h['decode_rss_mb']:>5.0f} | "
-            f"{t['state_mb']:>13.2f} {f['state_mb']:>6.1f}"
-        )
+    for batch, context in keys:
+        cells = [by.get((m, batch, context)) for m in models]
+
+        def col(key: str, fmt: str, cells=cells) -> str:
+            return " ".join(f"{format(c[key], fmt) if c else '-':>{w}}" for c in cells)
+
+        floor = " ".join(f"{format(c['ms_per_step'] / c['floor_ms'], '.2f') + 'x' if c else '-':>{w}}" for c in cells)
+        lines.append(f"{batch:>5} {context:>7} | ms/step: {col('ms_per_step', '.2f')} | x floor: {floor} | "
+                     f"ops/step: {col('ops_per_step', '.0f')} | peak MB: {col('peak_rss_mb', '.0f')} | "
+                     f"state MB: {col('state_mb', '.2f')}")  # fmt: skip
     return "\n".join(lines)
 
 
-def _ratio(by: dict, a: tuple, b: tuple, key: str) -> float:
-    return by[a][key] / by[b][key]
-
-
-def targets(rows: list[dict], contexts: list[int]) -> list[tuple[str, float, bool]]:
+def targets(rows: list[dict], contexts: list[int], batches: list[int]) -> list[tuple[str, float, bool]]:
     """Each speed target is checked on the best round's mean (timeit's rule: slower repeats are other
     processes interfering) and on the median over every step of every round."""
-    by = {(r["model"], r["context"]): r for r in rows}
+    by = {(r["model"], r["batch"], r["context"]): r for r in rows}
+    have = {r["model"] for r in rows}
     out = []
-    for key, est in (("ms_per_token", "best round"), ("ms_per_token_median", "median of all steps")):
-        if 256 in contexts and 32768 in contexts:
-            r = _ratio(by, ("tnl", 32768), ("tnl", 256), key)
-            out.append((f"TNL ms/token at 32768 / at 256, {est} (target <= 1.2)", r, r <= 1.2))
-        if 16384 in contexts:
-            r = _ratio(by, ("transformer", 16384), ("tnl", 16384), key)
-            out.append((f"Transformer / TNL ms/token at 16384, {est} (target >= 5)", r, r >= 5))
-    tnl = [by[("tnl", c)] for c in contexts]
-    for key, what in (("decode_rss_mb", "decoding memory"), ("peak_rss_mb", "process peak memory")):
-        mb = [r[key] for r in tnl]
-        spread = max(mb) / min(mb)
-        out.append((f"TNL {what}, largest / smallest over contexts (flat: <= 1.05)", spread, spread <= 1.05))
-    states = {round(r["state_mb"], 6) for r in tnl}
-    out.append(("TNL decoding-state MB (one value = independent of context)", max(states), len(states) == 1))
+    for key, est in (("ms_per_step", "best round"), ("ms_per_step_median", "median of all steps")):
+        if "tnl" in have and 1 in batches:
+            worst = max(by[("tnl", 1, c)][key] / by[("tnl", 1, c)]["floor_ms"] for c in contexts)
+            out.append((f"TNL batch-1 ms/step over the matrix-vector floor, worst context, {est} (target <= 1.3)",
+                        worst, worst <= 1.3))  # fmt: skip
+        if "tnl" in have and 256 in contexts and 32768 in contexts and 1 in batches:
+            r = by[("tnl", 1, 32768)][key] / by[("tnl", 1, 256)][key]
+            out.append((f"TNL ms/step at 32768 / at 256, {est} (target <= 1.2)", r, r <= 1.2))
+        if {"tnl", "transformer"} <= have and 16384 in contexts and 1 in batches:
+            r = by[("transformer", 1, 16384)][key] / by[("tnl", 1, 16384)][key]
+            out.append((f"Transformer / TNL ms/step at 16384, {est} (target >= 5)", r, r >= 5))
+    if "tnl" in have and 1 in batches and 8 in batches:
+        worst = min(by[("tnl", 8, c)]["tokens_per_s"] / by[("tnl", 1, c)]["tokens_per_s"] for c in contexts)
+        out.append(("TNL batch-8 tokens/s over batch 1, worst context (target >= 5)", worst, worst >= 5))
+    if {"tnl", "tnl-ref"} <= have:
+        worst = min(by[("tnl-ref", b, c)]["ms_per_step"] / by[("tnl", b, c)]["ms_per_step"]
+                    for b in batches for c in contexts)  # fmt: skip
+        out.append(("TNL reference step / fast step, worst cell (fast path at least as fast: >= 1)", worst, worst >= 1))
+    if "tnl" in have and 1 in batches:
+        tnl = [by[("tnl", 1, c)] for c in contexts]
+        for key, what in (("decode_rss_mb", "decoding memory"), ("peak_rss_mb", "process peak memory")):
+            mb = [r[key] for r in tnl]
+            spread = max(mb) / min(mb)
+            out.append((f"TNL {what}, largest / smallest over contexts (flat: <= 1.05)", spread, spread <= 1.05))
+        states = {round(r["state_mb"], 6) for r in tnl}
+        out.append(("TNL decoding-state MB (one value = independent of context)", max(states), len(states) == 1))
     return out
 
 
-def plot(rows: list[dict], contexts: list[int], path: Path) -> None:
+def plot(rows: list[dict], models: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind, color in zip(MODELS, ("tab:blue", "tab:orange", "tab:green")):
-        mine = [r for r in rows if r["model"] == kind]
-        ax1.plot(contexts, [r["ms_per_token"] for r in mine], marker="o", color=color, label=f"{kind} (best round)")
-        ax1.plot(contexts, [r["ms_per_token_median"] for r in mine], marker=".", linestyle=":", color=color,
-                 label=f"{kind} (median of all steps)")  # fmt: skip
-        ax2.plot(contexts, [r["peak_rss_mb"] for r in mine], marker="o", color=color, label=f"{kind} peak")
-        ax2.plot(contexts, [r["decode_rss_mb"] for r in mine], marker="x", linestyle="--", color=color,
-                 label=f"{kind} decoding")  # fmt: skip
-    for ax, label in ((ax1, "ms per generated token"), (ax2, "resident memory (MB)")):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = dict(zip(MODELS, ("tab:blue", "tab:cyan", "tab:orange", "tab:brown", "tab:green")))
+    for batch in sorted({r["batch"] for r in rows}):
+        style = "-" if batch == 1 else "--"
+        for kind in models:
+            mine = sorted((r for r in rows if r["model"] == kind and r["batch"] == batch), key=lambda r: r["context"])
+            if not mine:
+                continue
+            ctx = [r["context"] for r in mine]
+            ax1.plot(ctx, [r["ms_per_step"] for r in mine], marker="o", linestyle=style, color=colors[kind],
+                     label=f"{kind} B={batch}")  # fmt: skip
+            if kind in ("tnl", "transformer"):
+                ax1.plot(ctx, [r["floor_ms"] for r in mine], linestyle=":", color=colors[kind],
+                         label=f"{kind} B={batch} floor")  # fmt: skip
+            ax2.plot(ctx, [r["peak_rss_mb"] for r in mine], marker="o", linestyle=style, color=colors[kind],
+                     label=f"{kind} B={batch}")  # fmt: skip
+    for ax, label in ((ax1, "ms per decode step"), (ax2, "process peak memory (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Decoding on CPU, float32: TransNormerLLM vs KV-cache Transformer vs HF Llama (same shape)")
+        ax.legend(fontsize=6)
+    fig.suptitle("Decoding on CPU, float32: TransNormerLLM vs KV-cache Transformer vs HF Llama (same shape), "
+                 "against the matrix-vector floor", fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--contexts", type=int, nargs="+", default=[256, 1024, 4096, 16384, 32768])
+    p.add_argument("--batches", type=int, nargs="+", default=[1], help="sequences decoded together")
     p.add_argument("--new-tokens", type=int, default=32, help="timed decode steps per round")
     p.add_argument("--rounds", type=int, default=6,
                    help="rounds per cell, a second apart; the best round's mean is reported")  # fmt: skip
     p.add_argument("--chunk", type=int, default=256, help="prefill chunk size (all models)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS / "decode")
+    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/decode[-SHAPE]")
     args = p.parse_args()
-    kwargs = dict(shape=SHAPE, new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, threads=args.threads)
-    print(f"shape {SHAPE}, {args.threads} threads, {args.rounds} x {args.new_tokens} decode steps per cell, "
-          f"prefill chunks of {args.chunk}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
-    rows = run_all(args.contexts, **kwargs)
-    text = table(rows, args.contexts)
-    checks = targets(rows, args.contexts)
+    shape = SHAPES[args.shape]
+    out = args.out or RESULTS / ("decode" if args.shape == "tiny" else f"decode-{args.shape}")
+    kwargs = dict(shape=shape, new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, threads=args.threads)
+    with mp.get_context("spawn").Pool(1) as pool:
+        rate = pool.apply(_measure_rate, (args.threads,))
+    print(f"shape {shape}, {args.threads} threads, {args.rounds} x {args.new_tokens} decode steps per cell, "
+          f"prefill chunks of {args.chunk}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; "
+          f"matrix-vector rate {rate / 1e9:.1f} GB/s")  # fmt: skip
+    rows = run_all(args.models, args.contexts, args.batches, rate=rate, **kwargs)
+    text = table(rows, args.models)
+    checks = targets(rows, args.contexts, args.batches)
     print("\n" + text + "\n")
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(shape=SHAPE, threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
-                new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk,
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(shape=shape, threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
+                new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, matvec_rate_gbs=rate / 1e9,
                 cpu=platform.processor() or platform.machine(), torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    plot(rows, args.contexts, args.out.with_suffix(".png"))
-    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    plot(rows, args.models, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

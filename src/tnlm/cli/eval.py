@@ -45,6 +45,7 @@ def evaluate(
     dtype: str = typer.Option("float32", help="float32 or bfloat16 (bfloat16 is very slow on most CPUs)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    reference_decoding: bool = typer.Option(False, "--reference-decoding", help="passkey: decode with the general forward pass instead of the fast step (same answers, slower)."),
 ) -> None:
     """Evaluate a model on benchmarks read from local files (lm-evaluation-harness prompts), perplexity, passkey."""
     from tnlm.cli.options import quiet_transformers
@@ -64,7 +65,7 @@ def evaluate(
                                      window=window, stride=stride),
         passkey=PasskeyOptions(lengths=tuple(int(x) for x in _floats(passkey_lengths, "--passkey-lengths")),
                                depths=tuple(_floats(passkey_depths, "--passkey-depths")), trials=passkey_trials,
-                               training_length=train_length),
+                               training_length=train_length, reference_decoding=reference_decoding),
     )  # fmt: skip
     plan(options)  # unknown tasks and missing files fail before the model loads
     quiet_transformers()

@@ -24,6 +24,7 @@ TOP_K = typer.Option(0, help="Sample only among the k most likely tokens (0 = of
 TOP_P = typer.Option(1.0, help="Sample only from the smallest set of tokens with this much probability (1 = off).")
 REP_PENALTY = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeating tokens (1 = off).")
 SEED = typer.Option(None, min=0, max=2**63 - 1, help="Seed for reproducible sampling.")
+REFERENCE = typer.Option(False, "--reference", help="Decode with the general forward pass instead of the fast step (same tokens, slower).")
 
 
 def _sampling(temperature: float, top_k: int, top_p: float, repetition_penalty: float) -> SamplingParams:
@@ -85,6 +86,7 @@ def generate(
     tokenizer: Path | None = TOKENIZER,
     dtype: str = DTYPE,
     device: str = DEVICE,
+    reference: bool = REFERENCE,
 ) -> None:
     """Continue a prompt, streaming the text; report tokens/s on stderr."""
     from tnlm.generation import GenerationResult, GenerationStats, stream
@@ -93,7 +95,8 @@ def generate(
     sampling = _sampling(temperature, top_k, top_p, repetition_penalty)
     m, tok = load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
     result = GenerationResult(sequences=[], stats=GenerationStats())
-    pieces = stream(m, tok, text, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop, seed=seed, result=result)
+    pieces = stream(m, tok, text, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop, seed=seed, result=result,
+                    reference=reference)  # fmt: skip
     _to_terminal(pieces)
     _report(result.stats)
 
@@ -145,6 +148,7 @@ def chat(
     tokenizer: Path | None = TOKENIZER,
     dtype: str = DTYPE,
     device: str = DEVICE,
+    reference: bool = REFERENCE,
 ) -> None:
     """Interactive chat with tnlm's chat template: /reset starts over, /exit or Ctrl-D quits, Ctrl-C
     stops a reply. The decoding state carries over between turns: each turn feeds only the new message."""
@@ -155,7 +159,7 @@ def chat(
     if system is not None:
         check_text(system, "the system message")
     m, tok = load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
-    session = ChatSession(m, tok, system=system)
+    session = ChatSession(m, tok, system=system, reference=reference)
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # a line that is not UTF-8 gets an error, not a crash
     typer.echo("chat: type a message; /reset starts over, /exit (or Ctrl-D) quits, Ctrl-C stops a reply.", err=True)

@@ -19,7 +19,7 @@ import torch
 
 from tnlm.errors import ConfigError
 from tnlm.evaluation.model import EvalModel
-from tnlm.generation.state import DecodeState
+from tnlm.generation.engine import new_state
 
 INSTRUCTION = "Somewhere in the long text below a pass key is hidden. Read everything and remember the pass key.\n"
 FILLER = "The day went by like any other day, and the town stayed calm and ordinary. "
@@ -67,8 +67,8 @@ class PasskeyResult:
 
 
 @torch.inference_mode()
-def _answer(model: EvalModel, prompt: list[int], *, max_new_tokens: int, chunk_size: int) -> str:
-    state = DecodeState(model.model)
+def _answer(model: EvalModel, prompt: list[int], *, max_new_tokens: int, chunk_size: int, reference: bool) -> str:
+    state = new_state(model.model, reference=reference)
     ids = torch.tensor([prompt])
     logits = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk_size)
     out = []
@@ -97,8 +97,10 @@ def passkey_retrieval(
     chunk_size: int = 2048,
     training_length: int | None = None,
     progress: bool = True,
+    reference_decoding: bool = False,
 ) -> PasskeyResult:
-    """Accuracy of retrieving a random 5-digit key for every (length, depth), over `trials` keys."""
+    """Accuracy of retrieving a random 5-digit key for every (length, depth), over `trials` keys.
+    reference_decoding: decode the answers with the general forward pass instead of the fast step."""
     from tqdm import tqdm
 
     if trials < 1 or not lengths or not depths:
@@ -111,7 +113,8 @@ def passkey_retrieval(
                 hits = 0
                 for _ in range(trials):
                     key = str(rng.randint(10000, 99999))
-                    answer = _answer(model, passkey_prompt(model, length=n, depth=d, key=key), max_new_tokens=8, chunk_size=chunk_size)
+                    answer = _answer(model, passkey_prompt(model, length=n, depth=d, key=key), max_new_tokens=8, chunk_size=chunk_size,
+                                     reference=reference_decoding)
                     ok = retrieved(answer, key)
                     hits += ok
                     result.answers.append({"length": n, "depth": d, "key": key, "answer": answer, "correct": ok})

@@ -41,6 +41,7 @@ class PasskeyOptions:
     trials: int = 5
     training_length: int | None = None
     chunk_size: int = 2048
+    reference_decoding: bool = False  # the general forward pass instead of the fast decode step
 
 
 @dataclass(frozen=True)
@@ -110,5 +111,6 @@ def run_evaluation(model: EvalModel, options: EvalOptions, *, progress: bool = T
         k = options.passkey
         report.passkey = passkey_retrieval(model, lengths=list(k.lengths), depths=list(k.depths), trials=k.trials,
                                            seed=options.seed, chunk_size=k.chunk_size,
-                                           training_length=k.training_length, progress=progress)  # fmt: skip
+                                           training_length=k.training_length, progress=progress,
+                                           reference_decoding=k.reference_decoding)  # fmt: skip
     return report

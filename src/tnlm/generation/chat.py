@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from torch import nn
 
 from tnlm.chat_template import END_MARKER, encode_chat, turn_end_ids
-from tnlm.generation.engine import GenerationResult, GenerationStats, stream
+from tnlm.generation.engine import GenerationResult, GenerationStats, new_state, stream
 from tnlm.generation.sampling import SamplingParams
 from tnlm.generation.state import DecodeState
 from tnlm.generation.tokenizer import TextTokenizer
@@ -33,8 +33,11 @@ class ChatSession:
     """session.send("Hi") streams the reply and records it. session.messages is the conversation as
     text; session.tokens is the same conversation as the model saw it (no generation prompt)."""
 
-    def __init__(self, model: nn.Module, tokenizer: TextTokenizer, *, system: str | None = None) -> None:
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(
+        self, model: nn.Module, tokenizer: TextTokenizer, *, system: str | None = None, reference: bool = False
+    ) -> None:
+        """reference=True decodes with the general forward pass instead of the fast step (same replies)."""
+        self.model, self.tokenizer, self.reference = model, tokenizer, reference
         self.opening = [{"role": "system", "content": system}] if system else []
         self.reset()
 
@@ -43,6 +46,10 @@ class ChatSession:
         self.messages: list[dict[str, str]] = list(self.opening)
         self.tokens: list[int] = []
         self.state: DecodeState | None = None
+
+    def new_state(self) -> DecodeState:
+        """A fresh decoding state for this session's model (the fast one unless `reference`)."""
+        return new_state(self.model, reference=self.reference)
 
     def send(
         self,
@@ -58,7 +65,7 @@ class ChatSession:
         fresh state). Pass an empty GenerationResult as `result` to read tokens and stats."""
         user = {"role": "user", "content": text}
         if self.state is None:  # the first turn, or the one after an interrupted reply
-            self.state = DecodeState(self.model)
+            self.state = self.new_state()
             tokens = encode_chat([*self.messages, user], self.tokenizer, add_generation_prompt=True).ids
         else:
             tokens = self.tokens + encode_chat([user], self.tokenizer, add_generation_prompt=True).ids

@@ -20,6 +20,7 @@ from torch import nn
 
 from tnlm.errors import ConfigError
 from tnlm.generation.sampling import SamplingParams, next_tokens
+from tnlm.generation.fast import FastDecodeState
 from tnlm.generation.state import DecodeState
 from tnlm.generation.streaming import TextStream
 from tnlm.generation.tokenizer import TextTokenizer
@@ -75,6 +76,7 @@ class _Request:
     eos_ids: frozenset[int]
     seed: int | None
     prefill_chunk_size: int | None
+    reference: bool
 
 
 def check_text(text: str, what: str) -> None:
@@ -178,7 +180,7 @@ def _decode_loop(
     """Yields (sequence index, text piece) as text is released; fills `result` as it goes. A given
     `state` that holds tokens is continued: the prompt is fed after them."""
     encoded = _encode(req.tokenizer, prompts, getattr(model.config, "vocab_size", None))
-    state = state if state is not None else DecodeState(model)
+    state = state if state is not None else new_state(model, reference=req.reference)
     history = state.tokens[0] if state.tokens else []  # a continued state holds one sequence
     _check_length(model, len(history) + max(len(e) for e in encoded), req.max_new_tokens)
     ids, mask = left_pad(encoded, pad_id=req.tokenizer.pad_token_id)
@@ -207,6 +209,12 @@ def _decode_loop(
         seq.text = stream.text
 
 
+def new_state(model: nn.Module, *, reference: bool = False) -> DecodeState:
+    """The decoding state generate() uses: the fast step (FastDecodeState), or with reference=True the
+    general forward pass it is tested against (DecodeState). Both give the same tokens."""
+    return DecodeState(model) if reference else FastDecodeState(model)
+
+
 def _request(
     tokenizer: TextTokenizer,
     *,
@@ -216,6 +224,7 @@ def _request(
     eos_token_ids: Sequence[int] | None,
     seed: int | None,
     prefill_chunk_size: int | None,
+    reference: bool = False,
 ) -> _Request:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
@@ -239,6 +248,7 @@ def _request(
         eos_ids=frozenset(int(e) for e in eos_token_ids),
         seed=seed,
         prefill_chunk_size=prefill_chunk_size,
+        reference=bool(reference),
     )
 
 
@@ -253,11 +263,14 @@ def generate(
     eos_token_ids: Sequence[int] | None = None,
     seed: int | None = None,
     prefill_chunk_size: int | None = None,
+    reference: bool = False,
 ) -> GenerationResult:
     """Continue each prompt (text or token ids). Prompts of different lengths are left-padded into one
-    batch; each sequence gets the tokens it would get alone. eos_token_ids defaults to the tokenizer's."""
+    batch; each sequence gets the tokens it would get alone. eos_token_ids defaults to the tokenizer's.
+    reference=True decodes with the general forward pass instead of the fast step (same tokens)."""
     req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
-                   eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size)  # fmt: skip
+                   eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size,
+                   reference=reference)  # fmt: skip
     result = GenerationResult(sequences=[], stats=GenerationStats())
     for _ in _decode_loop(model, prompts, req, result):
         pass
@@ -277,13 +290,16 @@ def stream(
     prefill_chunk_size: int | None = None,
     result: GenerationResult | None = None,
     state: DecodeState | None = None,
+    reference: bool = False,
 ) -> Iterator[str]:
     """Text pieces of one prompt's continuation as they are decoded; never half a character, never
     part of a stop string. Pass an empty GenerationResult as `result` to read the tokens and stats after.
     Pass a DecodeState to keep it: it then holds every token fed (see state.tokens), and a later call
     with it continues from there, feeding only its own prompt (how ChatSession carries a conversation).
+    reference=True (without a state) decodes with the general forward pass instead of the fast step.
     Invalid options raise here, before the first piece is asked for."""
     req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
-                   eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size)  # fmt: skip
+                   eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size,
+                   reference=reference)  # fmt: skip
     result = result if result is not None else GenerationResult(sequences=[], stats=GenerationStats())
     return (piece for _, piece in _decode_loop(model, [prompt], req, result, state))

@@ -60,6 +60,7 @@ class TnlmLM(LM):
         reuse_context: bool = True,
         chunk_size: int = 512,
         max_length: int | None = None,
+        reference_decoding: bool = False,
     ) -> None:
         super().__init__()
         import torch
@@ -74,6 +75,7 @@ class TnlmLM(LM):
         self.batch_size = min(_batch_size(batch_size), max_batch_size or 1 << 30)
         self.reuse_context = bool(reuse_context)
         self.chunk_size = int(chunk_size)
+        self.reference_decoding = str(reference_decoding).lower() in ("1", "true", "yes")
         self._max_length = int(max_length) if max_length else None
 
     @property
@@ -140,7 +142,8 @@ class TnlmLM(LM):
                     if self.max_length is not None:  # left-truncate, as the harness does
                         prompts = [ids[-max(1, self.max_length - max_new) :] for ids in prompts]
                     result = generate(self.tnlm.model, self.tnlm.tokenizer, prompts, max_new_tokens=max_new,
-                                      sampling=sampling, stop=until, seed=0, prefill_chunk_size=self.chunk_size)  # fmt: skip
+                                      sampling=sampling, stop=until, seed=0, prefill_chunk_size=self.chunk_size,
+                                      reference=self.reference_decoding)  # fmt: skip
                     for i, seq in zip(batch, result.sequences):
                         out[i] = _cut(seq.text, until)
                     bar.update(len(batch))

@@ -1,0 +1,278 @@
+"""The fast decode step: one token per sequence through a tnlm model without the per-step overhead of
+the general forward pass. `DecodeState` (state.py) is the reference this is tested against.
+
+A decode step of a small model is mostly not arithmetic: the Hugging Face forward builds output
+objects, recomputes every position from the whole attention mask (a cumsum over the context), checks
+the mask on the host, grows the mask by concatenation, and each layer's general code handles prompts,
+padding and packed documents that a one-token step does not have. `FastDecodeState.step` does only
+what a step needs:
+
+    x = embed(tokens) * scale                                    (B, d)
+    for each block: the family's one-token step, state updated in place
+    logits = lm_head(final_norm(x))                              (B, V)
+
+- TransNormer: SRMSNorm, one qkvu product, LRPE from a per-row position counter, the recurrent update
+  S = S + (lambda - 1) S + k^T v done in place on the layer's state, o = q S, SGLU.
+- Transformer: the same attention code as the reference on the keys and values appended in place, the
+  rotary angles computed once per step for all layers.
+- Infini-attention (and any other tnlm family): the blocks' own forward, called directly with inputs
+  built incrementally (no model wrapper, no mask scan).
+
+Each step uses the same arithmetic in the same order as the reference, so the two give the same
+tokens and logits within float32 rounding (tests/generation/test_gen_fast.py checks every family, with
+and without left padding, across a chat's turns). The prompt (prefill) goes through the model's
+forward, as in the reference; a TransNormer prompt is cut into chunks of PREFILL_CHUNK tokens unless
+the caller chooses a chunk size (softmax attention keeps its keys and values anyway, and its one-shot
+causal kernel needs no mask, so the other families take the prompt whole by default).
+Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tnlm.generation.state import DecodeState
+
+# A TransNormer prompt longer than this goes through the model in chunks of this many tokens: the result
+# is the same (the recurrent state carries over), the activations stay bounded by the chunk whatever
+# the prompt length, and each chunk is still long enough for the block algorithm's matrix products.
+PREFILL_CHUNK = 2048
+# how many mask columns to add when the mask buffer is full (amortised growth, no per-step copy)
+_MASK_ROOM = 256
+
+
+class _MaskBuffer:
+    """The (B, past + T) attention mask in a buffer with room to grow by one column per step."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self._buf, self.length = mask, mask.shape[1]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self._buf[:, : self.length]
+
+    def append_ones(self) -> None:
+        if self.length == self._buf.shape[1]:
+            new = self._buf.new_zeros(self._buf.shape[0], self.length + max(_MASK_ROOM, self.length // 8))
+            new[:, : self.length] = self._buf[:, : self.length]
+            self._buf = new
+        self._buf[:, self.length] = 1
+        self.length += 1
+
+
+def _decoder(model: nn.Module) -> nn.Module | None:
+    """The tnlm decoder (DecoderModel) inside a causal LM, or None for a model from elsewhere."""
+    from tnlm.models.decoder import DecoderModel  # lazily: importing tnlm.generation stays light
+
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, DecoderModel) and hasattr(model, "lm_head") else None
+
+
+def _family_step(decoder: nn.Module):
+    """The per-layer step function for this decoder's family."""
+    from tnlm.models.infini.modeling import InfiniModel
+    from tnlm.models.transformer.modeling import TransformerModel
+    from tnlm.models.transnormer.modeling import TransnormerModel
+
+    if isinstance(decoder, TransnormerModel):
+        return _TransnormerStep(decoder)
+    if isinstance(decoder, TransformerModel) and not isinstance(decoder, InfiniModel):
+        return _TransformerStep(decoder)
+    return _GenericStep(decoder)
+
+
+class FastDecodeState(DecodeState):
+    """DecodeState with the fast one-token step for tnlm models (see the module docstring); same
+    interface, same results. The prefill is the reference's forward, in chunks by default for TransNormer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._decoder = _decoder(model)
+        self._layers = _family_step(self._decoder) if self._decoder is not None else None
+        if self._layers is not None:
+            _mark_norms(self._decoder)
+        self._mask_buf: _MaskBuffer | None = None
+        self._positions: torch.Tensor | None = None  # (B,) position of each row's next token
+
+    @property
+    def fast(self) -> bool:
+        """Whether steps take the fast path (False for a model from outside tnlm)."""
+        return self._layers is not None
+
+    @property
+    def default_chunk_size(self) -> int | None:
+        """The prefill chunk when the caller gives none: PREFILL_CHUNK for TransNormer, else None (whole)."""
+        from tnlm.models.transnormer.modeling import TransnormerModel
+
+        return PREFILL_CHUNK if isinstance(self._decoder, TransnormerModel) else None
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+        """As DecodeState.prefill; chunk_size None means default_chunk_size."""
+        chunk = chunk_size if chunk_size is not None else self.default_chunk_size
+        logits = super().prefill(ids, mask, chunk_size=chunk)
+        self._mask_buf = _MaskBuffer(self.mask) if self.mask is not None else None
+        self._positions = torch.tensor([len(t) for t in self.tokens], dtype=torch.long, device=self.device)
+        return logits
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B,) one new token per sequence -> logits (B, V) for the token after it."""
+        if self._layers is None or self.cache is None:
+            return super().step(tokens)
+        if self._mask_buf is not None:
+            self._mask_buf.append_ones()
+            self.mask = self._mask_buf.mask
+        for row, tok in zip(self.tokens, tokens.tolist()):
+            row.append(tok)
+        dec = self._decoder
+        x = dec.embed_tokens(tokens.to(self.device))  # (B, d)
+        if dec.embed_scale != 1.0:
+            x = x * dec.embed_scale
+        x = self._layers(x, positions=self._positions, mask=self.mask, cache=self.cache)
+        self.cache.seen_tokens += 1
+        self._positions += 1
+        return _f32(_linear(self.model.lm_head, _norm(dec.final_norm, x)))  # (B, V)
+
+
+def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x), with SRMSNorm and RMSNorm on float32 written out: the reference's arithmetic
+    (tnlm.ops.norm), fewer dispatches."""
+    kind = getattr(module, "_fast_norm", None)
+    if kind is None or x.dtype != torch.float32:
+        return module(x)
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.eps)
+    return y if kind == "srms" else module.weight * y
+
+
+def _mark_norms(model: nn.Module) -> None:
+    """Flag the norm modules _norm may write out (imported here: tnlm.generation loads light)."""
+    from tnlm.layers.norm import RMSNorm, SRMSNorm
+
+    for m in model.modules():
+        if type(m) in (SRMSNorm, RMSNorm):
+            m._fast_norm = "srms" if type(m) is SRMSNorm else "rms"
+
+
+def _elementwise_maps() -> set:
+    from tnlm.layers.activations import FEATURE_MAPS
+
+    return {FEATURE_MAPS[name] for name in ("silu", "relu", "sigmoid", "elu", "exp", "gelu")}
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, module.weight, module.bias)  # no module call machinery (hooks are for training)
+
+
+class _TransnormerStep:
+    """One token through every TransnormerBlock; the float32 states (B, H, Dk, Dv) update in place."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        self.blocks = list(decoder.layers)
+        self.lam_m1 = [None] * len(self.blocks)  # (1, H, 1, 1) lambda - 1 per layer, as in the reference
+        # feature maps that act elementwise may run on q and k together (one dispatch instead of two)
+        elementwise = _elementwise_maps()
+        self.act_qk_together = [block.token_mixer.act in elementwise for block in self.blocks]
+
+
+    def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:
+        lam = self.lam_m1[i]
+        if lam is None or lam.device != device:
+            mixer = self.blocks[i].token_mixer
+            lam = self.lam_m1[i] = torch.expm1(mixer.log_decay(device).float()).view(1, -1, 1, 1)
+        return lam
+
+    def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            state = cache.layers[i]
+            if state.dtype != torch.float32 or not state.is_contiguous():
+                state = cache.layers[i] = state.float().contiguous()
+            h = _norm(block.token_norm, x)
+            x = x + self._mixer(block.token_mixer, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
+            h = _norm(block.channel_norm, x)
+            glu = block.channel_mixer
+            x = x + _linear(glu.l3, _linear(glu.l1, h) * _linear(glu.l2, h))
+        return x
+
+    @staticmethod
+    def _mixer(mixer, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool) -> torch.Tensor:
+        """h (B, d) -> (B, d); state (B, H, Dk, Dv) updated in place."""
+        B, H, hd = h.shape[0], mixer.num_heads, mixer.head_dim
+        qkvu = _linear(mixer.qkvu_proj, h)  # (B, 4 hidden): q, k, v, u
+        hidden = H * hd
+        if together:
+            q, k = mixer.act(qkvu[:, : 2 * hidden]).view(B, 2, H, hd).unbind(1)
+        else:
+            q, k = (mixer.act(t) for t in qkvu[:, : 2 * hidden].view(B, 2, H, hd).unbind(1))
+        v, u = qkvu[:, 2 * hidden : 3 * hidden].view(B, H, hd), qkvu[:, 3 * hidden :]
+        dtype = q.dtype
+        q, k, v = _f32(q), _f32(k), _f32(v)
+        if mixer.lrpe is not None:
+            angle = positions.view(B, 1, 1).float() * mixer.lrpe.theta.view(H, hd).float()  # (B, H, hd)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            q, k = torch.cat([q * cos, q * sin], dim=-1), torch.cat([k * cos, k * sin], dim=-1)
+            if dtype != torch.float32:  # the reference rounds LRPE's output to the model's dtype
+                q, k = q.to(dtype).float(), k.to(dtype).float()
+        state.addcmul_(state, lam_m1).addcmul_(k.view(B, H, -1, 1), v.view(B, H, 1, hd))
+        o = torch.matmul(q.view(B, H, 1, -1), state).view(B, -1)  # (B, H * Dv)
+        return _linear(mixer.out_proj, u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
+
+
+class _TransformerStep:
+    """One token through every TransformerBlock; the rotary angles are computed once per step."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        self.blocks = list(decoder.layers)
+
+    def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+        B = x.shape[0]
+        x = x.unsqueeze(1)  # (B, 1, d): the attention code is the reference's
+        pos = positions.view(B, 1)
+        angles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for i, block in enumerate(self.blocks):
+            attn = block.self_attn
+            h = _norm(block.input_layernorm, x)
+            q = _linear(attn.q_proj, h).view(B, 1, attn.num_heads, attn.head_dim)
+            k = _linear(attn.k_proj, h).view(B, 1, attn.num_kv_heads, attn.head_dim)
+            v = _linear(attn.v_proj, h).view(B, 1, attn.num_kv_heads, attn.head_dim)
+            if attn.rotary is not None:
+                key = id(attn.rotary.spec), attn.head_dim
+                cs = angles.get(key)
+                if cs is None:
+                    cs = angles[key] = attn.rotary.cos_sin(pos)
+                q, k = attn.rotary(q, cs), attn.rotary(k, cs)
+            state = cache.layers[i]
+            state.append(k, v)
+            keys, values = state.k, state.v
+            key_mask = None if mask is None else mask[:, -keys.shape[1] :].bool()[:, None, :]
+            o = _attention(q, keys, values, key_mask, attn.alibi_slopes(x.device))
+            x = x + _linear(attn.o_proj, o.reshape(B, 1, -1))
+            h = _norm(block.post_attention_layernorm, x)
+            mlp = block.mlp
+            x = x + _linear(mlp.down_proj, F.silu(_linear(mlp.gate_proj, h)) * _linear(mlp.up_proj, h))
+        return x.squeeze(1)
+
+
+def _attention(q, k, v, mask, slopes) -> torch.Tensor:
+    from tnlm.ops.softmax import softmax_attention
+
+    return softmax_attention(q, k, v, mask=mask, alibi_slopes=slopes)
+
+
+class _GenericStep:
+    """Any other tnlm family: its blocks' own forward on (B, 1, d), inputs built without a mask scan."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        self.decoder = decoder
+
+    def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+        from tnlm.models.decoder import LayerInputs
+
+        inputs = LayerInputs(positions=positions.view(-1, 1), attention_mask=mask, cu_seqlens=None, output_state=True)
+        return self.decoder.run_layers(x.unsqueeze(1), inputs, cache=cache, hidden_states=None).squeeze(1)
+

@@ -1,0 +1,185 @@
+"""The fast decode step (FastDecodeState) against the reference (DecodeState): the same greedy tokens
+and logits within 1e-5 for every family, with and without left padding, and across a chat's turns."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from tests.helpers.models import TINY_PRESETS, ScriptedLM, tiny_model
+from tnlm.generation import ByteTokenizer, ChatSession, DecodeState, left_pad
+from tnlm.generation.fast import FastDecodeState
+from tnlm.models.registry import create_model
+
+ATOL = 1e-5
+# beyond the tiny presets: TransNormer with LayerNorm, a bias, 1+elu and LRPE in every layer (odd
+# sizes), a Transformer with ALiBi and grouped K/V heads
+VARIANTS = {
+    "tnl-odd": ("tnl-tiny", dict(decoder_embed_dim=60, hidden_dim=60, decoder_attention_heads=5, glu_dim=44,
+                                 norm_type="layernorm", bias=True, linear_act_fun="1+elu",
+                                 linear_use_lrpe_list=[1, 1, 0, 1])),
+    "transformer-alibi-gqa": ("transformer-tiny", dict(position_embedding="alibi", num_key_value_heads=2)),
+}  # fmt: skip
+MODELS = [*TINY_PRESETS, *VARIANTS]
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str) -> torch.nn.Module:
+    if name in VARIANTS:
+        preset, overrides = VARIANTS[name]
+        return create_model(preset, overrides=overrides, seed=0).eval()
+    return tiny_model(name)
+
+
+def _forbid_forward(model: torch.nn.Module, monkeypatch) -> None:
+    """After the prefill, the fast step must not go through the model's forward at all."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fast step called model.forward")
+
+    monkeypatch.setattr(model, "forward", refuse)
+
+
+def _greedy(state, ids, mask, steps: int, *, teacher: list[torch.Tensor] | None = None):
+    """Prefill, then `steps` steps; feeds `teacher`'s tokens when given, else its own argmax."""
+    logits = [state.prefill(ids, mask, chunk_size=29)]
+    tokens = []
+    for i in range(steps):
+        tok = teacher[i] if teacher is not None else logits[-1].argmax(-1)
+        tokens.append(tok)
+        logits.append(state.step(tok).clone())
+    return tokens, logits
+
+
+def _prompts(vocab: int, lengths: tuple[int, ...], seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return left_pad([torch.randint(8, vocab, (n,), generator=g).tolist() for n in lengths], pad_id=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("lengths", [(37,), (41, 23, 30)], ids=["batch1", "left-padded"])
+@torch.no_grad()
+def test_fast_step_matches_reference(name: str, lengths: tuple[int, ...], monkeypatch) -> None:
+    model = _model(name)
+    ids, mask = _prompts(model.config.vocab_size, lengths, seed=len(lengths))
+    steps = 75  # Infini-attention (64-token segments) crosses a memory update
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, steps)
+    fast = FastDecodeState(model)
+    assert fast.fast
+    logits = [fast.prefill(ids, mask, chunk_size=29)]
+    _forbid_forward(model, monkeypatch)
+    fast_tokens = []
+    for i in range(steps):
+        fast_tokens.append(logits[-1].argmax(-1))
+        logits.append(fast.step(ref_tokens[i]).clone())  # the reference's tokens: logits compare step by step
+    for i, (a, b) in enumerate(zip(logits, ref_logits)):
+        assert (a - b).abs().max().item() <= ATOL, f"step {i}"
+    assert torch.equal(torch.stack(fast_tokens), torch.stack(ref_tokens))
+    fed = [row[m.bool()].tolist() + [int(t[r]) for t in ref_tokens] for r, (row, m) in enumerate(zip(ids, mask))]
+    assert fast.tokens == fed
+    assert fast.cache.seen_tokens == ids.shape[1] + steps
+    assert fast.mask is None if len(lengths) == 1 else torch.equal(fast.mask[:, -steps:], torch.ones(len(lengths), steps, dtype=fast.mask.dtype))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@torch.no_grad()
+def test_fast_state_continues_like_the_reference(name: str) -> None:
+    """A state that holds tokens takes more (a chat's next turn): prefill, steps, prefill, steps."""
+    model = _model(name)
+    V = model.config.vocab_size
+    turns = [_prompts(V, (n,), seed=10 + n)[0] for n in (19, 7, 70)]
+    ref, fast = DecodeState(model), FastDecodeState(model)
+    for turn in turns:
+        a = ref.prefill(turn, torch.ones_like(turn))
+        b = fast.prefill(turn, torch.ones_like(turn))
+        assert (a - b).abs().max().item() <= ATOL
+        for _ in range(12):
+            tok = a.argmax(-1)
+            assert torch.equal(b.argmax(-1), tok)
+            a, b = ref.step(tok), fast.step(tok)
+            assert (a - b).abs().max().item() <= ATOL
+    assert fast.tokens == ref.tokens
+
+
+@pytest.mark.parametrize("name", TINY_PRESETS)
+def test_chat_turns_match_reference(name: str) -> None:
+    model = _model(name)
+    tok = ByteTokenizer()
+    sessions = [ChatSession(model, tok, reference=ref) for ref in (True, False)]
+    assert isinstance(sessions[0].new_state(), DecodeState) and not isinstance(sessions[0].new_state(), FastDecodeState)
+    assert isinstance(sessions[1].new_state(), FastDecodeState)
+    for text in ("Hello there", "And again?", "Third turn, a longer one."):
+        replies = ["".join(s.send(text, max_new_tokens=10)) for s in sessions]
+        assert replies[0] == replies[1]
+    assert sessions[0].tokens == sessions[1].tokens
+
+
+@torch.no_grad()
+def test_model_from_outside_tnlm_takes_the_reference_step() -> None:
+    model = ScriptedLM(script=[5, 6, 7])
+    state = FastDecodeState(model)
+    assert not state.fast
+    logits = state.prefill(torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.long))
+    assert logits.argmax(-1).item() == 5
+    assert state.step(torch.tensor([5])).argmax(-1).item() == 6
+
+
+@torch.no_grad()
+def test_chunked_prefill_equals_one_shot(monkeypatch) -> None:
+    """The fast state's default prefill of a long TransNormer prompt runs in chunks (counted here), and
+    gives the one-shot prefill's logits and state."""
+    import tnlm.generation.fast as fast_mod
+
+    model = _model("tnl-odd")
+    monkeypatch.setattr(fast_mod, "PREFILL_CHUNK", 45)
+    ids, mask = _prompts(model.config.vocab_size, (203, 150), seed=7)
+    one_shot = DecodeState(model)
+    a = one_shot.prefill(ids, mask)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *args, **kw: calls.append(1) or forward(*args, **kw))
+    chunked = FastDecodeState(model)
+    b = chunked.prefill(ids, mask)
+    assert len(calls) == 5  # ceil(203 / 45)
+    assert (a - b).abs().max().item() <= ATOL
+    for sa, sb in zip(one_shot.cache.layers, chunked.cache.layers):
+        assert (sa - sb).abs().max().item() <= ATOL * max(1.0, sa.abs().max().item())
+    tok = a.argmax(-1)
+    assert (one_shot.step(tok) - chunked.step(tok)).abs().max().item() <= ATOL
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_cli_reference_flag_gives_the_same_text(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from tnlm.cli.main import app
+
+    args = [command, "tnl-tiny", "-n", "8"] + (["--prompt", "hello"] if command == "generate" else [])
+    talk = "hello\nagain\n/exit\n" if command == "chat" else None
+    runs = [CliRunner().invoke(app, args + flag, input=talk) for flag in ([], ["--reference"])]
+    assert [r.exit_code for r in runs] == [0, 0], runs[0].output + runs[1].output
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.strip()
+
+
+def test_passkey_reference_decoding_gives_the_same_answers() -> None:
+    from tnlm.evaluation import load_eval_model
+    from tnlm.evaluation.passkey import passkey_retrieval
+
+    model = load_eval_model("tnl-tiny")
+    runs = [passkey_retrieval(model, lengths=[256], depths=[0.5], trials=2, progress=False, reference_decoding=ref)
+            for ref in (False, True)]  # fmt: skip
+    assert [a["answer"] for a in runs[0].answers] == [a["answer"] for a in runs[1].answers]
+
+
+@pytest.mark.parametrize("name", ["tnl-tiny", "transformer-tiny"])
+@torch.no_grad()
+def test_fast_step_matches_reference_in_bfloat16(name: str) -> None:
+    """The fast step rounds where the reference rounds (LRPE output, attention output) in a half-precision model."""
+    model = create_model(name, seed=0, dtype=torch.bfloat16).eval()
+    ids, mask = _prompts(model.config.vocab_size, (12, 9), seed=3)
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, 6)
+    _, logits = _greedy(FastDecodeState(model), ids, mask, 6, teacher=ref_tokens)
+    for a, b in zip(logits, ref_logits):
+        assert (a - b).abs().max().item() <= 1e-3 * b.abs().max().item()  # below one bfloat16 step
