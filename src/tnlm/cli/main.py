@@ -40,6 +40,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("finetune", "tnlm.cli.finetune:finetune"),
     ("merge-lora", "tnlm.cli.finetune:merge_lora"),
     ("compare", "tnlm.cli.compare:compare"),
+    ("quickstart", "tnlm.cli.quickstart:quickstart"),
 )
 
 app = typer.Typer(

@@ -25,7 +25,7 @@ def fmt(kind: str, value: Any) -> str:
     return "-" if value is None else FORMATS[kind](value)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -60,7 +60,7 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _speed_tables(report: dict) -> list[str]:
+def speed_tables(report: dict) -> list[str]:
     models = report["models"]
     lines = []
     lengths = sorted({r["length"] for m in models for r in m["speed"]["train"]})
@@ -69,7 +69,7 @@ def _speed_tables(report: dict) -> list[str]:
                   "with the same number of tokens per step at every sequence length; fastest of the timed steps.", ""]  # fmt: skip
         by = {(m["name"], r["length"]): r for m in models for r in m["speed"]["train"]}
         rows = [[str(n)] + [_cell(by.get((m["name"], n)), "tokens_per_s") for m in models] for n in lengths]
-        lines += _table(["sequence length"] + [f"{m['name']} tokens/s" for m in models], rows)
+        lines += table(["sequence length"] + [f"{m['name']} tokens/s" for m in models], rows)
     contexts = sorted({r["context"] for m in models for r in m["speed"]["decode"]})
     if contexts:
         lines += ["", "## Decoding", "", "Milliseconds per generated token after a prompt of this many tokens "
@@ -81,7 +81,7 @@ def _speed_tables(report: dict) -> list[str]:
             cells += [_state_cell(by.get((m["name"], c))) for m in models]
             rows.append([str(c), *cells])
         header = ["context"] + [f"{m['name']} ms/token" for m in models] + [f"{m['name']} state MB" for m in models]
-        lines += _table(header, rows)
+        lines += table(header, rows)
     return lines
 
 
@@ -107,7 +107,7 @@ def _task_table(report: dict) -> list[str]:
     for task in tasks:
         metric = next(by[k]["metric"] for k in by if k[1] == task)
         rows.append([task, metric] + [fmt("percent", by.get((m["name"], task), {}).get("value")) for m in models])
-    return ["", "## Multiple choice (%)", ""] + _table(["task", "metric"] + [m["name"] for m in models], rows)
+    return ["", "## Multiple choice (%)", ""] + table(["task", "metric"] + [m["name"] for m in models], rows)
 
 
 def _samples(report: dict) -> list[str]:
@@ -131,10 +131,10 @@ def render(report: dict) -> str:
     if report["verdict"]:
         lines += [f"**{report['verdict']['text']}**", ""]
     header, rows = summary_rows(report)
-    lines += _table(header, rows)
+    lines += table(header, rows)
     lines += ["", "val loss: nats per token on the whole validation split, in windows of the training length "
               "(the same windows for every model); train tokens/s: the median step of the run itself."]  # fmt: skip
-    lines += _speed_tables(report) + _task_table(report) + _samples(report)
+    lines += speed_tables(report) + _task_table(report) + _samples(report)
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{name[:-4].replace('_', ' ')}]({name})" for name in report["plots"]]
     lines += ["", "## Models", ""]
