@@ -133,7 +133,10 @@ def test_the_chat_model_answers_held_out_questions(finished):
     assert finetune["steps"] >= 4 and finetune["base"].endswith("runs/transnormer/model")
 
 
-def test_a_finished_quickstart_rerun_only_points_at_its_summary(finished):
+def test_a_finished_quickstart_rerun_only_points_at_its_summary(finished, monkeypatch):
+    import tnlm.cli.quickstart
+
+    monkeypatch.setattr(tnlm.cli.quickstart, "SCALE", TINY)
     out, options, _, _ = finished
     before = (out / "quickstart.json").read_bytes()
     result = CliRunner().invoke(app, ["quickstart", "--minutes", "0.2", "--data", options.data, "--output", str(out)])
@@ -142,7 +145,10 @@ def test_a_finished_quickstart_rerun_only_points_at_its_summary(finished):
     assert (out / "quickstart.json").read_bytes() == before
 
 
-def test_a_rerun_with_other_options_is_refused(finished, capsys):
+def test_a_rerun_with_other_options_is_refused(finished, capsys, monkeypatch):
+    import tnlm.cli.quickstart
+
+    monkeypatch.setattr(tnlm.cli.quickstart, "SCALE", TINY)
     out, options, _, _ = finished
     assert main(["quickstart", "--minutes", "3", "--data", options.data, "--output", str(out)]) == 2
     err = capsys.readouterr().err

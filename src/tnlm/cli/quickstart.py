@@ -11,6 +11,7 @@ import typer
 from tnlm.interrupt import Interrupted, on_interrupt
 
 EXTRAS = ("datasketch", "matplotlib", "peft")  # the quickstart extra: MinHash dedup, plots, LoRA
+SCALE = None  # tnlm.quickstart.Scale of the models and measurements (None: the default, tnl-tiny's)
 
 
 def quickstart(
@@ -23,10 +24,10 @@ def quickstart(
 ) -> None:
     """Clean text, train a tokenizer, compare a TransNormer with a Transformer of the same size, fine-tune a
     chat model, and write a summary. Ctrl-C stops it; the same command continues where it stopped."""
-    from tnlm.quickstart import Options
+    from tnlm.quickstart import Options, Scale
     from tnlm.quickstart.plan import STATE
 
-    options = Options(output=str(output), minutes=minutes, data=data)
+    options = Options(output=str(output), minutes=minutes, data=data, scale=SCALE or Scale())
     options.check()
     if (output / STATE).is_file() and _finished(options):
         return

@@ -53,7 +53,7 @@ def _stage(name: str, options: Options, out: Path, budget: Budget, state: State,
     if name == "tokenizer":
         return stages.run_tokenizer(options, out, log=log)
     if name == "pack":
-        return stages.run_pack(out, log=log, progress=progress)
+        return stages.run_pack(out, documents=state.done("data")["documents_out"], log=log, progress=progress)
     if name == "compare":
         return stages.run_compare(options, out, budget, log=log)
     if name == "finetune":

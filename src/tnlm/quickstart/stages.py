@@ -30,7 +30,8 @@ PIPELINE_STEPS: list[dict[str, Any]] = [
     {"step": "perplexity_tail", "scorer": {"type": "ngram", "reference": "builtin", "order": 5, "max_docs": 500},
      "drop_fraction": 0.05},
 ]  # fmt: skip
-VAL_FRACTION = 0.05  # of the documents, for validation
+VAL_FRACTION = 0.02  # of the documents, for validation (about 25,000 tokens of the built-in corpus)
+VAL_DOCUMENTS = 8  # the least number of validation documents aimed at (the split is by a hash of each id)
 PROMPTS = ("The for statement", "A list is")
 TNL_NAME, TRANSFORMER_NAME = "transnormer", "transformer"
 CHAT_QUESTIONS = 3  # held-out questions of the chat set put to the chat model
@@ -83,8 +84,7 @@ def run_data(options: Options, out: Path, *, log: Log, progress: bool) -> dict[s
 
 def run_tokenizer(options: Options, out: Path, *, log: Log) -> dict[str, Any]:
     """A byte-fallback BPE on the cleaned documents, saved whole or not at all."""
-    from tnlm.data.sources import FileSource
-    from tnlm.data.tokenizer import save_tokenizer, train_tokenizer
+    from tnlm.data.tokenizer import save_tokenizer
     from tnlm.interrupt import call_isolated
 
     folder, partial = tokenizer_dir(out), out / "tokenizer.partial"
@@ -105,10 +105,15 @@ def _train_tokenizer(clean: str, *, vocab_size: int) -> Any:
     return train_tokenizer(texts, vocab_size=vocab_size, show_progress=False)
 
 
-def run_pack(out: Path, *, log: Log, progress: bool) -> dict[str, Any]:
+def val_fraction(documents: int) -> float:
+    """VAL_FRACTION, or more for a small corpus: about VAL_DOCUMENTS documents at least."""
+    return round(max(VAL_FRACTION, min(0.25, VAL_DOCUMENTS / max(documents, 1))), 4)
+
+
+def run_pack(out: Path, *, documents: int, log: Log, progress: bool) -> dict[str, Any]:
     from tnlm.data.pack import pack
 
-    meta = pack([str(clean_dir(out))], tokenizer_dir(out), packed_dir(out), val_fraction=VAL_FRACTION,
+    meta = pack([str(clean_dir(out))], tokenizer_dir(out), packed_dir(out), val_fraction=val_fraction(documents),
                 progress=progress)  # fmt: skip
     splits = {name: meta["splits"].get(name, {}).get("tokens", 0) for name in ("train", "val")}
     if not splits["val"] or not splits["train"]:

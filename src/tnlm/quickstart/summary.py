@@ -81,16 +81,23 @@ def where_lines(out: Path) -> list[str]:
 
 
 def next_commands(out: Path) -> list[str]:
-    c, tnl = stages.compare_dir(out), stages.compare_dir(out) / "runs" / stages.TNL_NAME / "model"
+    """The commands to go on, each after a comment line that says what it does."""
+    tnl = stages.compare_dir(out) / "runs" / stages.TNL_NAME / "model"
+    packed = stages.packed_dir(out)
     return [
-        f"tnlm chat {stages.chat_dir(out) / 'model'}                      # talk to the fine-tuned model",
-        f"tnlm generate {tnl} \"The for statement\"                      # continue text with the pretrained one",
-        f"tnlm compare configs/compare/tnl-vs-transformer.yaml training.data.path={stages.packed_dir(out)} "
-        "budget.seconds=3600 output=runs/compare-1h   # train both longer",
-        f"tnlm compare configs/compare/ablations.yaml training.data.path={stages.packed_dir(out)}   # the paper's ablations",
-        f"tnlm eval {tnl} --tasks piqa,arc_easy --data-dir DATA   # multiple-choice tasks from their original files",
-        "tnlm train configs/train/tnl-385m-gpu.yaml data.path=YOUR_SHARDS   # the 385M shape on a GPU",
-    ]  # fmt: skip
+        "# talk to the fine-tuned model (/reset starts over, /exit quits)",
+        f"tnlm chat {stages.chat_dir(out) / 'model'}",
+        "# continue a text with the pretrained TransNormer",
+        f'tnlm generate {tnl} "The for statement"',
+        "# train both models longer (an hour of training), or compare the paper's ablations",
+        f"tnlm compare configs/compare/tnl-vs-transformer.yaml training.data.path={packed} budget.seconds=3600 "
+        "output=runs/compare-1h",
+        f"tnlm compare configs/compare/ablations.yaml training.data.path={packed}",
+        "# multiple-choice tasks, read from their original files in DATA/piqa, DATA/arc, ...",
+        f"tnlm eval {tnl} --tasks piqa,arc_easy --data-dir DATA",
+        "# the released 385M shape on a GPU, on your own shards (tnlm data run / tokenizer train / data pack)",
+        "tnlm train configs/train/tnl-385m-gpu.yaml data.path=YOUR_SHARDS",
+    ]
 
 
 def render(options: Options, out: Path, state: State, budget: Budget, report: dict) -> str:
@@ -115,9 +122,10 @@ def render(options: Options, out: Path, state: State, budget: Budget, report: di
         "shipped chat set (questions about Python functions), asked held-out questions (greedy):", "",
     ]  # fmt: skip
     for x in chat["exchanges"]:
-        lines += [f"- you: {x['question']}", f"  - model: {x['answer']}", f"  - the chat set says: {x['expected']}"]
+        answer = x["answer"] or "(an empty reply)"
+        lines += [f"- you: {x['question']}", f"  - model: {answer}", f"  - the chat set says: {x['expected']}"]
     lines += ["", "## Stages", ""]
-    lines += table(["stage", "what", "wall time"], stage_rows(state))
+    lines += table(["stage", "what", "wall time"], stage_rows(state) + [["all", "", clock(state.spent_s())]])
     lines += ["", "## Plots", ""] + [f"![{p[:-4]}](compare/{p})" for p in report.get("plots", [])]
     lines += ["", "## Where everything is", "", *where_lines(out), "", "## Go on", "", "```bash",
               *next_commands(out), "```"]  # fmt: skip
