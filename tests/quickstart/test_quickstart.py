@@ -182,3 +182,28 @@ def test_data_in_an_empty_folder_is_refused(tmp_path, capsys):
 def test_data_that_does_not_exist_is_refused(tmp_path, capsys):
     assert main(["quickstart", "--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_how_to_continue(text, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in a stage: one line naming the command that continues, exit status 130, the stage not
+    marked done."""
+    import tnlm.cli.quickstart
+
+    monkeypatch.setattr(tnlm.cli.quickstart, "SCALE", TINY)
+    monkeypatch.setattr(stages, "run_data", _interrupt)
+    out = tmp_path / "out"
+    assert main(["quickstart", "--minutes", "0.2", "--data", str(text), "--output", str(out), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert f"run `tnlm quickstart --minutes 0.2 --output {out} --data {text}` again to continue" in err
+    assert json.loads((out / "quickstart.json").read_text())["stages"] == {}
+
+
+def test_the_cleaning_is_that_of_the_shipped_pipeline_config(tmp_path):
+    """The quickstart cleans as `tnlm data run configs/data/quickstart.yaml` does (the README's by-hand path)."""
+    import yaml
+
+    from tests.helpers import REPO
+
+    shipped = yaml.safe_load((REPO / "configs" / "data" / "quickstart.yaml").read_text())
+    ours = stages.pipeline_config(Options(output=str(tmp_path)), tmp_path)
+    assert ours["steps"] == shipped["steps"] and ours["source"] == shipped["source"]
