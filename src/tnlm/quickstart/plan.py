@@ -31,12 +31,14 @@ class Scale:
     """The sizes of a quickstart; the defaults are tnl-tiny's, tests shrink them."""
 
     tnl: dict[str, Any] = field(default_factory=dict)  # model config overrides of the TransNormer (tnl-tiny)
-    transformer: dict[str, Any] = field(default_factory=lambda: {"max_position_embeddings": 4096})
+    # the Transformer's position limit (RoPE, no scaling: nothing else changes) above the longest decoding
+    # context plus the decoded tokens, so that its speed is measured there too
+    transformer: dict[str, Any] = field(default_factory=lambda: {"max_position_embeddings": 8192})
     vocab_size: int = 8192
     seq_len: int = 256
     batch_size: int = 8
     speed_lengths: tuple[int, ...] | None = None  # None: by the budget (LONG_SPEED or SHORT_SPEED)
-    speed_tokens: int = 8192  # tokens per timed training step at every length
+    speed_tokens: int = 4096  # tokens per timed training step at every length (one sequence at 4096)
     decode_tokens: int = 16
     chat_seq_len: int = 256
     max_new_tokens: int = 48

@@ -133,13 +133,13 @@ def compare_raw(options: Options, out: Path, budget: Budget) -> dict[str, Any]:
             "seed": options.seed, "data": {"path": str(packed_dir(out)), "seq_len": s.seq_len,
                                            "batch_size": s.batch_size, "mode": "windows"},
             "optimizer": {"lr": 3.0e-3, "weight_decay": 0.1}, "schedule": {"decay": "cosine", "min_lr_ratio": 0.1},
-            "eval": {"batches": 4}, "log": {"tensorboard": "false", "plot": False},
+            "eval": {"batches": 2}, "log": {"tensorboard": "false", "plot": False},
         },
         "budget": {"seconds": budget.train_s, "warmup_fraction": 0.05, "validations": 4},
         "models": [{"name": TNL_NAME, "model": "tnl-tiny", "overrides": s.tnl},
                    {"name": TRANSFORMER_NAME, "model": "transformer-tiny", "overrides": s.transformer}],
         "speed": {"train_lengths": lengths, "train_tokens": s.speed_tokens, "train_repeats": 2,
-                  "decode_contexts": lengths, "decode_tokens": s.decode_tokens, "decode_rounds": 3},
+                  "decode_contexts": lengths, "decode_tokens": s.decode_tokens, "decode_rounds": 2},
         "samples": {"prompts": list(PROMPTS), "max_new_tokens": s.max_new_tokens, "seed": options.seed},
     }  # fmt: skip
 
