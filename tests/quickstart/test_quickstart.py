@@ -207,3 +207,14 @@ def test_the_cleaning_is_that_of_the_shipped_pipeline_config(tmp_path):
     shipped = yaml.safe_load((REPO / "configs" / "data" / "quickstart.yaml").read_text())
     ours = stages.pipeline_config(Options(output=str(tmp_path)), tmp_path)
     assert ours["steps"] == shipped["steps"] and ours["source"] == shipped["source"]
+
+
+@pytest.mark.parametrize("module", ["peft", "rjieba"])
+def test_a_missing_package_is_named_before_any_work(tmp_path, capsys, monkeypatch, module):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if `pip install -e .` without the quickstart extra
+    assert main(["quickstart", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"needs {module}" in err and "pip install -e '.[quickstart]'" in err
+    assert not (tmp_path / "out").exists()

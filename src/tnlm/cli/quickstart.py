@@ -10,7 +10,7 @@ import typer
 
 from tnlm.interrupt import Interrupted, on_interrupt
 
-EXTRAS = ("datasketch", "matplotlib", "peft")  # the quickstart extra: MinHash dedup, plots, LoRA
+EXTRAS = ("matplotlib", "peft")  # with what the cleaning pipeline needs: the quickstart extra (plots, LoRA)
 SCALE = None  # tnlm.quickstart.Scale of the models and measurements (None: the default, tnl-tiny's)
 
 
@@ -31,21 +31,31 @@ def quickstart(
     options.check()
     if (output / STATE).is_file() and _finished(options):
         return
-    _require_extras()
+    _require_extras(options)
     args = ["tnlm", "quickstart", "--minutes", f"{minutes:g}", "--output", str(output)]
     command = shlex.join(args + (["--data", data] if data else []))
     _run(options, hint=f"run `{command}` again to continue where it stopped (finished stages are kept)", quiet=quiet)
 
 
-def _require_extras() -> None:
-    import importlib.util
+def _require_extras(options) -> None:
+    """Every package the quickstart needs, checked before any work."""
+    import sys
 
+    from tnlm.data.extras import modules_for_pipeline
     from tnlm.errors import ConfigError
+    from tnlm.quickstart.stages import pipeline_config
 
-    missing = [m for m in EXTRAS if importlib.util.find_spec(m) is None]
+    needed = sorted({*EXTRAS, *modules_for_pipeline(pipeline_config(options, Path(options.output)))})
+    missing = [m for m in needed if not _importable(m, sys.modules)]
     if missing:
         raise ConfigError(f"tnlm quickstart needs {', '.join(missing)}, not installed here: "
                           "pip install -e '.[quickstart]' (or pip install 'tnlm[quickstart]')")  # fmt: skip
+
+
+def _importable(module: str, loaded: dict) -> bool:
+    import importlib.util
+
+    return loaded[module] is not None if module in loaded else importlib.util.find_spec(module) is not None
 
 
 def _finished(options) -> bool:
