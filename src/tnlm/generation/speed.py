@@ -61,9 +61,13 @@ def random_context(model: nn.Module, context: int, *, seed: int | None = None) -
     return torch.randint(FIRST_ID, int(model.config.vocab_size), (1, context), generator=generator)
 
 
-def prefill(model: nn.Module, ids: torch.Tensor, *, chunk_size: int | None = None) -> tuple[DecodeState, torch.Tensor, float]:
-    """(state holding `ids`, last logits (1, V), seconds the prefill took)."""
-    state = DecodeState(model)
+def prefill(model: nn.Module, ids: torch.Tensor, *, chunk_size: int | None = None,
+            reference: bool = False) -> tuple[DecodeState, torch.Tensor, float]:  # fmt: skip
+    """(state holding `ids`, last logits (1, V), seconds the prefill took). The state is the one generate()
+    decodes with (the fast one-token step; reference=True: the general forward it is tested against)."""
+    from tnlm.generation.engine import new_state
+
+    state = new_state(model, reference=reference)
     start = time.perf_counter()
     logits = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk_size)
     return state, logits, time.perf_counter() - start
