@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from tnlm.models import create_model
-from tnlm.training.config import OptimizerSection
 from tnlm.training.flops import flops_per_token, peak_flops
-from tnlm.training.optim import build_optimizer
+from tnlm.training.throughput import throughput_trainer, time_train_step
 from tnlm.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
@@ -57,37 +55,10 @@ class Row:
     params_m: float
 
 
-class FixedBatches:
-    """The same random batch every step (the loader's cost is not what is measured)."""
-
-    def __init__(self, batch: int, T: int, vocab: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        ids = torch.randint(3, vocab, (batch, T + 1), generator=g)
-        self.batch = {"input_ids": ids[:, :-1].contiguous(), "labels": ids[:, 1:].contiguous()}
-
-    def __iter__(self):
-        while True:
-            yield self.batch
-
-
 def make_trainer(family: str, *, T: int, tokens: int, device: torch.device, precision: str) -> Trainer:
     preset, overrides = SHAPES[family]
-    model = create_model(preset, overrides=overrides, seed=0).to(device).train()
-    optimizer = build_optimizer(model, OptimizerSection(lr=1e-4), device=device)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    return Trainer(model=model, optimizer=optimizer, schedule=schedule, val_loader=None, device=device,
-                   train_loader=FixedBatches(tokens // T, T, overrides["vocab_size"]), precision=precision,
-                   grad_accum=1, grad_clip=1.0)  # fmt: skip
-
-
-def timed_step(trainer: Trainer, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    trainer.train_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    model = create_model(preset, overrides=overrides, seed=0)
+    return throughput_trainer(model, batch=tokens // T, seq_len=T, device=device, precision=precision)
 
 
 def measure_length(T: int, *, tokens: int, device: torch.device, precision: str, warmup: int, repeats: int,
@@ -96,7 +67,7 @@ def measure_length(T: int, *, tokens: int, device: torch.device, precision: str,
     best = {f: float("inf") for f in SHAPES}
     for i in range(warmup + repeats):
         for family, trainer in trainers.items():  # alternate: a slow spell of the machine hits both
-            seconds = timed_step(trainer, device)
+            seconds = time_train_step(trainer)
             if i >= warmup:
                 best[family] = min(best[family], seconds)
     rows = []

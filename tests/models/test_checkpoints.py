@@ -151,7 +151,7 @@ def test_config_json_that_is_not_an_object_of_fields(tmp_path, content, match):
     "field,value,match",
     [("decoder_attention_heads", 0, "decoder_attention_heads must be a positive integer, got 0"),
      ("decoder_layers", 4.5, "decoder_layers must be a positive integer, got 4.5"),
-     ("norm_type", "nope", "norm_type must be one of 'simplermsnorm', 'layernorm', got 'nope'"),
+     ("norm_type", "nope", "norm_type must be one of 'simplermsnorm', 'layernorm', 'rmsnorm', got 'nope'"),
      ("linear_use_lrpe_list", "abc", "linear_use_lrpe_list must be a list of 0/1 flags"),
      ("linear_use_lrpe_list", [1, 2], "linear_use_lrpe_list must be a list of 0/1 flags"),
      ("no_scale_embedding", "no", "no_scale_embedding must be true or false"),

@@ -175,7 +175,7 @@ def test_no_scale_embedding_and_layernorm_options():
     [({"hidden_dim": 30}, "divisible"), ({"linear_act_fun": "tanhh"}, "linear_act_fun must be one of"),
      ({"linear_use_lrpe_list": [1, 0, 0, 0, 0]}, "5 flags for 3 layers"),
      ({"linear_use_lrpe_list": "abc"}, "linear_use_lrpe_list must be a list of 0/1 flags"),
-     ({"norm_type": "nope"}, "norm_type must be one of 'simplermsnorm', 'layernorm'"),
+     ({"norm_type": "nope"}, "norm_type must be one of 'simplermsnorm', 'layernorm', 'rmsnorm'"),
      ({"decoder_attention_heads": 0}, "decoder_attention_heads must be a positive integer"),
      ({"decoder_layers": 4.5}, "decoder_layers must be a positive integer, got 4.5"),
      ({"decoder_layers": True}, "decoder_layers must be a positive integer, got True"),
@@ -187,8 +187,8 @@ def test_bad_configs_raise_config_errors_naming_the_field(overrides, match):
 
 
 def test_norm_type_is_never_silently_replaced():
-    with pytest.raises(ConfigError, match="norm_type 'rmsnorm' is unknown"):
-        build_norm("rmsnorm", 8)
+    with pytest.raises(ConfigError, match="norm_type 'rms_norm' is unknown"):
+        build_norm("rms_norm", 8)
 
 
 def test_tiny_preset_trains():

@@ -39,6 +39,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("train", "tnlm.cli.train:train"),
     ("finetune", "tnlm.cli.finetune:finetune"),
     ("merge-lora", "tnlm.cli.finetune:merge_lora"),
+    ("compare", "tnlm.cli.compare:compare"),
+    ("quickstart", "tnlm.cli.quickstart:quickstart"),
 )
 
 app = typer.Typer(

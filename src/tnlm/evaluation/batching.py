@@ -25,7 +25,9 @@ def model_forward(
     out = model(input_ids=ids, **kwargs)
     logits = out.logits if not keep or out.logits.shape[1] == keep else out.logits[:, -keep:]
     new_cache = getattr(out, "cache", None)
-    return logits, new_cache if new_cache is not None else getattr(out, "past_key_values", None)
+    if new_cache is None and use_cache:  # a model outside tnlm may still return the old name
+        new_cache = getattr(out, "past_key_values", None)  # (asked only then: transformers warns on every read)
+    return logits, new_cache
 
 
 def pad_batch(seqs: list[list[int]], *, left: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -32,12 +32,13 @@ class NormLinearAttention(nn.Module):
         use_lrpe: bool = False,
         norm_type: str = "simplermsnorm",
         bias: bool = False,
+        use_decay: bool = True,
     ) -> None:
         super().__init__()
         if hidden_dim % num_heads:
             raise ConfigError(f"hidden_dim ({hidden_dim}) must be divisible by the number of heads ({num_heads})")
         self.num_heads, self.head_dim = num_heads, hidden_dim // num_heads
-        self.layer_idx, self.num_layers = layer_idx, num_layers
+        self.layer_idx, self.num_layers, self.use_decay = layer_idx, num_layers, use_decay
         self.act = feature_map(act_fun)
         self.qkvu_proj = nn.Linear(embed_dim, 4 * hidden_dim, bias=bias)
         self.out_proj = nn.Linear(hidden_dim, embed_dim, bias=bias)
@@ -46,9 +47,11 @@ class NormLinearAttention(nn.Module):
         self._log_decay: dict[torch.device, torch.Tensor] = {}
 
     def log_decay(self, device: torch.device) -> torch.Tensor:
-        """(H,) float32; fixed by (H, layer, L), so it is computed, not stored in the state dict."""
+        """(H,) float32; fixed by (H, layer, L), so it is computed, not stored in the state dict. Without
+        decay (the paper's ablation) it is 0: lambda = 1, every past token weighs the same."""
         if device not in self._log_decay:
             ld = transnormer_log_decay(self.num_heads, self.layer_idx, self.num_layers)
+            ld = ld if self.use_decay else torch.zeros_like(ld)
             self._log_decay[device] = ld.to(device)
         return self._log_decay[device]
 

@@ -32,13 +32,16 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
-# TransNormerLLM's norm choice. The official code turns any other name into LayerNorm; tnlm refuses
-# it instead, so a typo cannot silently change the model.
-NORM_TYPES = ("simplermsnorm", "layernorm")
+# TransNormerLLM's norm choice. The official code turns any name but "simplermsnorm" into LayerNorm;
+# tnlm refuses an unknown name instead, so a typo cannot silently change the model, and adds
+# "rmsnorm" for the paper's normalisation ablation.
+NORM_TYPES = ("simplermsnorm", "layernorm", "rmsnorm")
 
 
 def build_norm(norm_type: str, dim: int) -> nn.Module:
-    """"simplermsnorm" -> SRMSNorm (no weight); "layernorm" -> nn.LayerNorm(dim)."""
+    """"simplermsnorm" -> SRMSNorm (no weight); "layernorm" -> nn.LayerNorm(dim); "rmsnorm" -> RMSNorm(dim)."""
     if norm_type not in NORM_TYPES:
         raise ConfigError(f"norm_type {norm_type!r} is unknown; choose one of {', '.join(NORM_TYPES)}")
-    return SRMSNorm() if norm_type == "simplermsnorm" else nn.LayerNorm(dim)
+    if norm_type == "simplermsnorm":
+        return SRMSNorm()
+    return nn.LayerNorm(dim) if norm_type == "layernorm" else RMSNorm(dim)

@@ -77,6 +77,9 @@ def _names(keys: set[str], limit: int = 10) -> str:
     return ", ".join(listed[:limit]) + more
 
 
+TP_LOGGER = "transformers.distributed.tensor_parallel"
+
+
 def load_weights(
     model_class: type[PreTrainedModel],
     path: Path,
@@ -90,14 +93,18 @@ def load_weights(
     transformers would initialise the missing ones at random and only log it). strict=False accepts
     both, for conversions that fill or drop tensors on purpose."""
     check_weight_files(path, model_class, config)
-    hf_log = hf_logging.get_logger("transformers.modeling_utils")
-    level = hf_log.level
-    if strict:  # the error below says it in one line; transformers' report table would repeat it
-        hf_log.setLevel(logging.ERROR)
+    # strict: the error below says it in one line; transformers' report table would repeat it. Raising that
+    # level makes transformers check the (empty) tensor-parallel plan and warn that no layer is sharded:
+    # that logger is quietened too.
+    loggers = [hf_logging.get_logger(n) for n in (("transformers.modeling_utils", TP_LOGGER) if strict else ())]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
     try:
         model, info = model_class.from_pretrained(path, config=config, dtype=dtype, output_loading_info=True)
     finally:
-        hf_log.setLevel(level)
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
     missing, unexpected = set(info["missing_keys"]), set(info["unexpected_keys"])
     if strict and (missing or unexpected):
         found = [f"missing {len(missing)}: {_names(missing)}" if missing else "",

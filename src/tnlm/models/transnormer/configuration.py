@@ -1,4 +1,11 @@
-"""TransnormerConfig: the official field names and defaults, so a released config.json loads unchanged."""
+"""TransnormerConfig: the official field names and defaults, so a released config.json loads unchanged.
+
+Two fields are tnlm's own, for the TransNormerLLM paper's ablations; their defaults are what the
+released models compute, and a config.json without them loads as before: `use_decay` (False: no
+exponential decay, lambda = 1) and `glu_act` (an activation on the channel mixer's first branch:
+"none" is SGLU, "silu" the GLU it replaced). `norm_type` also takes "rmsnorm" (RMSNorm with a weight),
+the paper's other normalisation ablation.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,8 @@ class TransnormerConfig(DecoderConfig):
         "vocab_size": POSITIVE_INT, "decoder_embed_dim": POSITIVE_INT, "decoder_layers": POSITIVE_INT,
         "decoder_attention_heads": POSITIVE_INT, "hidden_dim": POSITIVE_INT, "glu_dim": POSITIVE_INT,
         "linear_use_lrpe_list": LRPE_FLAGS, "linear_act_fun": one_of(*FEATURE_MAPS), "no_scale_embedding": BOOL,
-        "norm_type": one_of(*NORM_TYPES), "bias": BOOL, "init_std": POSITIVE,
+        "norm_type": one_of(*NORM_TYPES), "bias": BOOL, "init_std": POSITIVE, "use_decay": BOOL,
+        "glu_act": one_of(*FEATURE_MAPS),
     }  # fmt: skip
 
     def __init__(
@@ -37,6 +45,8 @@ class TransnormerConfig(DecoderConfig):
         norm_type: str = "simplermsnorm",
         bias: bool = False,
         init_std: float = 0.02,
+        use_decay: bool = True,
+        glu_act: str = "none",
         tie_word_embeddings: bool = True,
         **kwargs,  # DecoderConfig's fields (use_cache, special token ids) and the official extras (add_bos_token, ...)
     ) -> None:
@@ -53,6 +63,8 @@ class TransnormerConfig(DecoderConfig):
         self.norm_type = norm_type
         self.bias = bias
         self.init_std = init_std
+        self.use_decay = use_decay
+        self.glu_act = glu_act
         # released configs point `auto_map` at remote code; tnlm's own classes replace it
         kwargs.pop("auto_map", None)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)

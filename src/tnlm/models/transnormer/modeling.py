@@ -45,9 +45,10 @@ class TransnormerBlock(nn.Module):
             use_lrpe=config.use_lrpe(layer_idx),
             norm_type=config.norm_type,
             bias=config.bias,
+            use_decay=config.use_decay,
         )
         self.channel_norm = build_norm(config.norm_type, d)
-        self.channel_mixer = SGLU(d, config.glu_dim, bias=config.bias)
+        self.channel_mixer = SGLU(d, config.glu_dim, bias=config.bias, act=config.glu_act)
 
     def forward(
         self, x: torch.Tensor, inputs: LayerInputs, state: torch.Tensor | None
