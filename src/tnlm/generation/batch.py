@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnlm.generation.sampling import SamplingParams, next_tokens
 from tnlm.layers.infini_attention import InfiniState
 from tnlm.layers.softmax_attention import KVBuffer
 
@@ -326,3 +327,45 @@ class DecodeBatch:
         self.mask = mask
         self.lengths = self.lengths + 1
         return logits
+
+
+# ---------------------------------------------------------------------------------------------------
+# sampling rows that each have their own parameters, generator and history
+
+
+@dataclass
+class RowSampler:
+    """How one row picks its tokens. `seen` (V,) bool marks the tokens its repetition penalty
+    counts (the prompt and the output); it is kept only when the penalty is on."""
+
+    params: SamplingParams
+    generator: torch.Generator
+    seen: torch.Tensor | None = None
+
+    @classmethod
+    def create(cls, params: SamplingParams, *, seed: int, vocab_size: int, prompt: Sequence[int]) -> RowSampler:
+        seen = None
+        if params.repetition_penalty != 1.0:
+            seen = torch.zeros(vocab_size, dtype=torch.bool)
+            seen[torch.tensor(list(prompt), dtype=torch.long)] = True
+        return cls(params, torch.Generator().manual_seed(seed), seen)
+
+
+def sample_rows(logits: torch.Tensor, samplers: Sequence[RowSampler]) -> list[int]:
+    """logits (B, V) -> one token per row; rows with the same parameters are sampled together, each
+    from its own generator, so a row's tokens do not depend on the other rows."""
+    logits = logits.float().cpu()
+    out = [0] * len(samplers)
+    groups: dict[SamplingParams, list[int]] = {}
+    for i, s in enumerate(samplers):
+        groups.setdefault(s.params, []).append(i)
+    for params, rows in groups.items():
+        part = logits[rows]
+        penalised = params.repetition_penalty != 1.0
+        seen = torch.stack([samplers[i].seen for i in rows]) if penalised else torch.zeros_like(part, dtype=torch.bool)
+        toks = next_tokens(part, params=params, seen=seen, generators=[samplers[i].generator for i in rows])
+        for i, tok in zip(rows, toks.tolist()):
+            out[i] = tok
+            if samplers[i].seen is not None:
+                samplers[i].seen[tok] = True
+    return out

@@ -1,0 +1,130 @@
+"""Putting a server together: load the model, build scheduler, service and app, run uvicorn.
+
+>>> settings = ServerOptions(model="tnl-tiny")  # then: run(settings) serves until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from dataclasses import dataclass
+
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from tnlm.errors import ConfigError
+from tnlm.generation.tokenizer import TextTokenizer, load_tokenizer
+from tnlm.models.registry import PRESETS, create_model, load_config
+from tnlm.serving.app import create_app
+from tnlm.serving.metrics import ServerMetrics
+from tnlm.serving.scheduler import Scheduler
+from tnlm.serving.service import ServeSettings, Service
+from tnlm.serving.state_cache import StateCache
+
+API_KEY_ENV = "TNLM_API_KEY"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    served_model_name: str | None = None
+    max_batch: int = 32
+    max_queue: int = 64
+    max_model_len: int | None = None
+    max_tokens_limit: int = 4096
+    state_cache_mb: float = 512.0
+    request_timeout_s: float = 600.0
+    prefill_chunk: int = 512
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int | None = None
+    log_level: str = "warning"
+
+    def check(self) -> None:
+        positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "prefill_chunk": self.prefill_chunk,
+                    "max_tokens_limit": self.max_tokens_limit, "request_timeout_s": self.request_timeout_s}  # fmt: skip
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {value}")
+        if self.state_cache_mb < 0:
+            raise ConfigError(f"state-cache-mb must be >= 0 (0 keeps no states), got {self.state_cache_mb}")
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError(f"the API key is empty; give a non-empty --api-key or unset {API_KEY_ENV}")
+
+
+def _model_len(options: ServerOptions) -> tuple[int | None, dict | None]:
+    """The server's context limit and, for a preset asked to go past its own, the config override."""
+    limit = getattr(load_config(options.model), "max_position_embeddings", None)
+    asked = options.max_model_len
+    if asked is None or (limit is not None and asked <= limit) or limit is None:
+        return (asked if asked is not None else limit), None
+    if options.model in PRESETS:  # random weights: any length is as good as another
+        return asked, {"max_position_embeddings": asked}
+    raise ConfigError(
+        f"--max-model-len {asked} exceeds the model's max_position_embeddings ({limit}); "
+        "serve it at that length or less"
+    )
+
+
+def load(options: ServerOptions) -> tuple[torch.nn.Module, TextTokenizer, int | None]:
+    """The model (eval mode), its tokenizer, and the context limit the server enforces."""
+    max_len, overrides = _model_len(options)
+    model = create_model(options.model, overrides=overrides, dtype=_DTYPES[options.dtype],
+                         device=options.device, seed=0).eval()  # fmt: skip
+    return model, load_tokenizer(options.model, vocab_size=model.config.vocab_size), max_len
+
+
+def build_app(options: ServerOptions) -> tuple[FastAPI, Scheduler]:
+    """The app and its scheduler (not started)."""
+    options.check()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    model, tokenizer, max_len = load(options)
+    metrics = ServerMetrics()
+    cache = StateCache(int(options.state_cache_mb * 2**20))
+    scheduler = Scheduler(model, tokenizer, metrics=metrics, state_cache=cache, max_batch=options.max_batch,
+                          max_queue=options.max_queue, prefill_chunk=options.prefill_chunk)  # fmt: skip
+    settings = ServeSettings(
+        model_id=options.served_model_name or options.model, max_model_len=max_len,
+        max_tokens_limit=options.max_tokens_limit, request_timeout_s=options.request_timeout_s,
+        max_batch=options.max_batch,
+    )  # fmt: skip
+    service = Service(model=model, tokenizer=tokenizer, scheduler=scheduler, settings=settings)
+    return create_app(service, metrics=metrics, api_key=options.api_key), scheduler
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
+    sock.listen(2048)
+    return sock
+
+
+def run(options: ServerOptions) -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM: in-flight requests get a few seconds to finish)."""
+    app, scheduler = build_app(options)
+    sock = _bind(options.host, options.port)
+    host, port = sock.getsockname()[:2]
+    auth = "API key required" if options.api_key else "no API key"
+    print(f"serving {options.served_model_name or options.model} at http://{host}:{port}/v1 ({auth}); Ctrl-C stops",
+          file=sys.stderr, flush=True)  # fmt: skip
+    config = uvicorn.Config(app, log_level=options.log_level, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=3)  # fmt: skip
+    scheduler.start()
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        scheduler.stop()
