@@ -1,0 +1,134 @@
+"""The scheduler in-process, for every family: requests that arrive while others decode join the
+batch and each gets the greedy text it gets alone; cancellation and timeouts free the batch; a
+failing step costs its requests, not the server."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import pytest
+import torch
+
+from tnlm.generation import ByteTokenizer, SamplingParams, generate
+from tnlm.models.registry import create_model, preset_names
+from tnlm.serving.metrics import ServerMetrics
+from tnlm.serving.scheduler import Done, Failed, Finished, Job, Piece, Scheduler, Ticket
+from tnlm.serving.state_cache import StateCache
+
+TOK = ByteTokenizer()
+GREEDY = SamplingParams(temperature=0.0)
+TINY = [p for p in preset_names() if p.endswith("-tiny")]
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str):
+    torch.set_num_threads(1)
+    return create_model(name, seed=0).eval()
+
+
+def _scheduler(model, **kw) -> Scheduler:
+    kw = {"max_batch": 8, "max_queue": 8, "prefill_chunk": 16, **kw}
+    return Scheduler(model, TOK, metrics=ServerMetrics(), state_cache=StateCache(2**28), **kw)
+
+
+async def _collect(ticket: Ticket) -> tuple[str, str | None, object]:
+    text, reason = [], None
+    while True:
+        event = await ticket.events.get()
+        if isinstance(event, Piece):
+            text.append(event.text)
+        elif isinstance(event, Finished):
+            reason = event.reason
+        elif isinstance(event, (Done, Failed)):
+            return "".join(text), reason, event
+
+
+def _serve(scheduler: Scheduler, jobs: list[Job], delays: list[float]) -> list[tuple[str, str | None, object]]:
+    async def one(job: Job, delay: float):
+        await asyncio.sleep(delay)
+        ticket = Ticket(job, events=asyncio.Queue())
+        assert scheduler.submit(ticket) is None
+        return await _collect(ticket)
+
+    async def main():
+        return await asyncio.gather(*(one(j, d) for j, d in zip(jobs, delays)))
+
+    scheduler.start()
+    try:
+        return asyncio.run(main())
+    finally:
+        scheduler.stop()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_requests_arriving_at_any_time_get_their_single_run_text(name: str) -> None:
+    model = _model(name)
+    prompts = ["The quick brown fox", "Hi", "A much longer prompt that needs several prefill chunks to go in.", "é" * 7]
+    budgets, delays = [30, 12, 20, 25], [0.0, 0.0, 0.05, 0.1]
+    jobs = [Job(prompt=TOK.encode(p), sampling=GREEDY, max_tokens=n, eos_ids=frozenset([2])) for p, n in zip(prompts, budgets)]
+    results = _serve(_scheduler(model), jobs, delays)
+    for (text, reason, done), prompt, n in zip(results, prompts, budgets):
+        alone = generate(model, TOK, [prompt], max_new_tokens=n, eos_token_ids=[2]).sequences[0]
+        assert text == alone.text
+        assert isinstance(done, Done) and done.prompt_tokens == len(TOK.encode(prompt))
+        assert reason == ("length" if alone.finish_reason == "length" else "stop")
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch() -> None:
+    model = _model("tnl-tiny")
+    hot = SamplingParams(temperature=1.0, top_k=50)
+    job = Job(prompt=TOK.encode("Seeds"), sampling=hot, max_tokens=15, seed=5)
+    alone = _serve(_scheduler(model), [job], [0.0])[0][0]
+    others = [Job(prompt=TOK.encode(f"other {i}"), sampling=hot, max_tokens=20, seed=i) for i in range(3)]
+    crowded = _serve(_scheduler(model), [*others, job], [0.0, 0.0, 0.0, 0.02])[-1][0]
+    assert alone == crowded
+
+
+def test_cancelled_and_timed_out_requests_leave_and_free_their_state() -> None:
+    model = _model("transformer-tiny")
+    scheduler = _scheduler(model)
+
+    async def main():
+        long = Ticket(Job(prompt=TOK.encode("long"), sampling=GREEDY, max_tokens=1000), events=asyncio.Queue())
+        late = Ticket(Job(prompt=TOK.encode("late"), sampling=GREEDY, max_tokens=1000, timeout_s=0.3), events=asyncio.Queue())
+        for t in (long, late):
+            assert scheduler.submit(t) is None
+        await long.events.get()  # a first piece: it runs
+        scheduler.cancel(long)
+        outcome = await _collect(late)
+        for _ in range(100):
+            if scheduler.metrics.running._value.get() == 0:
+                break
+            await asyncio.sleep(0.05)
+        return outcome
+
+    scheduler.start()
+    try:
+        _, _, event = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    assert isinstance(event, Failed) and event.error.status == 408
+    assert len(scheduler._batch) == 0 and scheduler._batch.nbytes() == 0
+    assert scheduler.metrics.cancelled._value.get() == 1 and scheduler.metrics.timeouts._value.get() == 1
+
+
+def test_a_failing_step_fails_its_requests_and_the_server_goes_on(monkeypatch) -> None:
+    model = _model("tnl-tiny")
+    scheduler = _scheduler(model)
+    real_step, calls = scheduler._batch.step, {"n": 0}
+
+    def flaky(tokens):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return real_step(tokens)
+
+    monkeypatch.setattr(scheduler._batch, "step", flaky)
+    job = Job(prompt=TOK.encode("Hello"), sampling=GREEDY, max_tokens=10, eos_ids=frozenset([2]))
+    first = _serve(scheduler, [job], [0.0])[0][2]
+    assert isinstance(first, Failed) and first.error.status == 500
+    scheduler = _scheduler(model)
+    text, _, done = _serve(scheduler, [job], [0.0])[0]
+    assert isinstance(done, Done)
+    assert text == generate(model, TOK, ["Hello"], max_new_tokens=10, eos_token_ids=[2]).texts[0]
