@@ -174,7 +174,7 @@ def test_a_full_queue_answers_503_with_retry_after(server) -> None:
     body = {"model": "tnl-tiny", "prompt": "Go:", "max_tokens": 3000, "temperature": 0, "stream": True}
     opened, statuses = [], []
     try:
-        for _ in range(16):
+        while 503 not in statuses and len(statuses) < 40:
             conn, response = open_stream(server, body, key=KEY)
             opened.append(conn)
             statuses.append(response.status)
@@ -184,4 +184,4 @@ def test_a_full_queue_answers_503_with_retry_after(server) -> None:
     finally:
         for conn in opened:
             conn.close()
-    assert 503 in statuses and statuses.count(200) >= 5  # 8 run, 4 wait; a few may still be waiting to run
+    assert statuses[-1] == 503 and statuses.count(200) >= 12  # 8 run and 4 wait before any refusal

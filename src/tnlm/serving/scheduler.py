@@ -4,9 +4,9 @@ Each loop iteration of the scheduler thread:
 1. drops the requests whose client went away or whose time ran out (their state is freed at once);
 2. admits waiting requests while the batch has room, starting each from the longest kept state
    whose tokens begin its prompt (StateCache);
-3. feeds one chunk of the oldest prompt being prefilled (long prompts are cut into chunks so the
-   running sequences keep decoding meanwhile); a finished prefill samples its first token and joins
-   the batch;
+3. feeds up to `prefill_chunk` tokens of the prompts being prefilled, oldest first (long prompts are
+   cut into chunks so the running sequences keep decoding meanwhile); a finished prefill samples its
+   first token and joins the batch;
 4. runs one decoding step for every running sequence; finished sequences leave, and the state of a
    finished sequence is kept for the conversation's next turn.
 
@@ -264,20 +264,25 @@ class Scheduler:
             self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, hit.entry))
 
     def _prefill_step(self) -> None:
-        p = self._prefills[0]
-        prompt = p.ticket.job.prompt
-        try:
-            end = min(p.fed + self.prefill_chunk, len(prompt))
-            logits = feed(self.model, p.state, prompt[p.fed : end])
-            p.fed = end
-            if p.fed == len(prompt):
-                self._prefills.popleft()
-                self._start(p, logits)
-        except Exception:  # a bug must cost this request, not the server
-            log.exception("prefill failed")
-            if self._prefills and self._prefills[0] is p:
-                self._prefills.popleft()
-            p.ticket.fail(ServingError(500, "internal error during prefill", type="server_error"))
+        """Feed up to prefill_chunk prompt tokens, oldest prompt first (several short prompts fit in
+        one step; a long one takes several steps, with decoding steps in between)."""
+        budget = self.prefill_chunk
+        while self._prefills and budget > 0:
+            p = self._prefills[0]
+            prompt = p.ticket.job.prompt
+            try:
+                end = min(p.fed + budget, len(prompt))
+                logits = feed(self.model, p.state, prompt[p.fed : end])
+                budget -= end - p.fed
+                p.fed = end
+                if p.fed == len(prompt):
+                    self._prefills.popleft()
+                    self._start(p, logits)
+            except Exception:  # a bug must cost this request, not the server
+                log.exception("prefill failed")
+                if self._prefills and self._prefills[0] is p:
+                    self._prefills.popleft()
+                p.ticket.fail(ServingError(500, "internal error during prefill", type="server_error"))
 
     def _start(self, p: _Prefill, logits: torch.Tensor) -> None:
         """The prompt is in: sample each choice's first token; unfinished choices join the batch."""

@@ -183,11 +183,11 @@ class Service:
         pending = len(tickets)
         try:
             while pending:
-                event = await events.get()
-                yield event
-                if isinstance(event, Failed):
-                    return
-                pending -= isinstance(event, Done)
+                for event in _merged([await events.get(), *_ready(events)]):
+                    yield event
+                    if isinstance(event, Failed):
+                        return
+                    pending -= isinstance(event, Done)
         finally:
             for t in tickets:
                 self.scheduler.cancel(t)
@@ -301,6 +301,26 @@ class Service:
         if include_usage:
             yield chunk([], got.usage())
         yield SSE_DONE
+
+
+def _ready(queue: asyncio.Queue) -> list[Event]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
+
+
+def _merged(events: list[Event]) -> list[Event]:
+    """Consecutive pieces of the same choice as one: when the client side falls behind the scheduler,
+    it sends fewer, larger chunks instead of falling further behind."""
+    out: list[Event] = []
+    for event in events:
+        last = out[-1] if out else None
+        if isinstance(event, Piece) and isinstance(last, Piece) and last.choice == event.choice:
+            out[-1] = Piece(event.choice, last.text + event.text)
+        else:
+            out.append(event)
+    return out
 
 
 def _record(got: _Choices, event: Event) -> None:
