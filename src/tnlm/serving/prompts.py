@@ -11,9 +11,10 @@ server continue a kept state.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
-from tnlm.chat_template import GENERATION_PROMPT, MARKER_TOKENS, START_MARKER, END_MARKER
+from tnlm.chat_template import END_MARKER, GENERATION_PROMPT, MARKER_TOKENS, START_MARKER
 from tnlm.generation.tokenizer import TextTokenizer
 
 # OpenAI's newer "developer" role is what tnlm's template calls "system"
@@ -49,3 +50,25 @@ def encode_chat(tokenizer: TextTokenizer, messages: Sequence[tuple[str, str]]) -
         ids += end + encode_plain(tokenizer, "\n")
     assistant_head = GENERATION_PROMPT.removeprefix(START_MARKER)
     return ids + start + encode_plain(tokenizer, assistant_head)
+
+
+class LockedTokenizer:
+    """A tokenizer shared by the event loop (encoding prompts) and the scheduler thread (decoding
+    output): one call at a time. (A Hugging Face fast tokenizer resets its truncation and padding
+    settings inside encode(), and two threads doing that at once fail with "Already borrowed".)"""
+
+    def __init__(self, tokenizer: TextTokenizer) -> None:
+        self._tokenizer, self._lock = tokenizer, threading.Lock()
+        self.eos_token_id, self.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        with self._lock:
+            return self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: list[int]) -> str:
+        with self._lock:
+            return self._tokenizer.decode(ids)
+
+    def token_id(self, token: str) -> int | None:
+        with self._lock:
+            return self._tokenizer.token_id(token)

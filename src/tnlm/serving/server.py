@@ -18,6 +18,7 @@ from tnlm.generation.tokenizer import TextTokenizer, load_tokenizer
 from tnlm.models.registry import PRESETS, create_model, load_config
 from tnlm.serving.app import create_app
 from tnlm.serving.metrics import ServerMetrics
+from tnlm.serving.prompts import LockedTokenizer
 from tnlm.serving.scheduler import Scheduler
 from tnlm.serving.service import ServeSettings, Service
 from tnlm.serving.state_cache import StateCache
@@ -87,6 +88,7 @@ def build_app(options: ServerOptions) -> tuple[FastAPI, Scheduler]:
     if options.threads:
         torch.set_num_threads(options.threads)
     model, tokenizer, max_len = load(options)
+    tokenizer = LockedTokenizer(tokenizer)
     metrics = ServerMetrics()
     cache = StateCache(int(options.state_cache_mb * 2**20))
     scheduler = Scheduler(model, tokenizer, metrics=metrics, state_cache=cache, max_batch=options.max_batch,
@@ -115,10 +117,16 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def run(options: ServerOptions) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM: in-flight requests get a few seconds to finish)."""
-    app, scheduler = build_app(options)
-    sock = _bind(options.host, options.port)
+    sock = _bind(options.host, options.port)  # first: a port in use fails before the model loads
+    try:
+        app, scheduler = build_app(options)
+    except BaseException:
+        sock.close()
+        raise
     host, port = sock.getsockname()[:2]
     auth = "API key required" if options.api_key else "no API key"
+    if not options.api_key and host not in ("127.0.0.1", "::1", "localhost"):
+        auth += f"; anyone who can reach {host} can use it: set --api-key"
     print(f"serving {options.served_model_name or options.model} at http://{host}:{port}/v1 ({auth}); Ctrl-C stops",
           file=sys.stderr, flush=True)  # fmt: skip
     config = uvicorn.Config(app, log_level=options.log_level, access_log=False, lifespan="off",
