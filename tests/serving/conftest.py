@@ -49,9 +49,9 @@ def _drain(proc: subprocess.Popen, lines: list[str], ready: threading.Event) -> 
 
 
 @contextmanager
-def running_server(*args: str, startup_s: float = 180) -> Iterator[Server]:
+def running_server(*args: str, env: dict[str, str] | None = None, startup_s: float = 180) -> Iterator[Server]:
     """`tnlm serve ARGS --port 0` (one PyTorch thread); yields once it listens, stops it after."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
     cmd = [sys.executable, "-c", "from tnlm.cli.main import run; run()", "serve", *args, "--port", "0", "--threads", "1"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
     lines: list[str] = []

@@ -58,6 +58,7 @@ def _metric(server, name: str) -> float:
 
 
 def test_models_and_health(server, client) -> None:
+    assert server.url.startswith("http://127.0.0.1:")  # loopback unless --host says otherwise
     assert [m.id for m in client.models.list().data] == ["tnl-tiny"]
     assert http(server, "GET", "/health").json()["status"] == "ok"  # no key needed
 

@@ -21,9 +21,12 @@ TOK = ByteTokenizer()
 NAME = "transformer-tiny"
 
 
+KEY = "from-the-environment"
+
+
 @pytest.fixture(scope="module")
 def server():
-    with running_server(NAME) as s:
+    with running_server(NAME, env={"TNLM_API_KEY": KEY}) as s:
         yield s
 
 
@@ -43,7 +46,7 @@ def test_concurrent_requests_give_their_single_run_text(server, model) -> None:
     budgets = [9, 25, 14, 20]
 
     async def main() -> list[str]:
-        async with openai.AsyncOpenAI(base_url=server.v1, api_key="none", max_retries=0, timeout=120) as client:
+        async with openai.AsyncOpenAI(base_url=server.v1, api_key=KEY, max_retries=0, timeout=120) as client:
             outs = await asyncio.gather(*(
                 client.completions.create(model=NAME, prompt=p, max_tokens=n, temperature=0) for p, n in zip(prompts, budgets)
             ))  # fmt: skip
@@ -54,7 +57,9 @@ def test_concurrent_requests_give_their_single_run_text(server, model) -> None:
 
 
 def test_kv_caches_are_reused_for_a_conversation_and_a_shared_system_prompt(server, model) -> None:
-    client = openai.OpenAI(base_url=server.v1, api_key="none", max_retries=0, timeout=120)
+    with pytest.raises(openai.AuthenticationError):  # the key came from TNLM_API_KEY
+        openai.OpenAI(base_url=server.v1, api_key="none", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=server.v1, api_key=KEY, max_retries=0, timeout=120)
     system = {"role": "system", "content": "You are a careful assistant who answers in one short sentence."}
     messages = [system, {"role": "user", "content": "Where do foxes live?"}]
     first = client.chat.completions.create(model=NAME, messages=messages, max_tokens=10, temperature=0)
@@ -71,7 +76,7 @@ def test_kv_caches_are_reused_for_a_conversation_and_a_shared_system_prompt(serv
 
 
 def test_ctrl_c_stops_the_server_cleanly_even_mid_stream() -> None:
-    with running_server(NAME) as s:
+    with running_server(NAME, env={"TNLM_API_KEY": ""}) as s:
         conn, response = open_stream(s, {"model": NAME, "prompt": "Go", "max_tokens": 2000, "stream": True}, key=None)
         assert response.status == 200
         response.readline()  # generation is under way
