@@ -49,7 +49,7 @@ def _serve(scheduler: Scheduler, jobs: list[Job], delays: list[float]) -> list[t
         await asyncio.sleep(delay)
         ticket = Ticket(job, events=asyncio.Queue())
         assert scheduler.submit(ticket) is None
-        return await _collect(ticket)
+        return await asyncio.wait_for(_collect(ticket), timeout=120)  # a lost request fails the test, not hangs it
 
     async def main():
         return await asyncio.gather(*(one(j, d) for j, d in zip(jobs, delays)))
@@ -132,3 +132,49 @@ def test_a_failing_step_fails_its_requests_and_the_server_goes_on(monkeypatch) -
     text, _, done = _serve(scheduler, [job], [0.0])[0]
     assert isinstance(done, Done)
     assert text == generate(model, TOK, ["Hello"], max_new_tokens=10, eos_token_ids=[2]).texts[0]
+
+
+@pytest.mark.parametrize("broken", ["cache.lookup", "_reap"])
+def test_an_unexpected_error_in_an_iteration_costs_requests_not_the_server(monkeypatch, broken: str) -> None:
+    model = _model("tnl-tiny")
+    scheduler = _scheduler(model)
+    owner, name = (scheduler.cache, "lookup") if broken == "cache.lookup" else (scheduler, "_reap")
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def broken_once(*args):
+        calls["n"] += 1
+        if calls["n"] == (1 if broken == "cache.lookup" else 3):
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, broken_once)
+    job = Job(prompt=TOK.encode("Hello"), sampling=GREEDY, max_tokens=5, eos_ids=frozenset([2]))
+    first, second = _serve(scheduler, [job, job], [0.0, 0.3])
+    assert isinstance(first[2], Failed) and first[2].error.status == 500
+    assert isinstance(second[2], Done)
+
+
+def test_the_first_token_is_announced_even_when_its_text_is_held_back() -> None:
+    """transformer-tiny answers "long" with bytes that are no UTF-8 yet: a client still learns at once
+    that generation has started (an empty piece), and the text arrives within a few tokens."""
+    model = _model("transformer-tiny")
+    scheduler = _scheduler(model)
+
+    async def main() -> list:
+        ticket = Ticket(Job(prompt=TOK.encode("long"), sampling=GREEDY, max_tokens=40), events=asyncio.Queue())
+        assert scheduler.submit(ticket) is None
+        events = []
+        while not events or not isinstance(events[-1], (Done, Failed)):
+            events.append(await asyncio.wait_for(ticket.events.get(), timeout=120))
+        return events
+
+    scheduler.start()
+    try:
+        events = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    pieces = [e for e in events if isinstance(e, Piece)]
+    assert events[0] == Piece(0, "")
+    assert len(pieces) > 2  # not everything at the end
+    alone = generate(model, TOK, ["long"], max_new_tokens=40, eos_token_ids=[]).texts[0]
+    assert "".join(p.text for p in pieces) == alone

@@ -213,8 +213,12 @@ class Scheduler:
                     self._cv.wait(timeout=1.0)
                 if self._stopping:
                     break
-            with torch.inference_mode():
-                self._iteration()
+            try:
+                with torch.inference_mode():
+                    self._iteration()
+            except Exception:  # whatever it was, the requests in flight fail and the server goes on
+                log.exception("scheduler iteration failed")
+                self._fail_everything(ServingError(500, "internal error in the scheduler", type="server_error"))
         self._fail_everything(ServingError(503, "the server is shutting down", type="server_error", code="unavailable"))
 
     def _iteration(self) -> None:
@@ -258,7 +262,12 @@ class Scheduler:
                 if not self._inbox or self._slots_used() + self._inbox[0].job.n > self.max_batch:
                     return
                 ticket = self._inbox.popleft()
-            hit = self.cache.lookup(ticket.job.prompt)
+            try:
+                hit = self.cache.lookup(ticket.job.prompt)
+            except Exception:  # this ticket is in no list now: fail it here
+                log.exception("state cache lookup failed")
+                ticket.fail(ServingError(500, "internal error while admitting the request", type="server_error"))
+                continue
             ticket.cached_tokens = hit.tokens
             self.metrics.admitted(prompt=len(ticket.job.prompt), cached=hit.tokens, hit=hit.entry is not None)
             self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, hit.entry))
@@ -347,7 +356,7 @@ class Scheduler:
                 seq.reason, piece = "length", piece + seq.stream.finish()
         if not ticket.closed:
             choice = ticket.first_choice + seq.choice
-            if piece:
+            if piece or len(seq.tokens) == 1:  # the first token is announced even while its text is held back
                 ticket.emit(Piece(choice, piece))
             if seq.reason:
                 ticket.emit(Finished(choice, seq.reason))
