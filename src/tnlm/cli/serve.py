@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from tnlm.errors import ConfigError
+from tnlm.interrupt import on_interrupt
 
 
+@on_interrupt("server stopped")  # uvicorn shuts down gracefully, then re-raises the Ctrl-C
 def serve(
     model: str = typer.Argument(..., help="A preset name (random weights, byte tokenizer) or a model directory with a tokenizer."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. 0.0.0.0 exposes the server to the network: set an API key."),
@@ -38,8 +40,4 @@ def serve(
         state_cache_mb=state_cache_mb, request_timeout_s=request_timeout, prefill_chunk=prefill_chunk,
         threads=threads, dtype=dtype, device=device, log_level=log_level,
     )  # fmt: skip
-    try:
-        run(options)
-    except KeyboardInterrupt:  # uvicorn has shut down gracefully and re-raised the Ctrl-C
-        typer.echo("interrupted: server stopped", err=True)
-        raise typer.Exit(130) from None
+    run(options)

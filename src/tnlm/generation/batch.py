@@ -149,14 +149,6 @@ def _ops(state: object) -> _RowOps:
     raise TypeError(f"no batching rule for a layer state of type {type(state).__name__}")
 
 
-def _state_bytes(state: object) -> int:
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, (tuple, list)):
-        return sum(_state_bytes(s) for s in state)
-    return state.nbytes()
-
-
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -196,7 +188,7 @@ class SequenceState:
         self.cache, self.length = cache, length
 
     def nbytes(self) -> int:
-        return 0 if self.cache is None else sum(_state_bytes(s) for s in _layers(self.cache) if s is not None)
+        return 0 if self.cache is None else self.cache.nbytes()  # the models' one measure of a state
 
     @property
     def truncatable(self) -> bool:

@@ -22,7 +22,7 @@ from tnlm.generation.chat import chat_eos_ids
 from tnlm.generation.sampling import SamplingParams
 from tnlm.generation.tokenizer import TextTokenizer
 from tnlm.serving import schemas as S
-from tnlm.serving.prompts import encode_chat
+from tnlm.serving.prompts import chat_prompt
 from tnlm.serving.scheduler import Done, Event, Failed, Finished, Job, Piece, Scheduler, Ticket
 
 Disconnected = Callable[[], Awaitable[bool]]
@@ -154,7 +154,10 @@ class Service:
         sampling = error or self._sampling(req)
         if isinstance(sampling, S.ServingError):
             return sampling
-        prompt = encode_chat(self.tokenizer, [(m.role, m.text()) for m in req.messages])
+        try:
+            prompt = chat_prompt(self.tokenizer, [(m.role, m.text()) for m in req.messages])
+        except ConfigError as e:  # a model whose tokenizer lacks the chat markers
+            return S.invalid(f"this model cannot chat: {e}; use /v1/completions", param="messages")
         asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         max_tokens = self._max_tokens(asked, len(prompt), default=None, param="messages")
         if isinstance(max_tokens, S.ServingError):
