@@ -178,3 +178,43 @@ def test_the_first_token_is_announced_even_when_its_text_is_held_back() -> None:
     assert len(pieces) > 2  # not everything at the end
     alone = generate(model, TOK, ["long"], max_new_tokens=40, eos_token_ids=[]).texts[0]
     assert "".join(p.text for p in pieces) == alone
+
+
+@pytest.mark.parametrize("name", ["tnl-tiny", "transformer-tiny"])
+def test_conversation_turns_and_a_regenerated_reply_continue_kept_states(name: str) -> None:
+    """Each turn feeds only what follows the previous prompt (even when the reply's text tokenizes
+    differently from how it was generated), a regenerated reply (the same prompt again) feeds one
+    token, every reply is the single-run text, and a recurrent conversation keeps two states."""
+    model = _model(name)
+    scheduler = _scheduler(model, prefill_chunk=64)
+
+    async def ask(prompt: list[int]) -> tuple[str, Done]:
+        ticket = Ticket(Job(prompt=prompt, sampling=GREEDY, max_tokens=12), events=asyncio.Queue())
+        assert scheduler.submit(ticket) is None
+        text, _, done = await asyncio.wait_for(_collect(ticket), timeout=120)
+        assert isinstance(done, Done)
+        return text, done
+
+    async def main() -> list[tuple[list[int], str, Done]]:
+        prompt, out = TOK.encode("User: tell me a story\nBot:"), []
+        for turn in range(4):
+            text, done = await ask(prompt)
+            out.append((prompt, text, done))
+            prompt = prompt + TOK.encode(f"{text}\nUser: and then {turn}?\nBot:")
+        last = out[-1][0]
+        out.append((last, *await ask(last)))  # regenerate the last reply
+        return out
+
+    scheduler.start()
+    try:
+        turns = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    for i, (prompt, text, done) in enumerate(turns):
+        assert text == generate(model, TOK, [TOK.decode(prompt)], max_new_tokens=12, eos_token_ids=[]).texts[0]
+        if 0 < i < len(turns) - 1:
+            assert done.cached_tokens >= len(turns[i - 1][0]) - 1
+    assert turns[0][2].cached_tokens == 0
+    assert turns[-1][2].cached_tokens == len(turns[-1][0]) - 1
+    if name == "tnl-tiny":
+        assert len(scheduler.cache) == 2  # the last prompt (one token short) and the last reply's end

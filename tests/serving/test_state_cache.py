@@ -1,5 +1,5 @@
 """The state cache: longest usable prefix, exact-only reuse for recurrent states, cut KV caches,
-one entry per conversation, and a hard memory bound."""
+later turns superseding earlier ones, and a hard memory bound."""
 
 from __future__ import annotations
 
@@ -56,14 +56,16 @@ def test_a_recurrent_state_serves_only_prompts_that_extend_it_but_a_kv_cache_can
     assert kv.lookup(A[:10] + [999]).entry is None  # 10 shared tokens: below min_shared
 
 
-def test_a_continued_conversation_replaces_its_entry_and_same_keys_do_not_pile_up() -> None:
+def test_a_next_turn_supersedes_the_earlier_turns_and_same_keys_do_not_pile_up() -> None:
     cache = StateCache(2**30)
     cache.put(A[:20], _state("tnl-tiny", A[:20]))
-    hit = cache.lookup(A)
-    cache.put(A, _state("tnl-tiny", A), replaces=hit.entry)
-    assert len(cache) == 1 and cache.lookup(A + [1]).tokens == len(A)
+    cache.put(A[:30], _state("tnl-tiny", A[:30]))
+    cache.put(B, _state("tnl-tiny", B))  # another conversation: not a continuation of A[:20]
+    cache.put(A, _state("tnl-tiny", A), supersede=True)
+    assert len(cache) == 2 and cache.lookup(A + [1]).tokens == len(A) and cache.lookup(B + [1]).tokens == len(B)
     cache.put(A, _state("tnl-tiny", A))
-    assert len(cache) == 1
+    assert len(cache) == 2
+    assert cache.nbytes == sum(e.nbytes for e in cache._entries.values())
 
 
 def test_memory_stays_within_the_bound_least_recently_used_first() -> None:

@@ -5,8 +5,9 @@ Each loop iteration of the scheduler thread:
 2. admits waiting requests while the batch has room, starting each from the longest kept state
    whose tokens begin its prompt (StateCache);
 3. feeds up to `prefill_chunk` tokens of the prompts being prefilled, oldest first (long prompts are
-   cut into chunks so the running sequences keep decoding meanwhile); a finished prefill samples its
-   first token and joins the batch;
+   cut into chunks so the running sequences keep decoding meanwhile); a recurrent state is also kept
+   one token before the prompt's end (see state_cache.py); a finished prefill samples its first token
+   and joins the batch;
 4. runs one decoding step for every running sequence; finished sequences leave, and the state of a
    finished sequence is kept for the conversation's next turn.
 
@@ -116,7 +117,7 @@ class _Prefill:
     ticket: Ticket
     state: SequenceState
     fed: int  # prompt tokens the state holds
-    source: int | None  # the StateCache entry it started from
+    kept: bool  # the state one token before the prompt's end is in the StateCache (or needs not be)
 
 
 @dataclass
@@ -125,7 +126,6 @@ class _Seq:
     choice: int
     sampler: RowSampler
     stream: TextStream
-    source: int | None
     tokens: list[int] = field(default_factory=list)  # sampled so far
     fed: int = 0  # of those, how many the state has consumed
     reason: str | None = None
@@ -160,6 +160,7 @@ class Scheduler:
         self._batch = DecodeBatch(model)
         self._keys = itertools.count()
         self._stopping = False
+        self._can_rewind: bool | None = None  # learned on the scheduler thread (see _rewindable)
         self._used = 0  # batch places taken at the end of the last iteration (read by submit)
         self._thread = threading.Thread(target=self._run, name="tnlm-scheduler", daemon=True)
 
@@ -270,7 +271,18 @@ class Scheduler:
                 continue
             ticket.cached_tokens = hit.tokens
             self.metrics.admitted(prompt=len(ticket.job.prompt), cached=hit.tokens, hit=hit.entry is not None)
-            self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, hit.entry))
+            prompt = ticket.job.prompt
+            kept = self._rewindable() or hit.tokens >= len(prompt) - 1 or self.cache.max_bytes == 0
+            self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, kept=kept))
+
+    def _rewindable(self) -> bool:
+        """Whether this family's decoding state can be cut back to an earlier token (a KV cache can, a
+        recurrent state cannot), as a one-token state of the model says."""
+        if self._can_rewind is None:
+            probe = SequenceState()
+            feed(self.model, probe, [0])
+            self._can_rewind = probe.truncatable
+        return self._can_rewind
 
     def _prefill_step(self) -> None:
         """Feed up to prefill_chunk prompt tokens, oldest prompt first (several short prompts fit in
@@ -280,7 +292,10 @@ class Scheduler:
             p = self._prefills[0]
             prompt = p.ticket.job.prompt
             try:
-                end = min(p.fed + budget, len(prompt))
+                if not p.kept and p.fed == len(prompt) - 1:
+                    self.cache.put(prompt[: p.fed], p.state.clone(), supersede=True)
+                    p.kept = True
+                end = min(p.fed + budget, len(prompt) if p.kept else len(prompt) - 1)
                 logits = feed(self.model, p.state, prompt[p.fed : end])
                 budget -= end - p.fed
                 p.fed = end
@@ -296,13 +311,10 @@ class Scheduler:
     def _start(self, p: _Prefill, logits: torch.Tensor) -> None:
         """The prompt is in: sample each choice's first token; unfinished choices join the batch."""
         job = p.ticket.job
-        if not p.state.truncatable:  # kept also at the prompt's end: the next turn may re-tokenize the reply
-            self.cache.put(job.prompt, p.state.clone())
         base_seed = job.seed if job.seed is not None else random.getrandbits(62)
         seqs = [
             _Seq(p.ticket, i, RowSampler.create(job.sampling, seed=base_seed + i, vocab_size=self.vocab_size,
-                                                prompt=job.prompt), TextStream(self.tokenizer, stop=job.stop),
-                 source=p.source if i == 0 else None)
+                                                prompt=job.prompt), TextStream(self.tokenizer, stop=job.stop))
             for i in range(job.n)
         ]  # fmt: skip
         states = [p.state] + [p.state.clone() for _ in range(job.n - 1)]
@@ -367,7 +379,7 @@ class Scheduler:
         if state is not None and seq.choice == 0:
             key = [*ticket.job.prompt, *seq.tokens[: seq.fed]]
             if state.length == len(key):
-                self.cache.put(key, state, replaces=seq.source)
+                self.cache.put(key, state, supersede=state.truncatable)  # a KV cache serves its prefixes too
         ticket.remaining -= 1
         if ticket.remaining == 0 and not ticket.closed:
             ticket.closed = True

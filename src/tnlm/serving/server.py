@@ -8,15 +8,20 @@ from __future__ import annotations
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import uvicorn
 from fastapi import FastAPI
+from transformers.utils import logging as hf_logging
 
+from tnlm.devices import check_fits, resolve_device, resolve_dtype
 from tnlm.errors import ConfigError
-from tnlm.generation.tokenizer import TextTokenizer, load_tokenizer
-from tnlm.models.registry import PRESETS, create_model, load_config
+from tnlm.generation.tokenizer import TextTokenizer, load_tokenizer, tokenizer_from_folder
+from tnlm.models.registry import PRESETS, create_model, load_config, meta_model
+from tnlm.models.summary import summarize
 from tnlm.serving.app import create_app
+from tnlm.serving.listen import LOOPBACK, listen
 from tnlm.serving.metrics import ServerMetrics
 from tnlm.serving.prompts import LockedTokenizer
 from tnlm.serving.scheduler import Scheduler
@@ -24,12 +29,12 @@ from tnlm.serving.service import ServeSettings, Service
 from tnlm.serving.state_cache import StateCache
 
 API_KEY_ENV = "TNLM_API_KEY"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class ServerOptions:
     model: str
+    tokenizer: Path | None = None  # default: the model directory's own, or the byte tokenizer for a preset
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
@@ -54,8 +59,8 @@ class ServerOptions:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {value}")
         if self.state_cache_mb < 0:
             raise ConfigError(f"state-cache-mb must be >= 0 (0 keeps no states), got {self.state_cache_mb}")
-        if self.dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        resolve_dtype(self.dtype)
+        resolve_device(self.device)
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError(f"the API key is empty; give a non-empty --api-key or unset {API_KEY_ENV}")
 
@@ -75,11 +80,20 @@ def _model_len(options: ServerOptions) -> tuple[int | None, dict | None]:
 
 
 def load(options: ServerOptions) -> tuple[torch.nn.Module, TextTokenizer, int | None]:
-    """The model (eval mode), its tokenizer, and the context limit the server enforces."""
+    """The model (eval mode), its tokenizer, and the context limit the server enforces. Everything a
+    user can get wrong (config, tokenizer, memory) is checked before the weights are read."""
+    dtype, device = resolve_dtype(options.dtype), resolve_device(options.device)
     max_len, overrides = _model_len(options)
-    model = create_model(options.model, overrides=overrides, dtype=_DTYPES[options.dtype],
-                         device=options.device, seed=0).eval()  # fmt: skip
-    return model, load_tokenizer(options.model, vocab_size=model.config.vocab_size), max_len
+    vocab_size = load_config(options.model).vocab_size
+    if options.tokenizer is not None:
+        tokenizer = tokenizer_from_folder(options.tokenizer, vocab_size=vocab_size)
+    else:
+        tokenizer = load_tokenizer(options.model, vocab_size=vocab_size)
+    nbytes = summarize(meta_model(options.model)).weight_bytes(dtype.itemsize)
+    check_fits(nbytes, device, what=f"the weights of {options.model} in {options.dtype}")
+    hf_logging.disable_progress_bar()  # the server prints its own one line when it listens
+    model = create_model(options.model, overrides=overrides, dtype=dtype, device=device, seed=0).eval()
+    return model, tokenizer, max_len
 
 
 def build_app(options: ServerOptions) -> tuple[FastAPI, Scheduler]:
@@ -102,32 +116,24 @@ def build_app(options: ServerOptions) -> tuple[FastAPI, Scheduler]:
     return create_app(service, metrics=metrics, api_key=options.api_key), scheduler
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def run(options: ServerOptions, *, sock: socket.socket | None = None) -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM: in-flight requests get a few seconds to finish).
+    `sock`: a socket already listening (tnlm.serving.listen), else one is opened on host:port first,
+    so that a port in use fails before the model loads."""
     try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
-    sock.listen(2048)
-    return sock
-
-
-def run(options: ServerOptions) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM: in-flight requests get a few seconds to finish)."""
-    sock = _bind(options.host, options.port)  # first: a port in use fails before the model loads
-    try:
+        options.check()
+        sock = sock or listen(options.host, options.port)
         app, scheduler = build_app(options)
     except BaseException:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise
     host, port = sock.getsockname()[:2]
     auth = "API key required" if options.api_key else "no API key"
-    if not options.api_key and host not in ("127.0.0.1", "::1", "localhost"):
+    if not options.api_key and host not in LOOPBACK:
         auth += f"; anyone who can reach {host} can use it: set --api-key"
-    print(f"serving {options.served_model_name or options.model} at http://{host}:{port}/v1 ({auth}); Ctrl-C stops",
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {options.served_model_name or options.model} at http://{shown}:{port}/v1 ({auth}); Ctrl-C stops",
           file=sys.stderr, flush=True)  # fmt: skip
     config = uvicorn.Config(app, log_level=options.log_level, access_log=False, lifespan="off",
                             timeout_graceful_shutdown=3)  # fmt: skip
@@ -136,3 +142,4 @@ def run(options: ServerOptions) -> None:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         scheduler.stop()
+        sock.close()

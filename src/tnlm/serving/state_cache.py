@@ -5,8 +5,13 @@ that state has consumed. A later request whose prompt starts with those tokens (
 same conversation: the earlier turns, the reply, then the new message) continues from a copy of that
 state and feeds the model only the rest. For TransNormer the kept state is a fixed-size recurrent
 state, so a long conversation costs the same to keep as a short one and its next turn costs only its
-new tokens. A KV cache can also be cut back to any earlier token, so for the Transformer a prompt
-that merely shares a beginning with a kept one (the same system prompt) reuses that part.
+new tokens. A recurrent state cannot be cut back, so the scheduler also keeps it one token before
+the end of each prompt: that one serves a regenerated reply (the same prompt again) and a next turn
+whose earlier reply tokenizes differently from how it was generated; it supersedes the entries of
+the conversation's earlier turns, so a conversation holds two states, not one per turn. A KV cache
+can be cut back to any earlier token, so for the Transformer one entry per conversation serves all
+of that, and a prompt that merely shares a beginning with a kept one (the same system prompt) reuses
+that part.
 
 Only the scheduler thread uses a StateCache; it is not locked.
 """
@@ -87,18 +92,17 @@ class StateCache:
         copy = state.clone() if best_len == state.length else state.truncated(best_len)
         return CacheHit(copy, best_len, best)
 
-    def put(self, tokens: Sequence[int], state: SequenceState, *, replaces: int | None = None) -> None:
-        """Keep `state`, which has consumed exactly `tokens` (the cache owns it from now on). The
-        entry `replaces` (where this sequence started) is dropped when the new key extends its key:
-        a conversation keeps one entry, its latest."""
+    def put(self, tokens: Sequence[int], state: SequenceState, *, supersede: bool = False) -> None:
+        """Keep `state`, which has consumed exactly `tokens` (the cache owns it from now on). An entry
+        with the same tokens is replaced. `supersede=True` also drops every entry whose tokens begin
+        `tokens`: the earlier turns of the same conversation, which its next turn no longer needs."""
         key = np.asarray(tokens, dtype=np.int64)
         if state.length != len(key) or not len(key):
             raise ValueError(f"a state holding {state.length} tokens cannot be kept under {len(key)} tokens")
-        old = self._entries.get(replaces) if replaces is not None else None
-        if old is not None and _common_prefix(old.key, key) == len(old.key):
-            self._drop(replaces)
-        for entry_id in [i for i, e in self._entries.items() if np.array_equal(e.key, key)]:
-            self._drop(entry_id)  # the same tokens again: the newer state replaces the older
+        for entry_id, entry in list(self._entries.items()):
+            same = np.array_equal(entry.key, key)
+            if same or (supersede and len(entry.key) < len(key) and _common_prefix(entry.key, key) == len(entry.key)):
+                self._drop(entry_id)
         entry = _Entry(key, state, state.nbytes() + key.nbytes)
         if entry.nbytes > self.max_bytes:
             return
