@@ -4,7 +4,9 @@ text, a conversation and a shared system prompt reuse kept KV caches, and Ctrl-C
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import threading
 import time
 
 import pytest
@@ -80,10 +82,16 @@ def test_ctrl_c_stops_the_server_cleanly_even_mid_stream() -> None:
         conn, response = open_stream(s, {"model": NAME, "prompt": "Go", "max_tokens": 2000, "stream": True}, key=None)
         assert response.status == 200
         response.readline()  # generation is under way
+        rest: list[bytes] = []
+        reader = threading.Thread(target=lambda: rest.append(response.read()))  # the client keeps reading
+        reader.start()
         start = time.monotonic()
         assert s.stop(signal.SIGINT, timeout=60) == 130
         assert time.monotonic() - start < 30
+        reader.join(30)
         conn.close()
+        last = rest[0].decode().strip().splitlines()[-1]  # a complete response whose last event says why
+        assert json.loads(last.removeprefix("data: "))["error"]["code"] == "unavailable", last
         time.sleep(0.5)  # the stderr reader catches up
         assert s.stderr[-1] == "interrupted: server stopped"
         assert not any("Traceback" in line or "ERROR" in line for line in s.stderr), s.stderr

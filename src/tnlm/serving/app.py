@@ -51,8 +51,10 @@ def _authorized(request: Request, api_key: str | None) -> S.ServingError | None:
 
 
 def create_app(service: Service, *, metrics: ServerMetrics, api_key: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:  # fmt: skip
-    """The routes; the caller starts and stops `service.scheduler` around serving."""
+               max_body_bytes: int = MAX_BODY_BYTES, shutdown_grace_s: float = 0.0) -> FastAPI:  # fmt: skip
+    """The routes; the caller starts and stops `service.scheduler` around serving. When the server
+    shuts down, a stream goes on for up to `shutdown_grace_s` seconds (time for the scheduler to end
+    it with an error event) before it is cut."""
     app = FastAPI(title="tnlm", docs_url=None, redoc_url=None, openapi_url=None)
 
     def respond(endpoint: str, result) -> Response:
@@ -61,7 +63,7 @@ def create_app(service: Service, *, metrics: ServerMetrics, api_key: str | None 
         elif isinstance(result, dict):
             response = JSONResponse(result)
         else:
-            response = EventSourceResponse(result, ping=15)
+            response = EventSourceResponse(result, ping=15, shutdown_grace_period=shutdown_grace_s)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         return response
 

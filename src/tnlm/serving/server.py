@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tnlm.serving.service import ServeSettings, Service
 from tnlm.serving.state_cache import StateCache
 
 API_KEY_ENV = "TNLM_API_KEY"
+GRACE_S = 3.0  # after Ctrl-C or SIGTERM, how long requests in flight may go on before they are failed
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,30 @@ def build_app(options: ServerOptions) -> tuple[FastAPI, Scheduler]:
         max_batch=options.max_batch,
     )  # fmt: skip
     service = Service(model=model, tokenizer=tokenizer, scheduler=scheduler, settings=settings)
-    return create_app(service, metrics=metrics, api_key=options.api_key), scheduler
+    return create_app(service, metrics=metrics, api_key=options.api_key, shutdown_grace_s=GRACE_S + 2), scheduler
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a shutdown that outlasts its grace period stops the scheduler: requests
+    still in flight then end with an error ("the server is shutting down", an error event in a stream)
+    instead of a connection cut in the middle of a reply."""
+
+    def __init__(self, config: uvicorn.Config, *, scheduler: Scheduler, grace_s: float) -> None:
+        super().__init__(config)
+        self.scheduler, self.grace_s = scheduler, grace_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.grace_s, lambda: loop.run_in_executor(None, self.scheduler.stop))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            timer.cancel()
 
 
 def run(options: ServerOptions, *, sock: socket.socket | None = None) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM: in-flight requests get a few seconds to finish).
+    """Serve until interrupted (Ctrl-C or SIGTERM: requests in flight get GRACE_S seconds to finish,
+    then fail with a 503 error).
     `sock`: a socket already listening (tnlm.serving.listen), else one is opened on host:port first,
     so that a port in use fails before the model loads."""
     try:
@@ -136,10 +157,10 @@ def run(options: ServerOptions, *, sock: socket.socket | None = None) -> None:
     print(f"serving {options.served_model_name or options.model} at http://{shown}:{port}/v1 ({auth}); Ctrl-C stops",
           file=sys.stderr, flush=True)  # fmt: skip
     config = uvicorn.Config(app, log_level=options.log_level, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=3)  # fmt: skip
+                            timeout_graceful_shutdown=int(GRACE_S) + 5)  # fmt: skip
     scheduler.start()
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        _Server(config, scheduler=scheduler, grace_s=GRACE_S).run(sockets=[sock])
     finally:
         scheduler.stop()
         sock.close()
