@@ -48,12 +48,19 @@ def _drain(proc: subprocess.Popen, lines: list[str], ready: threading.Event) -> 
     ready.set()
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A test run started in the background (`pytest &`) ignores SIGINT and its children inherit that;
+    the server must see Ctrl-C as a user's terminal sends it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def running_server(*args: str, env: dict[str, str] | None = None, startup_s: float = 180) -> Iterator[Server]:
     """`tnlm serve ARGS --port 0` (one PyTorch thread); yields once it listens, stops it after."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
     cmd = [sys.executable, "-c", "from tnlm.cli.main import run; run()", "serve", *args, "--port", "0", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=REPO,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)  # fmt: skip
     lines: list[str] = []
     ready = threading.Event()
     threading.Thread(target=_drain, args=(proc, lines, ready), daemon=True).start()

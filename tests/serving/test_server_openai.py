@@ -149,6 +149,19 @@ def test_a_client_that_disconnects_stops_its_generation(server, client) -> None:
         if i == 3:
             break
     stream.close()
+    _assert_cancelled_and_freed(server, before)
+
+
+def test_a_client_that_gives_up_waiting_for_a_whole_reply_stops_its_generation(server) -> None:
+    """Not streamed: the client's own timeout closes the connection and the server notices."""
+    before = _metric(server, "tnlm_requests_cancelled_total")
+    impatient = openai.OpenAI(base_url=server.v1, api_key=KEY, max_retries=0, timeout=2)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(model="tnl-tiny", prompt="Long story:", max_tokens=4000, temperature=0)
+    _assert_cancelled_and_freed(server, before)
+
+
+def _assert_cancelled_and_freed(server, before: float) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if _metric(server, "tnlm_requests_cancelled_total") > before and _metric(server, "tnlm_running_sequences") == 0:
