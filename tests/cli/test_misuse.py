@@ -92,6 +92,15 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tokenizer-no-inputs", ["tokenizer", "train", "{tmp}/nothing.txt", "--output", "{tmp}/t"], "nothing.txt' does not exist"),
     ("convert-missing", ["convert", "{tmp}/no-such", "{tmp}/converted"], "does not exist"),
     ("convert-transnormer", ["convert", "{tmp}/model", "{tmp}/converted"], "holds a 'transnormer' model"),
+    # serving (port 0: any free port, so the cases that get past listening never collide)
+    ("serve-port-range", ["serve", "tnl-tiny", "--port", "70000"], "'--port'"),
+    ("serve-host-not-here", ["serve", "tnl-tiny", "--host", "192.0.2.1", "--port", "0"], "cannot listen on 192.0.2.1:0"),
+    ("serve-unknown-preset", ["serve", "tnl-nope", "--port", "0"], "neither a preset nor a model directory"),
+    ("serve-model-without-tokenizer", ["serve", "{tmp}/model", "--port", "0"], "has no tokenizer"),
+    ("serve-max-batch-zero", ["serve", "tnl-tiny", "--port", "0", "--max-batch", "0"], "max-batch must be > 0"),
+    ("serve-dtype-float16", ["serve", "tnl-tiny", "--port", "0", "--dtype", "float16"], "dtype 'float16' is not supported"),
+    ("serve-device-banana", ["serve", "tnl-tiny", "--port", "0", "--device", "banana"], "device 'banana' is not a device name"),
+    ("serve-empty-api-key", ["serve", "tnl-tiny", "--port", "0", "--api-key", " "], "the API key is empty"),
     ("tokenizer-vocab-tiny", ["tokenizer", "train", "{tmp}/docs.jsonl", "--output", "{tmp}/t", "--vocab-size", "10"], "vocab_size must exceed"),
 ]  # fmt: skip
 

@@ -154,3 +154,18 @@ def test_stream_with_a_hf_byte_level_tokenizer_that_splits_characters() -> None:
     pieces = list(stream(model, tok, "p", max_new_tokens=100))
     assert "".join(pieces) == text
     assert all(p and "\ufffd" not in p for p in pieces)
+
+
+def test_invalid_utf8_from_the_model_does_not_stall_the_stream() -> None:
+    """Bytes that can never form a character are released as U+FFFD within a few tokens instead of
+    being held back to the end; a real character after them still arrives whole."""
+    from tnlm.generation.streaming import TextStream
+
+    stream = TextStream(TOK)
+    garbage = [TOK.BYTE_OFFSET + 0xFF] * 10  # 0xFF never occurs in UTF-8
+    euro = [TOK.BYTE_OFFSET + b for b in "€".encode()]
+    released = [stream.push(t) for t in garbage + euro]
+    assert all(released[i] == "" for i in range(3))
+    assert "".join(released[:10]).count("\ufffd") >= 7  # at most 3 tokens held back at any time
+    assert released[-1].endswith("€") and "€" not in "".join(released[:-1])
+    assert stream.text + stream.finish() == TOK.decode(garbage + euro)

@@ -41,6 +41,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("merge-lora", "tnlm.cli.finetune:merge_lora"),
     ("compare", "tnlm.cli.compare:compare"),
     ("quickstart", "tnlm.cli.quickstart:quickstart"),
+    ("serve", "tnlm.cli.serve:serve"),
 )
 
 app = typer.Typer(

@@ -14,6 +14,8 @@ from tnlm.generation.tokenizer import TextTokenizer
 INCOMPLETE = "\ufffd"
 # tokens kept before the read offset so that decoding a window starts the way the full text does
 _CONTEXT_TOKENS = 6
+# a UTF-8 character has at most 4 bytes, so (with byte-level tokens) it spans at most 4 tokens
+_MAX_CHAR_TOKENS = 4
 
 
 class IncrementalDetokenizer:
@@ -29,11 +31,30 @@ class IncrementalDetokenizer:
         self.ids.append(token)
         prefix_text = self.tokenizer.decode(self.ids[self.prefix_offset : self.read_offset])
         new_text = self.tokenizer.decode(self.ids[self.prefix_offset :])
-        if len(new_text) <= len(prefix_text) or new_text.endswith(INCOMPLETE):
+        if len(new_text) <= len(prefix_text):
             return ""
-        self.read_offset = len(self.ids)
+        end = len(self.ids)
+        if new_text.endswith(INCOMPLETE):
+            end = self._final_cut(new_text)
+            if end is None:
+                return ""
+            new_text = new_text[:-1]
+        self.read_offset = end
         self.prefix_offset = max(0, self.read_offset - _CONTEXT_TOKENS)
         return new_text[len(prefix_text) :]
+
+    def _final_cut(self, new_text: str) -> int | None:
+        """Text ending in U+FFFD is held back while the last character may still be completing. Once
+        more tokens are pending than a character can span, the U+FFFDs before the last one are
+        invalid bytes, not a character in progress (a model can emit those): the tokens that decode
+        to exactly the text before the last U+FFFD are released, so the stream never stalls."""
+        pending = len(self.ids) - self.read_offset
+        if pending < _MAX_CHAR_TOKENS:
+            return None
+        for cut in range(len(self.ids) - 1, max(self.read_offset, len(self.ids) - 2 * _MAX_CHAR_TOKENS), -1):
+            if self.tokenizer.decode(self.ids[self.prefix_offset : cut]) == new_text[:-1]:
+                return cut
+        return None
 
     def flush(self) -> str:
         prefix_text = self.tokenizer.decode(self.ids[self.prefix_offset : self.read_offset])

@@ -1,0 +1,220 @@
+"""The scheduler in-process, for every family: requests that arrive while others decode join the
+batch and each gets the greedy text it gets alone; cancellation and timeouts free the batch; a
+failing step costs its requests, not the server."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import pytest
+import torch
+
+from tnlm.generation import ByteTokenizer, SamplingParams, generate
+from tnlm.models.registry import create_model, preset_names
+from tnlm.serving.metrics import ServerMetrics
+from tnlm.serving.scheduler import Done, Failed, Finished, Job, Piece, Scheduler, Ticket
+from tnlm.serving.state_cache import StateCache
+
+TOK = ByteTokenizer()
+GREEDY = SamplingParams(temperature=0.0)
+TINY = [p for p in preset_names() if p.endswith("-tiny")]
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str):
+    torch.set_num_threads(1)
+    return create_model(name, seed=0).eval()
+
+
+def _scheduler(model, **kw) -> Scheduler:
+    kw = {"max_batch": 8, "max_queue": 8, "prefill_chunk": 16, **kw}
+    return Scheduler(model, TOK, metrics=ServerMetrics(), state_cache=StateCache(2**28), **kw)
+
+
+async def _collect(ticket: Ticket) -> tuple[str, str | None, object]:
+    text, reason = [], None
+    while True:
+        event = await ticket.events.get()
+        if isinstance(event, Piece):
+            text.append(event.text)
+        elif isinstance(event, Finished):
+            reason = event.reason
+        elif isinstance(event, (Done, Failed)):
+            return "".join(text), reason, event
+
+
+def _serve(scheduler: Scheduler, jobs: list[Job], delays: list[float]) -> list[tuple[str, str | None, object]]:
+    async def one(job: Job, delay: float):
+        await asyncio.sleep(delay)
+        ticket = Ticket(job, events=asyncio.Queue())
+        assert scheduler.submit(ticket) is None
+        return await asyncio.wait_for(_collect(ticket), timeout=120)  # a lost request fails the test, not hangs it
+
+    async def main():
+        return await asyncio.gather(*(one(j, d) for j, d in zip(jobs, delays)))
+
+    scheduler.start()
+    try:
+        return asyncio.run(main())
+    finally:
+        scheduler.stop()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_requests_arriving_at_any_time_get_their_single_run_text(name: str) -> None:
+    model = _model(name)
+    prompts = ["The quick brown fox", "Hi", "A much longer prompt that needs several prefill chunks to go in.", "é" * 7]
+    budgets, delays = [30, 12, 20, 25], [0.0, 0.0, 0.05, 0.1]
+    jobs = [Job(prompt=TOK.encode(p), sampling=GREEDY, max_tokens=n, eos_ids=frozenset([2])) for p, n in zip(prompts, budgets)]
+    results = _serve(_scheduler(model), jobs, delays)
+    for (text, reason, done), prompt, n in zip(results, prompts, budgets):
+        alone = generate(model, TOK, [prompt], max_new_tokens=n, eos_token_ids=[2]).sequences[0]
+        assert text == alone.text
+        assert isinstance(done, Done) and done.prompt_tokens == len(TOK.encode(prompt))
+        assert reason == ("length" if alone.finish_reason == "length" else "stop")
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch() -> None:
+    model = _model("tnl-tiny")
+    hot = SamplingParams(temperature=1.0, top_k=50)
+    job = Job(prompt=TOK.encode("Seeds"), sampling=hot, max_tokens=15, seed=5)
+    alone = _serve(_scheduler(model), [job], [0.0])[0][0]
+    others = [Job(prompt=TOK.encode(f"other {i}"), sampling=hot, max_tokens=20, seed=i) for i in range(3)]
+    crowded = _serve(_scheduler(model), [*others, job], [0.0, 0.0, 0.0, 0.02])[-1][0]
+    assert alone == crowded
+
+
+def test_cancelled_and_timed_out_requests_leave_and_free_their_state() -> None:
+    model = _model("transformer-tiny")
+    scheduler = _scheduler(model)
+
+    async def main():
+        long = Ticket(Job(prompt=TOK.encode("long"), sampling=GREEDY, max_tokens=1000), events=asyncio.Queue())
+        late = Ticket(Job(prompt=TOK.encode("late"), sampling=GREEDY, max_tokens=1000, timeout_s=0.3), events=asyncio.Queue())
+        for t in (long, late):
+            assert scheduler.submit(t) is None
+        await long.events.get()  # a first piece: it runs
+        scheduler.cancel(long)
+        outcome = await _collect(late)
+        for _ in range(100):
+            if scheduler.metrics.running._value.get() == 0:
+                break
+            await asyncio.sleep(0.05)
+        return outcome
+
+    scheduler.start()
+    try:
+        _, _, event = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    assert isinstance(event, Failed) and event.error.status == 408
+    assert len(scheduler._batch) == 0 and scheduler._batch.nbytes() == 0
+    assert scheduler.metrics.cancelled._value.get() == 1 and scheduler.metrics.timeouts._value.get() == 1
+
+
+def test_a_failing_step_fails_its_requests_and_the_server_goes_on(monkeypatch) -> None:
+    model = _model("tnl-tiny")
+    scheduler = _scheduler(model)
+    real_step, calls = scheduler._batch.step, {"n": 0}
+
+    def flaky(tokens):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return real_step(tokens)
+
+    monkeypatch.setattr(scheduler._batch, "step", flaky)
+    job = Job(prompt=TOK.encode("Hello"), sampling=GREEDY, max_tokens=10, eos_ids=frozenset([2]))
+    first = _serve(scheduler, [job], [0.0])[0][2]
+    assert isinstance(first, Failed) and first.error.status == 500
+    scheduler = _scheduler(model)
+    text, _, done = _serve(scheduler, [job], [0.0])[0]
+    assert isinstance(done, Done)
+    assert text == generate(model, TOK, ["Hello"], max_new_tokens=10, eos_token_ids=[2]).texts[0]
+
+
+@pytest.mark.parametrize("broken", ["cache.lookup", "_reap"])
+def test_an_unexpected_error_in_an_iteration_costs_requests_not_the_server(monkeypatch, broken: str) -> None:
+    model = _model("tnl-tiny")
+    scheduler = _scheduler(model)
+    owner, name = (scheduler.cache, "lookup") if broken == "cache.lookup" else (scheduler, "_reap")
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def broken_once(*args):
+        calls["n"] += 1
+        if calls["n"] == (1 if broken == "cache.lookup" else 3):
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, broken_once)
+    job = Job(prompt=TOK.encode("Hello"), sampling=GREEDY, max_tokens=5, eos_ids=frozenset([2]))
+    first, second = _serve(scheduler, [job, job], [0.0, 0.3])
+    assert isinstance(first[2], Failed) and first[2].error.status == 500
+    assert isinstance(second[2], Done)
+
+
+def test_the_first_token_is_announced_even_when_its_text_is_held_back() -> None:
+    """transformer-tiny answers "long" with bytes that are no UTF-8 yet: a client still learns at once
+    that generation has started (an empty piece), and the text arrives within a few tokens."""
+    model = _model("transformer-tiny")
+    scheduler = _scheduler(model)
+
+    async def main() -> list:
+        ticket = Ticket(Job(prompt=TOK.encode("long"), sampling=GREEDY, max_tokens=40), events=asyncio.Queue())
+        assert scheduler.submit(ticket) is None
+        events = []
+        while not events or not isinstance(events[-1], (Done, Failed)):
+            events.append(await asyncio.wait_for(ticket.events.get(), timeout=120))
+        return events
+
+    scheduler.start()
+    try:
+        events = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    pieces = [e for e in events if isinstance(e, Piece)]
+    assert events[0] == Piece(0, "")
+    assert len(pieces) > 2  # not everything at the end
+    alone = generate(model, TOK, ["long"], max_new_tokens=40, eos_token_ids=[]).texts[0]
+    assert "".join(p.text for p in pieces) == alone
+
+
+@pytest.mark.parametrize("name", ["tnl-tiny", "transformer-tiny"])
+def test_conversation_turns_and_a_regenerated_reply_continue_kept_states(name: str) -> None:
+    """Each turn feeds only what follows the previous prompt (even when the reply's text tokenizes
+    differently from how it was generated), a regenerated reply (the same prompt again) feeds one
+    token, every reply is the single-run text, and a recurrent conversation keeps two states."""
+    model = _model(name)
+    scheduler = _scheduler(model, prefill_chunk=64)
+
+    async def ask(prompt: list[int]) -> tuple[str, Done]:
+        ticket = Ticket(Job(prompt=prompt, sampling=GREEDY, max_tokens=12), events=asyncio.Queue())
+        assert scheduler.submit(ticket) is None
+        text, _, done = await asyncio.wait_for(_collect(ticket), timeout=120)
+        assert isinstance(done, Done)
+        return text, done
+
+    async def main() -> list[tuple[list[int], str, Done]]:
+        prompt, out = TOK.encode("User: tell me a story\nBot:"), []
+        for turn in range(4):
+            text, done = await ask(prompt)
+            out.append((prompt, text, done))
+            prompt = prompt + TOK.encode(f"{text}\nUser: and then {turn}?\nBot:")
+        last = out[-1][0]
+        out.append((last, *await ask(last)))  # regenerate the last reply
+        return out
+
+    scheduler.start()
+    try:
+        turns = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    for i, (prompt, text, done) in enumerate(turns):
+        assert text == generate(model, TOK, [TOK.decode(prompt)], max_new_tokens=12, eos_token_ids=[]).texts[0]
+        if 0 < i < len(turns) - 1:
+            assert done.cached_tokens >= len(turns[i - 1][0]) - 1
+    assert turns[0][2].cached_tokens == 0
+    assert turns[-1][2].cached_tokens == len(turns[-1][0]) - 1
+    if name == "tnl-tiny":
+        assert len(scheduler.cache) == 2  # the last prompt (one token short) and the last reply's end
