@@ -194,7 +194,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, tokenizer: str
     from tnlm.training.parallel.state import model_state
 
     try:
-        dcp.load({"model": model_state(model)}, checkpoint_id=checkpoint, no_dist=True)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load({"model": model_state(model)}, checkpoint_id=checkpoint, no_dist=True)
     except (OSError, RuntimeError, ValueError, KeyError, CheckpointException) as e:
         raise CheckpointError(f"{checkpoint} cannot be read into a {meta['model_config'].get('model_type')} model "
                               f"({_short(e)})") from None  # fmt: skip

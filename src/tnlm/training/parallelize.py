@@ -36,7 +36,7 @@ def parallelize(model: nn.Module, world, config: TrainConfig, *, precision: str 
         check_parallel_support(model, world, config)
         fold_fused_projections(model)
         if world.size("tp") > 1:
-            apply_tensor_parallel(model, world.mesh["tp"], blocks(model))
+            apply_tensor_parallel(model, world.dims["tp"], blocks(model))
         if world.size("sp") > 1:
             apply_sequence_parallel(model, world)
     if config.train.activation_checkpointing:
@@ -47,7 +47,7 @@ def parallelize(model: nn.Module, world, config: TrainConfig, *, precision: str 
     if distributed and world.size("dp_sp") > 1:
         from tnlm.training.parallel import apply_fsdp
 
-        apply_fsdp(model, world.mesh["dp_sp"], blocks=blocks(model), precision=precision)
+        apply_fsdp(model, world.dims["dp_sp"], blocks=blocks(model), precision=precision)
     return model
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -71,7 +71,8 @@ class World:
     local_rank: int
     layout: Layout
     device: torch.device
-    mesh: object | None = None  # torch.distributed.device_mesh.DeviceMesh with dims DIMS (+ "dp_sp")
+    mesh: object | None = None  # torch.distributed.device_mesh.DeviceMesh with dims DIMS
+    dims: dict[str, object] = field(default_factory=dict)  # name -> 1-D mesh: DIMS and "dp_sp"
 
     @property
     def world_size(self) -> int:
@@ -86,14 +87,14 @@ class World:
         return self.mesh is not None
 
     def size(self, dim: str) -> int:
-        return 1 if self.mesh is None else self.mesh[dim].size()
+        return 1 if self.mesh is None else self.dims[dim].size()
 
     def coordinate(self, dim: str) -> int:
         """This process's index along `dim` (dp_shard, sp, tp or dp_sp)."""
-        return 0 if self.mesh is None else self.mesh[dim].get_local_rank()
+        return 0 if self.mesh is None else self.dims[dim].get_local_rank()
 
     def group(self, dim: str):
-        return self.mesh[dim].get_group()
+        return self.dims[dim].get_group()
 
     def any(self, flag: bool) -> bool:
         """Whether `flag` is true in any process (every process gets the same answer)."""
@@ -156,13 +157,16 @@ def init_world(cfg: ParallelSection, *, device_setting: str, timeout_s: float = 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(seconds=timeout_s))  # fmt: skip
-    return World(rank=rank, local_rank=local_rank, layout=layout, device=device, mesh=build_mesh(layout, device))
+    mesh, dims = build_mesh(layout, device)
+    return World(rank=rank, local_rank=local_rank, layout=layout, device=device, mesh=mesh, dims=dims)
 
 
-def build_mesh(layout: Layout, device: torch.device):
-    """The (dp_shard, sp, tp) mesh over the process group, plus "dp_sp" (the first two, flattened)."""
+def build_mesh(layout: Layout, device: torch.device) -> tuple[object, dict[str, object]]:
+    """The (dp_shard, sp, tp) mesh over the process group, and its 1-D meshes by name: the three
+    dimensions and "dp_sp" (the first two flattened, where FSDP2 shards)."""
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device.type, (layout.dp_shard, layout.sp, layout.tp), mesh_dim_names=DIMS)
-    mesh["dp_shard", "sp"]._flatten("dp_sp")
-    return mesh
+    dims = {name: mesh[name] for name in DIMS}
+    dims["dp_sp"] = mesh["dp_shard", "sp"]._flatten("dp_sp")
+    return mesh, dims
