@@ -177,6 +177,21 @@ def export_model(model: torch.nn.Module, *, tokenizer: Path, out: Path) -> Path:
     return out
 
 
+def find_checkpoint(run: str | Path, *, step: int | None = None) -> Path:
+    """The checkpoint folder `run` names: a checkpoint itself, or a run directory's newest (or `step`'s)."""
+    run = Path(run)
+    if (run / "meta.json").is_file() and step is None:
+        return run
+    manager = CheckpointManager(run / "checkpoints", keep=1)
+    steps = manager.steps()
+    if not steps:
+        what = "does not exist" if not run.exists() else "holds no checkpoint (no checkpoints/step-N/meta.json)"
+        raise CheckpointError(f"{run} {what}: give a run directory of `tnlm train` or one of its checkpoints")
+    if step is not None and step not in steps:
+        raise CheckpointError(f"{run} has no checkpoint of step {step}; it has steps {', '.join(map(str, steps))}")
+    return manager.path(step if step is not None else steps[-1])
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, tokenizer: str | Path | None = None) -> Path:
     """The model of a checkpoint (saved by any number of processes in any layout) as a plain Hugging
     Face model directory, with the tokenizer files beside it; runs in this one process.
