@@ -52,6 +52,14 @@ def _barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def _quiet_dcp():
+    """Without DCP's warning that no process group means one process: here that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to", category=UserWarning)
+        yield
+
+
 def _any_failed(error: BaseException | None) -> bool:
     """Whether any process failed (every process learns it, so none waits for the others in vain)."""
     if not _distributed():
@@ -90,7 +98,8 @@ class CheckpointManager:
         _barrier()
         error = None
         try:
-            dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
+            with _quiet_dcp():
+                dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
             if _is_main():
                 _write_json(tmp / "meta.json", {**meta, "step": step, "time": time.time()})
                 if final.exists():  # the same step saved again: move the old copy aside (pruned below)
@@ -134,7 +143,8 @@ class CheckpointManager:
         checkpoint, in place; every process of a distributed run calls this together."""
         path = self.path(step)
         try:
-            dcp.load(state, checkpoint_id=path, no_dist=not _distributed())
+            with _quiet_dcp():
+                dcp.load(state, checkpoint_id=path, no_dist=not _distributed())
         except (OSError, RuntimeError, ValueError, KeyError, CheckpointException) as e:
             raise CheckpointError(f"checkpoint {path} does not fit this run ({_short(e)}); it may come from another "
                                   "model: set output=NEW_DIR to start a new run, or delete it to resume from an "
@@ -147,8 +157,7 @@ class CheckpointManager:
 
         meta, path = self.meta(step), self.path(step)
         try:
-            with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-                warnings.simplefilter("ignore", UserWarning)
+            with _quiet_dcp():
                 state = _load_state_dict_from_keys(checkpoint_id=path)
         except (OSError, RuntimeError, CheckpointException) as e:
             raise CheckpointError(f"checkpoint {path} cannot be read ({_short(e)}); delete it to resume from an "
@@ -209,8 +218,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, tokenizer: str
     from tnlm.training.parallel.state import model_state
 
     try:
-        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore", UserWarning)
+        with _quiet_dcp():
             dcp.load({"model": model_state(model)}, checkpoint_id=checkpoint, no_dist=True)
     except (OSError, RuntimeError, ValueError, KeyError, CheckpointException) as e:
         raise CheckpointError(f"{checkpoint} cannot be read into a {meta['model_config'].get('model_type')} model "
@@ -255,7 +263,8 @@ def _quiet_transformers():
 def _failures(e: BaseException) -> list[BaseException]:
     """The exceptions behind a DCP CheckpointException (one per failed process), or e itself."""
     if isinstance(e, CheckpointException):
-        return [f for f in e.failures.values() if isinstance(f, BaseException)] or [e]
+        found = [f[0] if isinstance(f, tuple) else f for f in e.failures.values()]  # (exception, traceback)
+        return [f for f in found if isinstance(f, BaseException)] or [e]
     return [e]
 
 
