@@ -31,7 +31,11 @@ FAMILIES = {
     "transformer": ("transformer-tiny", "{num_hidden_layers: 2, num_key_value_heads: 2}"),
     "infini": ("infini-tiny", "{num_hidden_layers: 2, segment_length: 32}"),
 }
-LAYOUTS = {"fsdp": ["parallel.dp_shard=2"], "tp": ["parallel.tp=2"], "sp": ["parallel.sp=2"]}
+LAYOUTS = {"fsdp": ["parallel.dp_shard=2"], "tp": ["parallel.tp=2"], "sp": ["parallel.sp=2"],
+           "sp_ac": ["parallel.sp=2", "train.activation_checkpointing=true"],
+           "fsdp_ac_compile": ["parallel.dp_shard=2", "train.activation_checkpointing=true", "train.compile=true"],
+           "tp_ac_compile": ["parallel.tp=2", "train.activation_checkpointing=true", "train.compile=true"]}
+ONLY_TRANSNORMER = ("sp", "sp_ac", "fsdp_ac_compile", "tp_ac_compile")
 
 
 def config(data: str, out: Path, family: str, *extra: str):
@@ -58,7 +62,7 @@ def training_losses(data: str, out: Path) -> dict:
     for family in FAMILIES:
         runs = {"single": losses(config(data, out, family), distributed=False)}
         for layout, extra in LAYOUTS.items():
-            if layout == "sp" and family != "transnormer":
+            if layout in ONLY_TRANSNORMER and family != "transnormer":
                 continue
             runs[layout] = losses(config(data, out, family, *extra), distributed=True)
         result[family] = runs
@@ -186,17 +190,30 @@ def _gather_max(value: float) -> float:
     return t.item()
 
 
+def two_dimensional(data: str, out: Path) -> dict:
+    """Four processes: 2-D meshes (FSDP2 x TP, FSDP2 x SP, SP x TP) against one process, TransNormer."""
+    layouts = {"dp2_tp2": ("parallel.dp_shard=2", "parallel.tp=2"), "dp2_sp2": ("parallel.dp_shard=2", "parallel.sp=2"),
+               "sp2_tp2": ("parallel.sp=2", "parallel.tp=2")}  # fmt: skip
+    runs = {"single": losses(config(data, out, "transnormer"), distributed=False)}
+    for name, extra in layouts.items():
+        runs[name] = losses(config(data, out, "transnormer", *extra), distributed=True)
+    return runs
+
+
 def main(data: str, out: Path) -> None:
     torch.set_num_threads(1)
-    init_world(config(data, out, "transnormer", "parallel.dp_shard=2").parallel, device_setting="cpu", timeout_s=60)
+    world = init_world(config(data, out, "transnormer").parallel, device_setting="cpu", timeout_s=60)
     rank = dist.get_rank()
-    results = {
-        "bad_tp": bad_tp(data, out),
-        "tp_srms_norm": tp_srms_norm(rank),
-        "sp_attention": sp_attention(rank),
-        "losses": training_losses(data, out),
-        "checkpoints": checkpoints(data, out, rank),
-    }
+    if world.world_size == 4:
+        results = {"two_dimensional": two_dimensional(data, out)}
+    else:
+        results = {
+            "bad_tp": bad_tp(data, out),
+            "tp_srms_norm": tp_srms_norm(rank),
+            "sp_attention": sp_attention(rank),
+            "losses": training_losses(data, out),
+            "checkpoints": checkpoints(data, out, rank),
+        }
     if rank == 0:
         (out / "results.json").write_text(json.dumps(results, indent=1))
     dist.barrier()

@@ -75,14 +75,15 @@ class _World:
         return self.sizes.get(dim, 1)
 
 
-def test_sequence_parallelism_needs_linear_attention_and_no_recompute(tmp_path):
+def test_sequence_parallelism_needs_linear_attention_and_no_compile(tmp_path):
     base = ["data.path=x"]
     with pytest.raises(ConfigError, match="tnlm_transformer models do not have"):
         check_parallel_support(create_model("transformer-tiny"), _World(sp=2), load_train_config(None, base))
-    with pytest.raises(ConfigError, match="does not combine with train.activation_checkpointing"):
+    with pytest.raises(ConfigError, match="does not combine with train.compile"):
         check_parallel_support(create_model("tnl-tiny"), _World(sp=2),
-                               load_train_config(None, [*base, "train.activation_checkpointing=true"]))  # fmt: skip
-    check_parallel_support(create_model("tnl-tiny"), _World(sp=2), load_train_config(None, base))
+                               load_train_config(None, [*base, "train.compile=true"]))  # fmt: skip
+    check_parallel_support(create_model("tnl-tiny"), _World(sp=2),
+                           load_train_config(None, [*base, "train.activation_checkpointing=true"]))  # fmt: skip
 
 
 def test_a_fused_linear_computes_what_the_linear_did_and_checkpoints_see_its_parts():

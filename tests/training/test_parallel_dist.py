@@ -30,7 +30,8 @@ def _close(a: list[float], b: list[float]) -> bool:
 
 
 @pytest.mark.parametrize("family, layout", [
-    ("transnormer", "fsdp"), ("transnormer", "tp"), ("transnormer", "sp"),
+    ("transnormer", "fsdp"), ("transnormer", "tp"), ("transnormer", "sp"), ("transnormer", "sp_ac"),
+    ("transnormer", "fsdp_ac_compile"), ("transnormer", "tp_ac_compile"),
     ("transformer", "fsdp"), ("transformer", "tp"), ("infini", "fsdp"), ("infini", "tp"),
     ("transnormer_varlen", "sp"),
 ])  # fmt: skip
@@ -66,6 +67,17 @@ def test_a_checkpoint_of_another_model_is_refused_on_every_process(results):
     refusals = results["checkpoints"]["refusals"]
     assert refusals["other_family"].startswith("CheckpointError") and "holds a transnormer model" in refusals["other_family"]
     assert refusals["other_shape"].startswith("CheckpointError") and "Size mismatch" in refusals["other_shape"]
+
+
+@pytest.mark.slow
+def test_four_processes_on_two_dimensional_meshes_train_like_one(corpus, tmp_path):
+    """FSDP2 x TP, FSDP2 x SP and SP x TP (4 processes; slow on 2 cores; the 2-process tests cover each
+    kind of parallelism alone)."""
+    done = torchrun(4, str(REPO / "tests" / "training" / "parallel_worker.py"), str(corpus), str(tmp_path), limit=600)
+    assert done.returncode == 0 and (tmp_path / "results.json").is_file(), done.output[-4000:]
+    runs = json.loads((tmp_path / "results.json").read_text())["two_dimensional"]
+    for layout in ("dp2_tp2", "dp2_sp2", "sp2_tp2"):
+        assert _close(runs[layout], runs["single"]), (layout, runs[layout], runs["single"])
 
 
 def test_tensor_parallel_refuses_heads_it_cannot_split(results):

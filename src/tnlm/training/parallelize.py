@@ -42,6 +42,7 @@ def parallelize(model: nn.Module, world, config: TrainConfig, *, precision: str 
     if config.train.activation_checkpointing:
         apply_activation_checkpointing(model)
     if config.train.compile:
+        warm_caches(model)
         for block in blocks(model):
             block.compile()
     if distributed and world.size("dp_sp") > 1:
@@ -62,9 +63,9 @@ def check_parallel_support(model: nn.Module, world, config: TrainConfig) -> None
             raise ConfigError(f"parallel.sp={world.size('sp')}: sequence parallelism passes a linear-attention "
                               f"state between processes, which {model.config.model_type} models do not have "
                               "(softmax attention needs every key); use parallel.dp_shard or parallel.tp")  # fmt: skip
-        if config.train.activation_checkpointing or config.train.compile:
-            raise ConfigError("parallel.sp > 1 does not combine with train.activation_checkpointing or "
-                              "train.compile yet (both would run the state exchange twice); turn them off")  # fmt: skip
+        if config.train.compile:
+            raise ConfigError("parallel.sp > 1 does not combine with train.compile: the state exchange between "
+                              "processes cannot be traced; turn train.compile off")  # fmt: skip
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
@@ -77,6 +78,23 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 
 def _checkpointed(forward, *args, **kwargs):
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def warm_caches(model: nn.Module) -> None:
+    """Fill the per-device tables layers compute on first use (decay rates, RoPE frequencies, ALiBi
+    slopes) before compiling: filling them inside a checkpointed, compiled block is a side effect that
+    breaks the graph."""
+    from tnlm.layers.linear_attention import NormLinearAttention
+    from tnlm.layers.positions import Alibi, Rotary
+
+    device = next(model.parameters()).device
+    for module in model.modules():
+        if isinstance(module, NormLinearAttention):
+            module.log_decay(device)
+        elif isinstance(module, Rotary):
+            module.inv_freq(device)
+        elif isinstance(module, Alibi):
+            module.slopes(device)
 
 
 def supports_packed_documents(model: nn.Module) -> bool:

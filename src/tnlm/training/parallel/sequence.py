@@ -74,11 +74,17 @@ class StateLink:
 
 
 class SequenceParallelAttention:
-    """A drop-in `block_attn` for NormLinearAttention: lightning_attn on this process's slice, starting
-    from the previous process's final state and handing its own to the next."""
+    """A drop-in `block_attn` for NormLinearAttention (one per layer): lightning_attn on this process's
+    slice, starting from the previous process's final state and handing its own to the next.
+
+    Under activation checkpointing the backward pass runs the layer's forward again to rebuild what it
+    did not keep; that second run must not exchange states (the other processes are not sending
+    them again): it reuses the state this layer received in the first run and sends nothing.
+    """
 
     def __init__(self, link: StateLink) -> None:
         self.link = link
+        self._received: torch.Tensor | None = None  # this layer's last incoming state, for a recompute
 
     def __call__(self, q, k, v, log_decay, *, initial_state=None, output_final_state=False, cu_seqlens=None):
         if initial_state is not None:
@@ -89,9 +95,13 @@ class SequenceParallelAttention:
         fresh = cu_seqlens is not None and int(cu_seqlens[1]) == 0  # the slice starts a document
         if fresh:
             cu_seqlens = cu_seqlens[1:]
-        initial = None
+        initial, recomputing = None, _in_backward()
         if self.link.prev is not None:
-            incoming = _Receive.apply(q, (carried, H, Dk, Dv), self.link)
+            if recomputing:
+                incoming = self._received.detach().requires_grad_(q.requires_grad)
+            else:
+                incoming = _Receive.apply(q, (carried, H, Dk, Dv), self.link)
+                self._received = incoming.detach()
             if fresh:  # the state does not reach this slice; the product keeps its (zero) gradient flowing back
                 incoming = incoming * 0.0
             initial = incoming
@@ -100,9 +110,14 @@ class SequenceParallelAttention:
         need_final = output_final_state or self.link.next is not None
         o, final = lightning_attn(q, k, v, log_decay, initial_state=initial, output_final_state=need_final,
                                   cu_seqlens=cu_seqlens)  # fmt: skip
-        if self.link.next is not None:
+        if self.link.next is not None and not recomputing:
             o = _Send.apply(o, final[-carried:], self.link)
         return o, (final if output_final_state else None)
+
+
+def _in_backward() -> bool:
+    """Whether autograd's engine is running (a checkpointed layer is being recomputed)."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def split_batch(batch: dict, *, rank: int, size: int) -> dict:
