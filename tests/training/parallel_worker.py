@@ -2,7 +2,7 @@
 with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), and the first writes what
 they measured to OUT/results.json. Every comparison is made by the test; this only trains and records.
 
-    python tests/training/parallel_worker.py DATA_DIR OUT_DIR
+    python tests/training/parallel_worker.py DATA_DIR OUT_DIR [slow]
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ FAMILIES = {
 }
 LAYOUTS = {"fsdp": ["parallel.dp_shard=2"], "tp": ["parallel.tp=2"], "sp": ["parallel.sp=2"],
            "sp_ac": ["parallel.sp=2", "train.activation_checkpointing=true"],
-           "fsdp_ac_compile": ["parallel.dp_shard=2", "train.activation_checkpointing=true", "train.compile=true"],
-           "tp_ac_compile": ["parallel.tp=2", "train.activation_checkpointing=true", "train.compile=true"]}
-ONLY_TRANSNORMER = ("sp", "sp_ac", "fsdp_ac_compile", "tp_ac_compile")
+           "fsdp_ac_compile": ["parallel.dp_shard=2", "train.activation_checkpointing=true", "train.compile=true"]}
+ONLY_TRANSNORMER = ("sp", "sp_ac", "fsdp_ac_compile")
+# the slow launch (`... OUT_DIR slow`): compiling the tensor-parallel blocks takes half a minute here
+SLOW_LAYOUTS = {"tp_ac_compile": ["parallel.tp=2", "train.activation_checkpointing=true", "train.compile=true"]}
 
 
 def config(data: str, out: Path, family: str, *extra: str):
@@ -190,22 +191,26 @@ def _gather_max(value: float) -> float:
     return t.item()
 
 
-def two_dimensional(data: str, out: Path) -> dict:
-    """Four processes: 2-D meshes (FSDP2 x TP, FSDP2 x SP, SP x TP) against one process, TransNormer."""
-    layouts = {"dp2_tp2": ("parallel.dp_shard=2", "parallel.tp=2"), "dp2_sp2": ("parallel.dp_shard=2", "parallel.sp=2"),
-               "sp2_tp2": ("parallel.sp=2", "parallel.tp=2")}  # fmt: skip
+TWO_DIMENSIONAL = {"dp2_tp2": ("parallel.dp_shard=2", "parallel.tp=2"), "dp2_sp2": ("parallel.dp_shard=2", "parallel.sp=2"),
+                   "sp2_tp2": ("parallel.sp=2", "parallel.tp=2")}  # fmt: skip
+
+
+def against_one_process(data: str, out: Path, layouts: dict) -> dict:
+    """TransNormer's losses in each of `layouts` (all processes) and in one process."""
     runs = {"single": losses(config(data, out, "transnormer"), distributed=False)}
     for name, extra in layouts.items():
         runs[name] = losses(config(data, out, "transnormer", *extra), distributed=True)
     return runs
 
 
-def main(data: str, out: Path) -> None:
+def main(data: str, out: Path, *, slow: bool = False) -> None:
     torch.set_num_threads(1)
     world = init_world(config(data, out, "transnormer").parallel, device_setting="cpu", timeout_s=60)
     rank = dist.get_rank()
-    if world.world_size == 4:
-        results = {"two_dimensional": two_dimensional(data, out)}
+    if world.world_size == 4:  # 2-D meshes: FSDP2 x TP, FSDP2 x SP, SP x TP
+        results = {"two_dimensional": against_one_process(data, out, TWO_DIMENSIONAL)}
+    elif slow:
+        results = {"slow": against_one_process(data, out, SLOW_LAYOUTS)}
     else:
         results = {
             "bad_tp": bad_tp(data, out),
@@ -222,7 +227,7 @@ def main(data: str, out: Path) -> None:
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1], Path(sys.argv[2]))
+        main(sys.argv[1], Path(sys.argv[2]), slow=sys.argv[3:] == ["slow"])
     except BaseException:
         Path(sys.argv[2], f"error-{dist.get_rank() if dist.is_initialized() else 'x'}.txt").write_text(traceback.format_exc())
         raise
