@@ -140,3 +140,19 @@ def test_one_process_checkpoints_export_to_the_model_the_run_wrote(corpus, tmp_p
     assert meta["layout"] == {"dp_shard": 1, "sp": 1, "tp": 1} and meta["model_config"]["model_type"] == "transnormer"
     with pytest.raises(CheckpointError, match="is not a checkpoint"):
         export_checkpoint(tmp_path / "run", tmp_path / "x")
+
+
+def test_a_run_with_its_own_build_refuses_torchrun_before_any_process_waits(monkeypatch, tmp_path):
+    """Fine-tuning passes its own build to the run loop; under torchrun that is refused on every
+    process at once, before a process group exists (only pretraining is distributed)."""
+
+    def build(config):
+        raise AssertionError("built a trainer")
+
+    from tnlm.training.config import load_finetune_config
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = load_finetune_config(None, [f"output={tmp_path / 'run'}", "data.path=x"])
+    with pytest.raises(ConfigError, match="tnlm finetune runs in one process: start it without torchrun"):
+        train(config, build=build)
+    assert not (tmp_path / "run").exists()
