@@ -287,7 +287,7 @@ def parse() -> argparse.Namespace:
         args.batch, args.seq_len, args.warmup, args.repeats = 4, 128, 1, 1
         args.budget_mib, args.start_len, args.growth, args.timeout = 64.0, 512, 1.5, 300.0
         if args.out == str(RESULTS / "parallel_scaling"):
-            args.out = str(RESULTS / "parallel_scaling.quick")  # never mistaken for the real numbers
+            args.out = str(RESULTS / "parallel_scaling_quick")  # never mistaken for the real numbers
     return args
 
 
