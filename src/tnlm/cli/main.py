@@ -42,6 +42,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("compare", "tnlm.cli.compare:compare"),
     ("quickstart", "tnlm.cli.quickstart:quickstart"),
     ("serve", "tnlm.cli.serve:serve"),
+    ("export", "tnlm.cli.export:export"),
 )
 
 app = typer.Typer(

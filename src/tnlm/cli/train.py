@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -28,7 +29,17 @@ def train(
     try:
         result = run_training(cfg, resume=resume)
     except Interrupted as stop:
-        command = shlex.join(["tnlm", "train", str(config), *(overrides or []), "--resume"])
-        typer.echo(f"stopped: {stop}. Resume with: {command}", err=True)
+        launcher = ["tnlm"]
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: resume the same way
+            launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')}", "-m", "tnlm"]
+        command = shlex.join([*launcher, "train", str(config), *(overrides or []), "--resume"])
+        if _first_process():
+            typer.echo(f"stopped: {stop}. Resume with: {command}", err=True)
         sys.exit(stop.exit_code)
-    typer.echo(f"step {result.step}: validation loss {result.val_loss:.4f}; model: {result.model_dir}")
+    if _first_process():
+        typer.echo(f"step {result.step}: validation loss {result.val_loss:.4f}; model: {result.model_dir}")
+
+
+def _first_process() -> bool:
+    """Under torchrun the first process speaks for all."""
+    return os.environ.get("RANK", "0") == "0"

@@ -15,6 +15,7 @@ from torch import nn
 
 from tnlm.errors import ConfigError
 from tnlm.layers.positions import RopeSpec
+from tnlm.layers.sharding import local_shard
 from tnlm.layers.softmax_attention import SoftmaxAttention
 from tnlm.ops.infini import MEMORY_RULES, Memory, empty_memory, infini_attention, pick_memory
 
@@ -92,7 +93,7 @@ class InfiniAttention(SoftmaxAttention):
         folds = length // S - state.base  # (B,) segments completed in this call
         o, memories = infini_attention(
             q, k_all, v_all, q_rot=self.rotate(q, positions), k_rot=self.rotate(k_all, k_pos.clamp(min=0)),
-            q_seg=q_seg, k_seg=k_seg, gate=self.gate, memory=state.memory, count=int(folds.max()),
+            q_seg=q_seg, k_seg=k_seg, gate=local_shard(self.gate), memory=state.memory, count=int(folds.max()),
             rule=self.memory_rule, detach=self.detach_memory, alibi_slopes=self.alibi_slopes(x.device),
         )  # fmt: skip
         next_state = _next_state(

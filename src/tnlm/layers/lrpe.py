@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tnlm.layers.sharding import local_shard
+
 
 def lrpe_init_theta(num_heads: int, head_dim: int) -> torch.Tensor:
     """Initial theta, (H, 1, hd): 10000^(-2 j / d_tot) for j = 0..d_tot-1, spread across heads."""
@@ -34,6 +36,6 @@ class Lrpe(nn.Module):
         if positions.dim() == 1:
             positions = positions.unsqueeze(0)
         # float32: angles reach theta * p with p in the tens of thousands
-        angle = positions.float()[:, :, None, None] * self.theta.float().squeeze(1)  # (B, T, H, hd)
+        angle = positions.float()[:, :, None, None] * local_shard(self.theta).float().squeeze(1)  # (B, T, H, hd)
         xf = x.float()
         return torch.cat([xf * torch.cos(angle), xf * torch.sin(angle)], dim=-1).to(x.dtype)

@@ -8,6 +8,7 @@ from torch import nn
 
 from tnlm.errors import ConfigError
 from tnlm.layers.positions import Alibi, RopeSpec, Rotary
+from tnlm.layers.sharding import check_head_split
 from tnlm.ops.softmax import softmax_attention
 
 POSITION_EMBEDDINGS = ("rope", "alibi")
@@ -72,12 +73,20 @@ class SoftmaxAttention(nn.Module):
         if position_embedding not in POSITION_EMBEDDINGS:
             raise ConfigError(f"unknown position_embedding {position_embedding!r}; choose one of {POSITION_EMBEDDINGS}")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.head_offset = 0  # the first head this process computes (tensor parallelism keeps a slice)
         self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=bias)
         self.rotary = Rotary(head_dim, rope or RopeSpec()) if position_embedding == "rope" else None
         self.alibi = Alibi(num_heads) if position_embedding == "alibi" else None
+
+    def shard_heads(self, rank: int, parts: int) -> None:
+        """Compute only the rank-th of `parts` equal slices of the query heads and of the key/value heads
+        (a group of query heads stays with its key/value head); the caller shards the projections."""
+        self.num_kv_heads = check_head_split(self.num_kv_heads, parts, rank)
+        self.num_heads = check_head_split(self.num_heads, parts, rank)
+        self.head_offset = rank * self.num_heads
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, d) -> q (B, T, H, D), k, v (B, T, Hkv, D)."""
@@ -90,7 +99,9 @@ class SoftmaxAttention(nn.Module):
         return self.rotary(x, self.rotary.cos_sin(positions)) if self.rotary is not None else x
 
     def alibi_slopes(self, device: torch.device) -> torch.Tensor | None:
-        return self.alibi.slopes(device) if self.alibi is not None else None
+        if self.alibi is None:
+            return None
+        return self.alibi.slopes(device)[self.head_offset : self.head_offset + self.num_heads]
 
     def forward(
         self,

@@ -33,7 +33,7 @@ class DataSection:
     path: str | None = None  # token shards written by `tnlm data pack` (required)
     tokenizer: str | None = None  # default: the tokenizer recorded in the shards' meta.json
     seq_len: int = 256
-    batch_size: int = 8  # sequences per micro-batch; varlen: one row of batch_size * seq_len tokens
+    batch_size: int = 8  # sequences per micro-batch, all data-parallel processes together; varlen: one row of batch_size * seq_len tokens
     mode: str = "windows"  # windows (fixed windows across documents) | varlen (whole documents, cu_seqlens)
     shuffle: bool = True
 
@@ -85,6 +85,16 @@ class CheckpointSection:
 
 
 @dataclass
+class ParallelSection:
+    """How the processes of `torchrun --nproc_per_node N -m tnlm train ...` share the work; the product
+    dp_shard * sp * tp is the number of processes. -1: what the other two leave (default: all of them)."""
+
+    dp_shard: int = -1  # data parallel, parameters sharded (FSDP2); data.batch_size is split over these
+    tp: int = 1  # tensor parallel: each process holds a slice of the heads and of the feed-forward width
+    sp: int = 1  # sequence parallel (linear attention only): each process runs a slice of every sequence
+
+
+@dataclass
 class TrainConfig:
     command: ClassVar[str] = "tnlm train"  # the command that runs this kind of config (for messages)
     output: str = "runs/run"  # the run directory
@@ -97,6 +107,7 @@ class TrainConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     log: LogSection = field(default_factory=LogSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +120,7 @@ class TrainConfig:
 
 
 # keys that may change between a run and its resumption: they do not change what is trained
-RESUMABLE_CHANGES = ("data.path", "data.tokenizer", "train.device", "eval.", "log.", "checkpoint.")
+RESUMABLE_CHANGES = ("data.path", "data.tokenizer", "train.device", "eval.", "log.", "checkpoint.", "parallel.")
 CHOICES = {
     "data.mode": ("windows", "varlen"),
     "optimizer.fused": ("auto", "true", "false"),
@@ -269,6 +280,18 @@ def validate_common(cfg: TrainConfig, *, choices: dict[str, tuple[str, ...]]) ->
         raise ConfigError(f"schedule.min_lr_ratio must be in [0, 1], got {cfg.schedule.min_lr_ratio}")
     if len(cfg.optimizer.betas) != 2 or not all(0 <= b < 1 for b in cfg.optimizer.betas):
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {cfg.optimizer.betas}")
+    _validate_parallel(cfg)
+
+
+def _validate_parallel(cfg: TrainConfig) -> None:
+    sizes = {k: getattr(cfg.parallel, k) for k in ("dp_shard", "tp", "sp")}
+    for key, n in sizes.items():
+        if n == 0 or n < -1 or (n == -1 and key != "dp_shard"):
+            allowed = "at least 1, or -1 (the processes the others leave)" if key == "dp_shard" else "at least 1"
+            raise ConfigError(f"parallel.{key} must be {allowed}, got {n}")
+    if sizes["dp_shard"] > 0 and cfg.data.batch_size % sizes["dp_shard"]:
+        raise ConfigError(f"data.batch_size ({cfg.data.batch_size}) is the batch of all data-parallel processes "
+                          f"together, so it must be divisible by parallel.dp_shard ({sizes['dp_shard']})")
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

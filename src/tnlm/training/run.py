@@ -7,6 +7,11 @@ The run directory holds config.yaml (the resolved configuration), metrics.jsonl,
 tensorboard/, checkpoints/step-N/ and, at the end, model/ (a Hugging Face directory with the
 tokenizer). With `resume=True` the newest checkpoint is restored (model, optimizer, schedule, loader
 position, RNG) and the losses continue exactly as if the run had never stopped.
+
+Under torchrun (`torchrun --nproc_per_node N -m tnlm train CONFIG parallel.dp_shard=N`) every process
+runs `train`: they build one device mesh (tnlm.training.parallel), train their shares together, and
+save and restore checkpoints together; the first process alone writes the logs, the config and the
+final model directory. A checkpoint of any layout resumes in any other.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,11 +37,13 @@ from tnlm.training.build import (
     pick_precision,
     read_data_info,
 )  # fmt: skip
-from tnlm.training.checkpoint import CheckpointManager, export_model
+from tnlm.training.checkpoint import CheckpointManager, export_checkpoint, export_model
 from tnlm.training.config import TrainConfig, differences
 from tnlm.training.flops import flops_per_token, peak_flops
 from tnlm.training.logs import RunLog
 from tnlm.training.optim import build_optimizer, build_schedule
+from tnlm.training.parallel import World, init_world
+from tnlm.training.parallel.mesh import launch_env
 from tnlm.training.parallelize import parallelize
 from tnlm.training.trainer import BatchSource, LossFn, Trainer, next_token_loss, seed_everything
 
@@ -64,25 +71,39 @@ class Interrupted(Exception):
 
 def build_trainer(
     config: TrainConfig, *, loss_fn: LossFn = next_token_loss,
-    loaders: tuple[BatchSource, BatchSource] | None = None,
+    loaders: tuple[BatchSource, BatchSource] | None = None, world: World | None = None,
 ) -> tuple[Trainer, DataInfo]:
     """The model (seeded, parallelized, on its device), optimizer, schedule and loaders of a run.
     `loss_fn` and `loaders` (train, validation) replace the next-token loss over token shards, e.g.
-    for supervised fine-tuning on masked dialogues."""
+    for supervised fine-tuning on masked dialogues. `world`: this process's place in a distributed
+    run (default: one process)."""
     data = read_data_info(config.data)
-    device = pick_device(config.train.device)
+    device = world.device if world is not None else pick_device(config.train.device)
     precision = pick_precision(config.train.precision, device)
     seed_everything(config.seed)
     model = build_model(config.model, data=data, seed=config.seed)
     check_packed_support(model, config.data)
-    model = parallelize(model.to(device), None, config)
+    model = parallelize(model.to(device), world, config, precision=precision)
     optimizer = build_optimizer(model, config.optimizer, device=device)
     schedule = build_schedule(optimizer, config.schedule, total_steps=config.train.steps)
-    train_loader, val_loader = loaders or build_loaders(config.data, seed=config.seed)
-    trainer = Trainer(model=model, optimizer=optimizer, schedule=schedule, train_loader=train_loader,
-                      val_loader=val_loader, device=device, precision=precision, grad_accum=config.train.grad_accum,
-                      grad_clip=config.train.grad_clip, loss_fn=loss_fn)  # fmt: skip
-    return trainer, data
+    train_loader, val_loader = loaders or _token_loaders(config, world)
+    common = dict(model=model, optimizer=optimizer, schedule=schedule, train_loader=train_loader,
+                  val_loader=val_loader, device=device, precision=precision, grad_accum=config.train.grad_accum,
+                  grad_clip=config.train.grad_clip, loss_fn=loss_fn)  # fmt: skip
+    if world is not None and world.distributed:
+        from tnlm.training.parallel.trainer import DistributedTrainer
+
+        return DistributedTrainer(world=world, **common), data
+    return Trainer(**common), data
+
+
+def _token_loaders(config: TrainConfig, world: World | None) -> tuple[BatchSource, BatchSource]:
+    """Each data-parallel process reads batch_size / dp rows of every global batch (the same rows one
+    process would read, in windows mode)."""
+    dp = world.size("dp_shard") if world is not None else 1
+    rank = world.coordinate("dp_shard") if world is not None else 0
+    section = replace(config.data, batch_size=config.data.batch_size // dp)
+    return build_loaders(section, seed=config.seed, rank=rank, world_size=dp)
 
 
 def export_pretrained(model: torch.nn.Module, *, data: DataInfo, run_dir: Path) -> tuple[Path, str]:
@@ -99,16 +120,30 @@ def train(config: TrainConfig, *, resume: bool = False, build: Build = build_tra
           export: Export = export_pretrained) -> RunResult:  # fmt: skip
     """Run (or, with resume, continue) the training `config` describes; returns where the model went.
     `build` makes the trainer and `export(model, data=, run_dir=)` writes the result (fine-tuning
-    passes its own: chat data, adapters); the loop, checkpoints, resume and logs are the same."""
+    passes its own: chat data, adapters); the loop, checkpoints, resume and logs are the same.
+    Under torchrun every process calls this (see the module docstring); only pretraining runs there."""
+    if build is not build_trainer and launch_env()[2] > 1:
+        raise ConfigError(f"{config.command} runs in one process: start it without torchrun (distributed "
+                          "training is for `tnlm train`)")  # fmt: skip
+    world = init_world(config.parallel, device_setting=config.train.device)
+    try:
+        return _train(config, world, resume=resume, build=build, export=export)
+    finally:
+        world.close()
+
+
+def _train(config: TrainConfig, world: World, *, resume: bool, build: Build, export: Export) -> RunResult:
     run_dir = Path(config.output)
     manager = CheckpointManager(run_dir / "checkpoints", keep=config.checkpoint.keep)
     start = check_run_dir(run_dir, config, manager, resume=resume)
-    trainer, data = build(config)
-    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    trainer, data = build_trainer(config, world=world) if world.distributed else build(config)
+    world.barrier()  # every process has checked the run directory before it changes
+    if world.is_main:
+        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     if start is not None:
         restore(trainer, manager, start, data=data)
     log = RunLog(run_dir, total_steps=config.train.steps, start_step=trainer.step, progress=config.log.progress,
-                 tensorboard=config.log.tensorboard, plot=config.log.plot)  # fmt: skip
+                 tensorboard=config.log.tensorboard, plot=config.log.plot) if world.is_main else QuietLog()  # fmt: skip
     if start is not None:
         log.truncate_after(trainer.step)
     else:
@@ -116,19 +151,28 @@ def train(config: TrainConfig, *, resume: bool = False, build: Build = build_tra
     if resume and start is None:
         log.note(f"--resume: no checkpoint in {manager.folder}, so the run starts at step 0")
     try:
-        header = describe(trainer.model, config)
-        return _loop(trainer, config, log=log, manager=manager, data=data, header=header, export=export)
+        header = describe(trainer.model, config) + (f", {world.layout.describe()}" if world.distributed else "")
+        return _loop(trainer, config, log=log, manager=manager, data=data, header=header, world=world,
+                     export=export)  # fmt: skip
     finally:
         log.close()
 
 
+class QuietLog:
+    """The log of every process but the first: says nothing, writes nothing."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 def _loop(trainer: Trainer, config: TrainConfig, *, log: RunLog, manager: CheckpointManager, data: DataInfo,
-          header: str, export: Export) -> RunResult:  # fmt: skip
+          header: str, world: World, export: Export) -> RunResult:  # fmt: skip
     total = config.train.steps
     model = trainer.model
-    flops = flops_per_token(model, seq_len=config.data.seq_len)
+    flops = flops_per_token(_unsharded(model) if world.distributed else model, seq_len=config.data.seq_len)
     dtype = torch.bfloat16 if trainer.precision == "bf16" else torch.float32
     peak, peak_source = peak_flops(trainer.device, dtype=dtype)
+    peak *= world.world_size
     log.note(f"{header} on {trainer.device} ({trainer.precision}); {config.tokens_per_step()} tokens/step, "
              f"{data.train_tokens} training tokens; MFU against {peak / 1e9:.1f} GFLOP/s ({peak_source})"
              + (f"; resumed at step {trainer.step}" if trainer.step else ""))  # fmt: skip
@@ -143,21 +187,44 @@ def _loop(trainer: Trainer, config: TrainConfig, *, log: RunLog, manager: Checkp
                       "lr": metrics["lr"], "tokens": trainer.tokens, "tokens_per_s": rate,
                       "mfu": rate * flops / peak, "time": time.time()})  # fmt: skip
             step = trainer.step
+            stopping = world.any(stop.signum is not None)  # every process stops after the same step
             if config.eval.every and step % config.eval.every == 0 and step < total:
                 log.validation(step, trainer.validate(batches=config.eval.batches))
-            if step % config.checkpoint.every == 0 or stop.signum is not None:
-                saved = save(trainer, manager, data=data)
-            if stop.signum is not None:
-                raise Interrupted(stop.signum, step=step, checkpoint=manager.path(step))
+            if step % config.checkpoint.every == 0 or stopping:
+                saved = save(trainer, manager, data=data, world=world)
+            if stopping:
+                raise Interrupted(stop.signum or signal.SIGTERM, step=step, checkpoint=manager.path(step))
     log.end_progress()
     if saved != trainer.step:
-        save(trainer, manager, data=data)
+        save(trainer, manager, data=data, world=world)
     val_loss = trainer.validate(batches=config.eval.batches)
     log.validation(trainer.step, val_loss)
-    model_dir, hint = export(model, data=data, run_dir=Path(config.output))
+    if world.distributed:
+        model_dir, hint = _export_checkpoint(manager.path(trainer.step), data=data, run_dir=Path(config.output),
+                                             world=world)  # fmt: skip
+    else:
+        model_dir, hint = export(model, data=data, run_dir=Path(config.output))
     log.note(f"model saved to {model_dir} ({hint})")
     return RunResult(run_dir=Path(config.output), model_dir=model_dir, step=trainer.step, tokens=trainer.tokens,
                      val_loss=val_loss)  # fmt: skip
+
+
+def _export_checkpoint(checkpoint: Path, *, data: DataInfo, run_dir: Path, world: World) -> tuple[Path, str]:
+    """The end of a distributed run: the first process writes the model directory from the final
+    checkpoint (every process's shards) while the others wait."""
+    model_dir = run_dir / "model"
+    if world.is_main:
+        export_checkpoint(checkpoint, model_dir, tokenizer=data.tokenizer)
+    world.barrier()
+    return model_dir, f'try: tnlm generate {model_dir} --prompt "..."'
+
+
+def _unsharded(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model of the same config on the meta device (what FLOP counts are made of)."""
+    from tnlm.models.registry import FAMILIES
+
+    with torch.device("meta"):
+        return FAMILIES[model.config.model_type].model_class(model.config)
 
 
 def check_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManager, *, resume: bool) -> int | None:
@@ -181,14 +248,18 @@ def check_run_dir(run_dir: Path, config: TrainConfig, manager: CheckpointManager
     return latest if resume else None
 
 
-def save(trainer: Trainer, manager: CheckpointManager, *, data: DataInfo) -> int:
-    meta = {"model_type": trainer.model.config.model_type, "data": data.fingerprint(), "tokens": trainer.tokens}
+def save(trainer: Trainer, manager: CheckpointManager, *, data: DataInfo, world: World | None = None) -> int:
+    meta = {"model_type": trainer.model.config.model_type, "data": data.fingerprint(), "tokens": trainer.tokens,
+            "model_config": trainer.model.config.to_dict(), "tokenizer": str(Path(data.tokenizer).resolve()),
+            "layout": vars(world.layout) if world is not None else {"dp_shard": 1, "sp": 1, "tp": 1}}  # fmt: skip
     manager.save(trainer.step, trainer.state_dict(), meta=meta)
     return trainer.step
 
 
 def restore(trainer: Trainer, manager: CheckpointManager, step: int, *, data: DataInfo) -> None:
-    state, meta = manager.load(step)
+    """Load checkpoint `step` into the trainer, in place: every process reads the shards it holds now,
+    whatever layout wrote them."""
+    meta = manager.meta(step)
     path = manager.path(step)
     model_type = trainer.model.config.model_type
     if meta.get("model_type") != model_type:
@@ -197,6 +268,8 @@ def restore(trainer: Trainer, manager: CheckpointManager, step: int, *, data: Da
     if meta.get("data") != data.fingerprint():
         raise CheckpointError(f"{path} was trained on other data ({meta.get('data')}, now {data.fingerprint()}): "
                               "point data.path at the run's own shards")  # fmt: skip
+    state = trainer.state_dict()
+    manager.load_into(step, state)
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as e:

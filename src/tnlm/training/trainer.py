@@ -82,11 +82,20 @@ class Trainer:
     def next_micro_batches(self) -> list[Batch]:
         if self._batches is None:
             self._batches = iter(self.train_loader)
-        return [next(self._batches) for _ in range(self.grad_accum)]
+        return [self.local_share(next(self._batches)) for _ in range(self.grad_accum)]
+
+    def local_share(self, batch: Batch) -> Batch:
+        """The part of a loader's batch this process computes (one process: all of it)."""
+        return batch
+
+    def sum_over_processes(self, *values: float) -> tuple[float, ...]:
+        """Totals over the processes that split the data (one process: the values themselves)."""
+        return values
 
     def forward_backward(self, micro_batches: list[Batch]) -> float:
-        """Accumulate the gradient of the mean loss over all target tokens of `micro_batches`."""
-        n_targets = sum(count_targets(b) for b in micro_batches)
+        """Accumulate the gradient of the mean loss over all target tokens of `micro_batches` (of every
+        process that holds a share of the batch)."""
+        (n_targets,) = self.sum_over_processes(sum(count_targets(b) for b in micro_batches))
         if n_targets == 0:
             raise TrainingError(f"step {self.step + 1} has no target tokens (every label is {IGNORE_INDEX})")
         total = torch.zeros((), device=self.device)
@@ -95,12 +104,17 @@ class Trainer:
                 loss_sum = self.loss_fn(self.model, to_device(batch, self.device))
             (loss_sum / n_targets).backward()
             total += loss_sum.detach()
-        return total.item() / n_targets
+        (total_loss,) = self.sum_over_processes(total.item())
+        return total_loss / n_targets
+
+    def clip_gradients(self, max_norm: float) -> float:
+        """Scale the gradients to a global norm of at most `max_norm`; returns the norm before."""
+        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
 
     def optimizer_step(self) -> tuple[float, float]:
         """Clip, step the optimizer and the schedule; (gradient norm before clipping, lr used)."""
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm).item()
+        norm = self.clip_gradients(max_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.schedule.step()
@@ -117,7 +131,7 @@ class Trainer:
                 "then resume from the last checkpoint (--resume)"
             )
         norm, lr = self.optimizer_step()
-        tokens = sum(b["input_ids"].numel() for b in micro_batches)
+        (tokens,) = self.sum_over_processes(sum(b["input_ids"].numel() for b in micro_batches))
         self.step += 1
         self.tokens += tokens
         return {"loss": loss, "grad_norm": norm, "lr": lr, "step_tokens": tokens}
@@ -135,28 +149,36 @@ class Trainer:
         self.model.eval()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for _, batch in zip(range(n), loader):
+                batch = self.local_share(batch)
                 with self._autocast():
                     total += self.loss_fn(self.model, to_device(batch, self.device)).item()
                 count += count_targets(batch)
         self.model.train(was_training)
         loader.load_state_dict(start)
+        total, count = self.sum_over_processes(total, count)
         return total / max(count, 1)
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds, in the form torch.distributed.checkpoint saves and any process
+        layout reloads: model and optimizer keyed by parameter name, the loader's position in global batches."""
+        from tnlm.training.parallel.state import model_state, optimizer_state, portable_loader_state
+
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state(self.model),
+            "optimizer": optimizer_state(self.model, self.optimizer),
             "schedule": self.schedule.state_dict(),
-            "loader": self.train_loader.state_dict(),
+            "loader": portable_loader_state(self.train_loader.state_dict()),
             "rng": rng_state(),
             "progress": {"step": self.step, "tokens": self.tokens},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        from tnlm.training.parallel.state import load_model_state, load_optimizer_state, local_loader_state
+
+        load_model_state(self.model, state["model"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.train_loader.load_state_dict(state["loader"])
+        self.train_loader.load_state_dict(local_loader_state(state["loader"], self.train_loader.state_dict()))
         self._batches = None
         set_rng_state(state["rng"])
         self.step, self.tokens = int(state["progress"]["step"]), int(state["progress"]["tokens"])
