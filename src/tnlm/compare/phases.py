@@ -5,41 +5,27 @@ settings changed since its numbers were written runs again."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tnlm.compare.config import EvalSettings, ModelEntry, SampleSettings, SpeedSettings
 from tnlm.data.files import write_json_atomic
+from tnlm.models.checkpoint import quiet_transformers
 from tnlm.training.config import TrainConfig
 
 Log = Callable[[str], None]
 PPL_BATCH = 8  # windows per forward pass when scoring the validation split
 
 
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No transformers progress bar while a model directory loads (the comparison prints its own lines)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def load_trained(config: TrainConfig) -> Any:
     """The EvalModel (weights and tokenizer) of a finished run."""
     from tnlm.evaluation import load_eval_model
 
-    with quiet_loading():
+    with quiet_transformers():
         return load_eval_model(Path(config.output) / "model")
 
 

@@ -7,8 +7,10 @@ and says what to do, raised before any weight is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,6 +20,18 @@ from transformers.utils import logging as hf_logging
 from tnlm.errors import CheckpointError
 
 _SAVE_HINT = "save one with model.save_pretrained(DIR)"
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No transformers progress bar while a model directory is read or written under a command's own output."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def read_config_json(path: Path) -> dict:

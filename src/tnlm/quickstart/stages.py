@@ -192,14 +192,14 @@ def run_finetune(options: Options, out: Path, budget: Budget, *, tokens_per_s: f
 def run_chat(options: Options, out: Path, *, log: Log) -> dict[str, Any]:
     """Held-out questions of the chat set, each in a fresh conversation, answered greedily by the chat
     model; the expected answer beside each."""
-    from tnlm.compare.phases import quiet_loading
+    from tnlm.models.checkpoint import quiet_transformers
     from tnlm.evaluation import load_eval_model
     from tnlm.generation import ChatSession, SamplingParams
     from tnlm.training.config import ChatDataSection
     from tnlm.training.finetune.build import split_dialogues
 
     _, held_out, _ = split_dialogues(ChatDataSection(path="builtin:pydoc-chat"), seed=options.seed)
-    with quiet_loading():
+    with quiet_transformers():
         em = load_eval_model(chat_dir(out) / "model")
     exchanges = []
     for dialogue in held_out[:CHAT_QUESTIONS]:

@@ -33,6 +33,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
 from tnlm.errors import CheckpointError
+from tnlm.models.checkpoint import quiet_transformers
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -171,7 +172,7 @@ def export_model(model: torch.nn.Module, *, tokenizer: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(tmp)
         for name in TOKENIZER_FILES:
             if (tokenizer / name).is_file():
@@ -244,20 +245,6 @@ def _empty_model(config: dict[str, Any]) -> torch.nn.Module:
     model = model.to_empty(device="cpu").float()
     model.tie_weights()
     return model
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """No progress bar from save_pretrained under the run's own."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _failures(e: BaseException) -> list[BaseException]:
