@@ -83,6 +83,7 @@ def test_every_artefact_is_where_the_summary_says(finished):
     for folder in (stages.tokenizer_dir(out), stages.packed_dir(out), out / "chat" / "model"):
         assert str(folder) in summary
     assert f"tnlm chat {out / 'chat' / 'model'}" in summary
+    assert f"tnlm serve {out / 'chat' / 'model'}" in summary
     for png in ("loss_vs_tokens.png", "loss_vs_time.png", "train_speed.png", "decode_speed.png"):
         assert f"(compare/{png})" in summary
 

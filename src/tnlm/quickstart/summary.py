@@ -87,6 +87,8 @@ def next_commands(out: Path) -> list[str]:
     return [
         "# talk to the fine-tuned model (/reset starts over, /exit quits)",
         f"tnlm chat {stages.chat_dir(out) / 'model'}",
+        "# serve it to OpenAI clients (pip install -e '.[serve]'; http://127.0.0.1:8000/v1)",
+        f"tnlm serve {stages.chat_dir(out) / 'model'}",
         "# continue a text with the pretrained TransNormer",
         f'tnlm generate {tnl} "The for statement"',
         "# train both models longer (an hour of training), or compare the paper's ablations",
