@@ -1,8 +1,15 @@
 import pytest
 
+from tests.data.texts import EN_CLEAN
 from tnlm.data.document import Document
 from tnlm.data.normalize import Normalize
-from tnlm.data.quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthFilter
+from tnlm.data.quality import (
+    C4Quality,
+    FineWebQuality,
+    GopherQuality,
+    GopherRepetition,
+    LengthFilter,
+)
 from tnlm.data.text import normalized_words, words
 
 # 论语·学而 (Analects 1): real classical Chinese prose
@@ -11,16 +18,7 @@ ZH_GOOD = ("子曰：学而时习之，不亦说乎？有朋自远方来，不�
            "曾子曰：吾日三省吾身：为人谋而不忠乎？与朋友交而不信乎？传不习乎？")
 
 
-EN_GOOD = (
-    "The ferry left the harbour a little after seven, when the fog was still lying on the water. Most of the "
-    "passengers stayed inside with their coffee, but an old man in a grey coat stood at the rail and watched "
-    "the gulls follow the wake. He had made this crossing every week for thirty years, first to sell fish and "
-    "later to visit his sister, who kept a small bakery near the church on the island.\n\n"
-    "When the engines slowed, he could already smell bread. The town was waking up: shutters opened, a dog "
-    "barked at a delivery van, and two children ran down the hill with their school bags bouncing behind them. "
-    "His sister waved from the doorway. She had saved him a loaf, as she always did, and she wanted to hear "
-    "whether the doctor had said anything new about his knee. Nothing much, he told her, and that was good news."
-)
+EN_GOOD = EN_CLEAN  # an English story that every rule keeps
 
 
 def doc(text: str) -> Document:
@@ -125,8 +123,13 @@ def test_fast_counts_match_their_references(seed):
 
     import numpy as np
 
-    from tnlm.data.quality import (_dup_ngram_fraction, _top_ngram_fraction, alpha_words, alpha_words_reference,
-                                   ngram_fractions_reference)
+    from tnlm.data.quality import (
+        _dup_ngram_fraction,
+        _top_ngram_fraction,
+        alpha_words,
+        alpha_words_reference,
+        ngram_fractions_reference,
+    )
 
     rng = random.Random(seed)
     pieces = ["word", "Word", "the", "42", "3.5", "...", "…", "-", "*", "•", " ", "  ", "\n", "\n\n", "\t", "\r",
