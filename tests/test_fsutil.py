@@ -38,3 +38,13 @@ def test_a_temporary_folder_renamed_into_place_follows_the_umask(tmp_path, umask
     assert mode(folder) == 0o700
     follow_umask(folder, directory=True)
     assert mode(folder) == 0o755
+
+
+def test_config_paths_expand_the_home_folder(tmp_path, monkeypatch):
+    from tnlm.fsutil import expand_home
+    from tnlm.training.config import load_train_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert expand_home({"a": ["~/x", "y~"], "b": "~", "c": 3}) == {"a": [f"{tmp_path}/x", "y~"], "b": str(tmp_path), "c": 3}
+    cfg = load_train_config(None, ["output=~/runs/a", "data.path=~/packed"])
+    assert (cfg.output, cfg.data.path) == (f"{tmp_path}/runs/a", f"{tmp_path}/packed")

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from tnlm.errors import ConfigError
+from tnlm.fsutil import expand_home
 from tnlm.training.config import TrainConfig, flatten, load_train_config
 
 TOP_KEYS = ("output", "training", "budget", "models", "eval", "speed", "samples")
@@ -119,7 +120,7 @@ def load_compare_config(path: str | Path | None, overrides: list[str] | tuple[st
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. training.train.steps=200")
         _set_dotted(data, key, yaml.safe_load(text) if text else "")
-    config = _build(data)
+    config = _build(expand_home(data))
     from tnlm.models.registry import load_config
 
     for entry in config.models:  # every model and its training are checked before any trains

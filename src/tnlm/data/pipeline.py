@@ -21,6 +21,7 @@ import yaml
 from tqdm import tqdm
 
 from tnlm.data.document import Document
+from tnlm.fsutil import expand_home
 from tnlm.errors import DataError
 from tnlm.data.files import read_documents, write_documents, write_json_atomic
 from tnlm.data.lock import LOCK_NAME, folder_lock
@@ -74,7 +75,7 @@ class PipelineConfig:
         except OSError as err:
             raise DataError(f"cannot read pipeline config {path}: {err}") from err
         try:
-            return cls.from_dict(yaml.safe_load(text))
+            return cls.from_dict(expand_home(yaml.safe_load(text)))
         except yaml.YAMLError as err:
             raise DataError(f"{path} is not valid YAML: {err}") from err
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import yaml
 
 from tnlm.errors import ConfigError
+from tnlm.fsutil import expand_home
 
 
 @dataclass
@@ -145,7 +146,7 @@ def read_config(cls: type, path: str | Path | None, overrides: list[str] | tuple
     for item in overrides:
         key, value = _split_override(item)
         _set_dotted(raw, key, value)
-    return _build(cls, raw, prefix="")
+    return _build(cls, expand_home(raw), prefix="")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
