@@ -176,3 +176,11 @@ def test_the_loader_refuses_shards_that_disagree_with_meta(packed, tmp_path):
     (tmp_path / "out" / "meta.json").write_text(json.dumps({**meta, "dtype": "uint32"}))
     with pytest.raises(DataError, match="train-00000.bin holds .* bytes"):
         TokenLoader(tmp_path / "out", seq_len=16, batch_size=2)
+
+
+def test_a_validation_fraction_that_leaves_no_training_tokens_is_named(packed, tmp_path):
+    root, *_ = packed
+    with pytest.raises(DataError, match="below 1"):
+        pack([str(root / "in")], root / "tok", tmp_path / "a", val_fraction=1.0, progress=False)
+    with pytest.raises(DataError, match="documents went to the validation split: lower --val-fraction"):
+        pack([str(root / "in")], root / "tok", tmp_path / "b", val_fraction=0.9999999, progress=False)

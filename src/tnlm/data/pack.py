@@ -97,6 +97,9 @@ def pack(inputs: list[str], tokenizer_path: str | Path, output: str | Path, *, v
     """Pack documents from files (e.g. a pipeline's output folder) into token shards under `output`.
     Resumes an interrupted packing of the same inputs with the same tokenizer and settings; refuses
     anything else unless `overwrite`, which deletes the folder's old shards first."""
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction {val_fraction} must be at least 0 and below 1: it is the share of documents "
+                        "held out for validation (e.g. 0.01); the rest are the training tokens")
     tokenizer = _load_tokenizer(tokenizer_path)
     eos_id = tokenizer.token_to_id("</s>")
     if eos_id is None:
@@ -152,6 +155,9 @@ def _write_meta(folder: Path, settings: dict[str, Any]) -> dict:
         for s in SPLITS:
             totals[s]["documents"] += counts[s]["documents"]
             totals[s]["tokens"] += counts[s]["tokens"]
+    if totals["train"]["tokens"] == 0 and totals["val"]["documents"]:
+        raise DataError(f"all {totals['val']['documents']} documents went to the validation split: lower "
+                        f"--val-fraction (now {settings['val_fraction']}) or pack more documents")
     if totals["train"]["tokens"] == 0:
         raise DataError("no tokens were written: the inputs have no documents with text")
     meta = {"dtype": token_dtype(settings["max_id"]).name, "vocab_size": settings["max_id"] + 1,
