@@ -44,3 +44,14 @@ def test_import_tnlm_is_light_and_model_functions_load_lazily():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "TransnormerConfig"
+
+
+def test_a_missing_model_directory_fails_before_torch_is_imported(tmp_path):
+    """generate, chat and serve check a MODEL that names a path before the heavy imports."""
+    (tmp_path / "file").write_text("{}")
+    calls = [[cmd, str(tmp_path / "no-such-model")] + (["hi"] if cmd == "generate" else []) for cmd in ("generate", "chat", "serve")]
+    calls.append(["generate", str(tmp_path / "file"), "hi"])
+    code = PROBE.format(heavy=HEAVY, calls=calls).replace("    except SystemExit:", "    except Exception as e:\n        print(type(e).__name__, e)\n    except SystemExit:")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("CheckpointError model directory") == 4 and "is a file, not a model directory" in proc.stdout

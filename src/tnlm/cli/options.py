@@ -14,8 +14,22 @@ if TYPE_CHECKING:
 
     from tnlm.generation.tokenizer import TextTokenizer
 
+
+
+def _model_exists(value: str) -> str:
+    """A MODEL that names a path is checked before torch is imported (seconds), so a typo fails at once."""
+    from tnlm.errors import CheckpointError
+
+    path = Path(value).expanduser()
+    if ("/" in value or value.startswith((".", "~"))) and not path.is_dir():
+        what = "is a file, not a model directory (a folder with config.json)" if path.exists() else "does not exist"
+        raise CheckpointError(f"model directory {value} {what}; check the path, or use a preset "
+                              "(`tnlm presets` lists them)")
+    return str(Path(value).expanduser()) if value.startswith("~") else value
+
+
 MODEL_ARG = typer.Argument(
-    ..., metavar="MODEL",
+    ..., metavar="MODEL", callback=_model_exists,
     help="A preset name (random weights, byte tokenizer; see `tnlm presets`) or a model directory.",
 )  # fmt: skip
 TOKENIZER = typer.Option(
