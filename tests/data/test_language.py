@@ -97,7 +97,7 @@ class TestLanguageID:
         ({"languages": ["en", "klingon"]}, "unknown language code 'klingon'"),
         ({"keep": ["xx"]}, "unknown language code 'xx'"),
         ({"languages": ["en"], "keep": ["zh"]}, "not in languages"),
-        ({"min_score": "high"}, "min_score is a number or a mapping"),
+        ({"min_score": "high"}, "min_score (is|must be) a number or a mapping"),
         ({"max_chars": 0}, "max_chars"),
     ])
     def test_bad_options(self, step_factory, options, message):
