@@ -90,3 +90,10 @@ def test_lrpe_pair_equals_two_calls():
     want = torch.autograd.grad((want_q * g).sum() + (want_k * g.flip(1)).sum(), (q, k, lrpe.theta))
     for a, b in zip(grads, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # theta's sums run in another order
+
+
+def test_lrpe_moves_and_casts_like_any_module():
+    """Lrpe's helpers must not shadow nn.Module's own (.to, .double and .float go through _apply)."""
+    lrpe = Lrpe(2, 4).double()
+    assert lrpe.theta.dtype == torch.float64
+    assert lrpe.float()(torch.randn(1, 3, 2, 4), torch.arange(3)).shape == (1, 3, 2, 8)

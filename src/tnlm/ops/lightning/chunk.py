@@ -172,7 +172,7 @@ def segments(bos: int, eos: int, span: int) -> list[tuple[int, int]]:
 # model has its own decays and a prompt or a training step calls each layer with the same few segment
 # lengths, so after the first call the tables are looked up, not rebuilt. Bounded: oldest out first.
 _TABLES: dict[tuple, _Tables] = {}
-_TABLES_MAX = 256
+_TABLES_MAX = 64  # at most ~11 MiB at H = 8, C = 64
 
 
 def _cached_tables(a: torch.Tensor, *, block: int, length: int) -> _Tables:
