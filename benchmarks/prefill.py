@@ -16,6 +16,8 @@ attention: causal softmax attention 2 T^2 d per layer (QK^T and PV over the lowe
 Lightning Attention, per token and layer, 2 C (Dk + Dv) H inside its block of C = 64 tokens and
 4 Dk Dv H for the state (TransNormer's LRPE layer has Dk = 2 head_dim). The rate is FLOPs / TTFT; the
 matrix-product rate is measured in the parent (benchmarks/hardware.py) with the same threads.
+"FLOPs llama/tnl" is the speed ratio the two would show at equal FLOP rates: the arithmetic's share of
+the speedup. A measured ratio above it means TransNormer runs at a higher FLOP rate than Llama.
 
     python benchmarks/prefill.py                          # lengths 512..32768: many minutes on 2 cores
     python benchmarks/prefill.py --lengths 512 2048       # quick look
@@ -127,7 +129,7 @@ def table(rows: list[dict], models: list[str], rate: float) -> str:
     by = {(r["model"], r["length"]): r for r in rows}
     short = {"tnl": "tnl", "transformer": "tfm", "hf-llama": "llama"}
     names = " ".join(f"{short[m]:>7}" for m in models)
-    head = (f"{'length':>6} | TTFT s: {names} | llama/tnl tfm/tnl | % of matmul rate: {names} | "
+    head = (f"{'length':>6} | TTFT s: {names} | llama/tnl tfm/tnl | FLOPs llama/tnl | % of matmul rate: {names} | "
             f"peak MB: {names} | over model MB: {names}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for T in sorted({r["length"] for r in rows}):
@@ -140,8 +142,12 @@ def table(rows: list[dict], models: list[str], rate: float) -> str:
             a, b = by.get((other, T)), by.get(("tnl", T))
             return f"{a['ttft_s'] / b['ttft_s']:.2f}x" if a and b else "-"
 
+        def work(T=T) -> str:
+            a, b = by.get(("hf-llama", T)), by.get(("tnl", T))
+            return f"{a['flops'] / b['flops']:.2f}x" if a and b else "-"
+
         lines.append(f"{T:>6} | TTFT s: {col(lambda c: format(c['ttft_s'], '.3f'))} | {ratio('hf-llama'):>9} "
-                     f"{ratio('transformer'):>7} | % of matmul rate: {col(lambda c: format(100 * c['gflops'] * 1e9 / rate, '.0f') + '%')} | "
+                     f"{ratio('transformer'):>7} | {work():>15} | % of matmul rate: {col(lambda c: format(100 * c['gflops'] * 1e9 / rate, '.0f') + '%')} | "
                      f"peak MB: {col(lambda c: format(c['peak_rss_mb'], '.0f'))} | "
                      f"over model MB: {col(lambda c: format(c['over_model_mb'], '.0f'))}")  # fmt: skip
     return "\n".join(lines)

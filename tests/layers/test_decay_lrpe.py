@@ -72,3 +72,28 @@ def test_lrpe_is_relative():
     assert torch.allclose(score(5, 2)[0, 0], expected, atol=1e-5)
     assert lrpe(q, torch.tensor([0])).shape == (1, 1, 2, 16)
     assert math.isfinite(lrpe(q, torch.tensor([10**6])).sum().item())
+
+
+def test_lrpe_pair_equals_two_calls():
+    """pair() shares the cos and sin between q and k; each result is exactly forward()'s."""
+    lrpe = Lrpe(3, 10)
+    with torch.no_grad():
+        lrpe.theta.mul_(torch.rand(3, 1, 10) + 0.5)  # not the initial values
+    q = torch.randn(2, 37, 3, 10, requires_grad=True)
+    k = torch.randn(2, 37, 3, 10, requires_grad=True)
+    positions = torch.arange(37).repeat(2, 1) + torch.tensor([[0], [1234]])
+    got_q, got_k = lrpe.pair(q, k, positions)
+    want_q, want_k = lrpe(q, positions), lrpe(k, positions)
+    assert torch.equal(got_q, want_q) and torch.equal(got_k, want_k)
+    g = torch.randn(2, 37, 3, 20)
+    grads = torch.autograd.grad((got_q * g).sum() + (got_k * g.flip(1)).sum(), (q, k, lrpe.theta))
+    want = torch.autograd.grad((want_q * g).sum() + (want_k * g.flip(1)).sum(), (q, k, lrpe.theta))
+    for a, b in zip(grads, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # theta's sums run in another order
+
+
+def test_lrpe_moves_and_casts_like_any_module():
+    """Lrpe's helpers must not shadow nn.Module's own (.to, .double and .float go through _apply)."""
+    lrpe = Lrpe(2, 4).double()
+    assert lrpe.theta.dtype == torch.float64
+    assert lrpe.float()(torch.randn(1, 3, 2, 4), torch.arange(3)).shape == (1, 3, 2, 8)

@@ -286,3 +286,29 @@ def test_segment_loop_allocates_only_its_outputs():
     segment_rows, state = span * H * D * 4, H * D * D * 4
     assert (f2 - f1) / 8 <= 1.5 * (segment_rows + 2 * state), f"forward: {(f2 - f1) / 8:.0f} bytes per extra segment"
     assert (b2 - b1) / 8 <= 1.5 * (3 * segment_rows + 2 * state), f"backward: {(b2 - b1) / 8:.0f} bytes per extra segment"
+
+
+def test_tables_built_under_inference_mode_serve_training():
+    """The decay tables are cached across calls: tables first built inside inference_mode (a prefill)
+    must serve a later training step with the same shapes (no inference tensor saved for backward),
+    and a cached table must give exactly what a fresh one gives."""
+    leaves, log_decay = make_inputs(1, 300, 3, 16, 8, seed=11)
+    log_decay = log_decay * 0.731  # decays no other test uses: this call builds the tables
+    chunk._TABLES.clear()
+    with torch.inference_mode():
+        o_inf, _ = lightning_attn(*(x.detach() for x in leaves[:3]), log_decay, initial_state=leaves[3].detach())
+    assert len(chunk._TABLES) > 0
+    got = fwd_bwd(lightning_attn, leaves, log_decay)
+    assert_close(got, fwd_bwd(naive_lightning_attn, leaves, log_decay))
+    assert torch.equal(o_inf, got[0].detach())
+    chunk._TABLES.clear()
+    assert torch.equal(got[0], fwd_bwd(lightning_attn, leaves, log_decay)[0])
+
+
+def test_table_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(chunk, "_TABLES_MAX", 3)
+    chunk._TABLES.clear()
+    q = k = v = torch.randn(1, 70, 2, 4)
+    for i in range(5):
+        lightning_attn(q, k, v, torch.tensor([-0.1, -0.2]) * (i + 1))
+    assert len(chunk._TABLES) == 3

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from tnlm.errors import ConfigError
 
+# Every map acts elementwise: NormLinearAttention applies one call to q and k side by side.
 FEATURE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "swish": F.silu,

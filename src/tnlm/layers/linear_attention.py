@@ -84,11 +84,13 @@ class NormLinearAttention(nn.Module):
         token; state: (B, H, Dk, Dv) float32 from earlier tokens; cu_seqlens: offsets of sequences
         packed along T (B = 1), each starting from an empty state. Returns (out, new state or None)."""
         B, T, _ = x.shape
-        q, k, v, u = self.qkvu_proj(x).chunk(4, dim=-1)  # each (B, T, hidden)
-        q, k, v = (t.reshape(B, T, -1, self.head_dim) for t in (q, k, v))  # (B, T, local heads, hd)
-        q, k = self.act(q), self.act(k)
+        qkvu = self.qkvu_proj(x)  # (B, T, 4 hidden): q, k, v, u
+        hidden = qkvu.shape[-1] // 4
+        # every feature map acts elementwise: one pass over q and k together
+        q, k = self.act(qkvu[..., : 2 * hidden]).view(B, T, 2, -1, self.head_dim).unbind(2)  # (B, T, H, hd)
+        v, u = qkvu[..., 2 * hidden : 3 * hidden].view(B, T, -1, self.head_dim), qkvu[..., 3 * hidden :]
         if self.lrpe is not None:
-            q, k = self.lrpe(q, positions), self.lrpe(k, positions)  # (B, T, H, 2 hd)
+            q, k = self.lrpe.pair(q, k, positions)  # (B, T, H, 2 hd)
         if padding_mask is not None:
             # a padded token adds nothing to the state: k^T v = 0
             v = v.masked_fill(~padding_mask.bool()[:, :, None, None], 0.0)

@@ -33,9 +33,22 @@ class Lrpe(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: (B, T, H, hd); positions: (B, T) or (T,) absolute indices -> (B, T, H, 2 hd)."""
+        return self._encode(x, *self._cos_sin(positions))
+
+    def pair(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward(q, positions), forward(k, positions)) with the angles' cos and sin computed once."""
+        cos, sin = self._cos_sin(positions)
+        return self._encode(q, cos, sin), self._encode(k, cos, sin)
+
+    def _cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of theta p, each (B, T, H, hd) float32."""
         if positions.dim() == 1:
             positions = positions.unsqueeze(0)
         # float32: angles reach theta * p with p in the tens of thousands
         angle = positions.float()[:, :, None, None] * local_shard(self.theta).float().squeeze(1)  # (B, T, H, hd)
+        return torch.cos(angle), torch.sin(angle)
+
+    @staticmethod
+    def _encode(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        return torch.cat([xf * torch.cos(angle), xf * torch.sin(angle)], dim=-1).to(x.dtype)
+        return torch.cat([xf * cos, xf * sin], dim=-1).to(x.dtype)

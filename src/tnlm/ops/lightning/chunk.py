@@ -168,17 +168,37 @@ def segments(bos: int, eos: int, span: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
+# Decay tables of recent calls, by (device, log-decay values, block, blocks, length): every layer of a
+# model has its own decays and a prompt or a training step calls each layer with the same few segment
+# lengths, so after the first call the tables are looked up, not rebuilt. Bounded: oldest out first.
+_TABLES: dict[tuple, _Tables] = {}
+_TABLES_MAX = 64  # at most ~11 MiB at H = 8, C = 64
+
+
+def _cached_tables(a: torch.Tensor, *, block: int, length: int) -> _Tables:
+    """The tables of a segment of `length` tokens for log-decay a (H,) float32, built once per key."""
+    n = -(-length // block)
+    key = (a.device, tuple(a.tolist()), block, n, length)
+    tab = _TABLES.get(key)
+    if tab is None:
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any later mode
+            tab = _tables(a, block=block, n=n, length=length)
+        if len(_TABLES) >= _TABLES_MAX:
+            del _TABLES[next(iter(_TABLES))]
+        _TABLES[key] = tab
+    return tab
+
+
 class _TableCache:
-    """Decay tables per (blocks, length); every full segment shares one."""
+    """Decay tables per segment length for one call (one host read of the decays per call)."""
 
     def __init__(self, log_decay: torch.Tensor, block: int) -> None:
-        self.a, self.block, self.cache = log_decay.float(), block, {}
+        self.a, self.block, self.cache = log_decay.detach().float(), block, {}
 
     def get(self, length: int) -> _Tables:
-        n = -(-length // self.block)
-        if (n, length) not in self.cache:
-            self.cache[(n, length)] = _tables(self.a, block=self.block, n=n, length=length)
-        return self.cache[(n, length)]
+        if length not in self.cache:
+            self.cache[length] = _cached_tables(self.a, block=self.block, length=length)
+        return self.cache[length]
 
 
 def _sequences(T: int, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int]]:
