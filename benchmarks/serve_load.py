@@ -12,7 +12,14 @@ character, which random-weight models produce often).
    generated tokens/s, time to first token (TTFT) and latency percentiles, server peak memory.
 2. conversation: --turns chat turns (each a ~--turn-tokens user message and a --reply-tokens reply),
    --repeats conversations one after another, with the server's state reuse on and off: TTFT of
-   every turn (median over the repeats) and the prompt tokens the server reports as cached.
+   every turn (median over the repeats) and the prompt tokens the server reports as cached. With
+   reuse on, every turn should process the same number of new tokens, so that its first and last
+   turns compare like with like: the user message and the chat markers around it (a later turn also
+   feeds the previous reply's last token and end marker: 3 tokens more). No system prompt unless
+   --system-prompt gives one (it makes turn 1 longer: the issue's first table had 257 new tokens at
+   turn 1 and 222 later); the table shows the new tokens of the first and the last turn. Under each
+   row, the server's own TTFT of each turn (from the request's arrival to its first token sampled,
+   read from its Prometheus histogram): the gap to the client's TTFT is HTTP and transport time.
 3. memory: --open-tnl TransNormer conversations and --open-tfm Transformer conversations of
    --conv-tokens tokens each, kept open by the server: its resident and peak memory (VmRSS/VmHWM of
    the server process) and the bytes its state cache reports.
@@ -46,6 +53,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {"tnl": "tnl-tiny", "transformer": "transformer-tiny"}
 SCENARIOS = ("throughput", "conversation", "memory")
+_SERVER_TTFT = "tnlm_time_to_first_token_seconds_sum"
 _READY = re.compile(r"serving \S+ at (http://[\d.]+:\d+)/v1")
 
 
@@ -142,6 +150,7 @@ class Outcome:
     completion_tokens: int = 0
     cached_tokens: int = 0
     prompt_tokens: int = 0
+    server_ttft: float | None = None  # the server's own measure (conversation scenario)
     text: str = ""
     error: str | None = None
 
@@ -228,14 +237,16 @@ def throughput(model_key: str, args) -> list[dict]:
 
 
 async def _conversation(server: Server, model: str, *, turns: int, turn_tokens: int, reply_tokens: int,
-                        seed: int) -> list[Outcome]:  # fmt: skip
+                        system: str, seed: int) -> list[Outcome]:  # fmt: skip
     rng = random.Random(seed)
-    messages = [{"role": "system", "content": "You are a helpful assistant."}]
+    messages = [{"role": "system", "content": system}] if system else []
     outcomes = []
     async with _client(server) as client:
         for _ in range(turns):
             messages.append({"role": "user", "content": _text(turn_tokens, rng)})
+            before = server.metric(_SERVER_TTFT)
             out = await _stream(client, "chat", model=model, messages=messages, max_tokens=reply_tokens)
+            out.server_ttft = server.metric(_SERVER_TTFT) - before
             outcomes.append(out)
             messages.append({"role": "assistant", "content": out.text})
     return outcomes
@@ -247,17 +258,19 @@ def conversation(model_key: str, args, *, reuse: bool) -> dict:
     server = start_server(MODELS[model_key], *extra, threads=args.threads)
     try:
         runs = [asyncio.run(_conversation(server, MODELS[model_key], turns=args.turns, turn_tokens=args.turn_tokens,
-                                          reply_tokens=args.reply_tokens, seed=r)) for r in range(args.repeats)]  # fmt: skip
+                                          reply_tokens=args.reply_tokens, system=args.system_prompt, seed=r))
+                for r in range(args.repeats)]  # fmt: skip
     finally:
         server.stop()
     errors = sum(o.error is not None for run in runs for o in run)
     per_turn = [statistics.median(run[t].ttft for run in runs if run[t].error is None) for t in range(args.turns)]
     cached = [statistics.median(run[t].cached_tokens for run in runs) for t in range(args.turns)]
     prompt = [statistics.median(run[t].prompt_tokens for run in runs) for t in range(args.turns)]
+    server_ttft = [statistics.median(run[t].server_ttft for run in runs if run[t].error is None) for t in range(args.turns)]
     print(f"  conversation {model_key:12s} reuse={'on ' if reuse else 'off'}: TTFT first {per_turn[0] * 1000:6.1f} ms, "
           f"last {per_turn[-1] * 1000:6.1f} ms, {errors} errors", flush=True)  # fmt: skip
     return {"model": model_key, "reuse": reuse, "ttft_per_turn": per_turn, "cached_per_turn": cached,
-            "prompt_per_turn": prompt, "errors": errors}  # fmt: skip
+            "prompt_per_turn": prompt, "server_ttft_per_turn": server_ttft, "new_per_turn": [p - c for p, c in zip(prompt, cached)], "errors": errors}  # fmt: skip
 
 
 async def _open_conversations(server: Server, model: str, *, count: int, tokens: int) -> list[Outcome]:
@@ -307,8 +320,12 @@ def _conversation_table(rows: list[dict]) -> list[str]:
     for c in rows:
         ttft = c["ttft_per_turn"]
         shown = " ".join(f"{t * 1e3:5.0f}" for t in ttft)
+        new = c["new_per_turn"]
         lines.append(f"{c['model']:12s} reuse {'on ' if c['reuse'] else 'off'} | {shown} | last/first {ttft[-1] / ttft[0]:4.2f}"
+                     f" | new tokens first/last turn {new[0]:.0f}/{new[-1]:.0f}"
                      f" | cached at last turn {c['cached_per_turn'][-1]:.0f} of {c['prompt_per_turn'][-1]:.0f}")  # fmt: skip
+        server = c["server_ttft_per_turn"]
+        lines.append(f"{'  server side':22s} | {' '.join(f'{t * 1e3:5.0f}' for t in server)} | last/first {server[-1] / server[0]:4.2f}")
     return lines
 
 
@@ -394,6 +411,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--turns", type=int, default=20)
     p.add_argument("--turn-tokens", type=int, default=200)
     p.add_argument("--reply-tokens", type=int, default=32)
+    p.add_argument("--system-prompt", default="", help="the conversation's system message (default: none)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--open-tnl", type=int, default=64)
     p.add_argument("--open-tfm", type=int, default=4)

@@ -237,29 +237,20 @@ class Service:
         ]
         return S.Completion(id=rid, created=created, model=self.settings.model_id, choices=choices, usage=got.usage()).model_dump()
 
-    async def _completion_stream(self, events: AsyncIterator[Event], *, rid: str, created: int, echo: list[str],
-                                 include_usage: bool) -> AsyncIterator[str]:  # fmt: skip
+    def _completion_stream(self, events: AsyncIterator[Event], *, rid: str, created: int, echo: list[str],
+                           include_usage: bool) -> AsyncIterator[str]:  # fmt: skip
         def chunk(index: int, text: str, reason: str | None) -> str:
             choice = S.CompletionChoice(index=index, text=text, finish_reason=reason)
             return S.Completion(id=rid, created=created, model=self.settings.model_id, choices=[choice]).model_dump_json()
 
-        for i, text in enumerate(echo):
-            if text:
-                yield chunk(i, text, None)
-        got = _Choices(texts={}, reasons={})
-        async with aclosing(events):  # a client that goes away cancels its generation right here
-            async for event in events:
-                if isinstance(event, Failed):
-                    yield _error_json(event.error)
-                    return
-                _record(got, event)
-                if isinstance(event, Piece):
-                    yield chunk(event.choice, event.text, None)
-                elif isinstance(event, Finished):
-                    yield chunk(event.choice, "", event.reason)
-        if include_usage:
-            yield S.Completion(id=rid, created=created, model=self.settings.model_id, choices=[], usage=got.usage()).model_dump_json()
-        yield SSE_DONE
+        def usage(u: S.Usage) -> str:
+            return S.Completion(id=rid, created=created, model=self.settings.model_id, choices=[], usage=u).model_dump_json()
+
+        return _sse(
+            events, opening=[chunk(i, text, None) for i, text in enumerate(echo) if text],
+            piece=lambda i, text: chunk(i, text, None), finished=lambda i, reason: chunk(i, "", reason),
+            usage=usage if include_usage else None,
+        )  # fmt: skip
 
     async def chat(self, req: S.ChatCompletionRequest, disconnected: Disconnected):
         job = self._chat_job(req)
@@ -282,29 +273,43 @@ class Service:
         ]  # fmt: skip
         return S.ChatCompletion(id=rid, created=created, model=self.settings.model_id, choices=choices, usage=got.usage()).model_dump()
 
-    async def _chat_stream(self, events: AsyncIterator[Event], *, n: int, rid: str, created: int,
-                           include_usage: bool) -> AsyncIterator[str]:  # fmt: skip
+    def _chat_stream(self, events: AsyncIterator[Event], *, n: int, rid: str, created: int,
+                     include_usage: bool) -> AsyncIterator[str]:  # fmt: skip
         def chunk(choices: list[S.ChatChunkChoice], usage: S.Usage | None = None) -> str:
             return S.ChatCompletionChunk(
                 id=rid, created=created, model=self.settings.model_id, choices=choices, usage=usage
             ).model_dump_json()
 
-        yield chunk([S.ChatChunkChoice(index=i, delta=S.Delta(role="assistant", content="")) for i in range(n)])
-        got = _Choices(texts={}, reasons={})
-        async with aclosing(events):  # a client that goes away cancels its generation right here
-            async for event in events:
-                if isinstance(event, Failed):
-                    yield _error_json(event.error)
-                    return
-                _record(got, event)
-                if isinstance(event, Piece):
-                    yield chunk([S.ChatChunkChoice(index=event.choice, delta=S.Delta(content=event.text))])
-                elif isinstance(event, Finished):
-                    yield chunk([S.ChatChunkChoice(index=event.choice, delta=S.Delta(), finish_reason=event.reason)])
-        if include_usage:
-            yield chunk([], got.usage())
-        yield SSE_DONE
+        role = [S.ChatChunkChoice(index=i, delta=S.Delta(role="assistant", content="")) for i in range(n)]
+        return _sse(
+            events, opening=[chunk(role)],
+            piece=lambda i, text: chunk([S.ChatChunkChoice(index=i, delta=S.Delta(content=text))]),
+            finished=lambda i, reason: chunk([S.ChatChunkChoice(index=i, delta=S.Delta(), finish_reason=reason)]),
+            usage=(lambda u: chunk([], u)) if include_usage else None,
+        )  # fmt: skip
 
+
+async def _sse(events: AsyncIterator[Event], *, opening: list[str], piece: Callable[[int, str], str],
+               finished: Callable[[int, str], str], usage: Callable[[S.Usage], str] | None) -> AsyncIterator[str]:  # fmt: skip
+    """The payloads of a streamed response: `opening`, a chunk per piece of text and per finished
+    choice, the usage chunk (when `usage` is given) and [DONE]; a failure ends the stream with its
+    error body instead."""
+    for payload in opening:
+        yield payload
+    got = _Choices(texts={}, reasons={})
+    async with aclosing(events):  # a client that goes away cancels its generation right here
+        async for event in events:
+            if isinstance(event, Failed):
+                yield _error_json(event.error)
+                return
+            _record(got, event)
+            if isinstance(event, Piece):
+                yield piece(event.choice, event.text)
+            elif isinstance(event, Finished):
+                yield finished(event.choice, event.reason)
+    if usage is not None:
+        yield usage(got.usage())
+    yield SSE_DONE
 
 def _ready(queue: asyncio.Queue) -> list[Event]:
     out = []
