@@ -10,6 +10,7 @@ import torch
 
 from tests.helpers.models import TINY_PRESETS, ScriptedLM, tiny_model
 from tnlm.generation import ByteTokenizer, ChatSession, DecodeState, left_pad
+from tnlm.generation import fast as fast_module
 from tnlm.generation.fast import FastDecodeState
 from tnlm.models.registry import create_model
 
@@ -60,8 +61,10 @@ def _prompts(vocab: int, lengths: tuple[int, ...], seed: int):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("lengths", [(37,), (41, 23, 30)], ids=["batch1", "left-padded"])
+@pytest.mark.parametrize("layout", ["rows", "columns"])  # the LM head's two weight layouts (fast.LAYOUT)
 @torch.no_grad()
-def test_fast_step_matches_reference(name: str, lengths: tuple[int, ...], monkeypatch) -> None:
+def test_fast_step_matches_reference(name: str, lengths: tuple[int, ...], layout: str, monkeypatch) -> None:
+    monkeypatch.setattr(fast_module, "LAYOUT", layout)
     model = _model(name)
     ids, mask = _prompts(model.config.vocab_size, lengths, seed=len(lengths))
     steps = 75  # Infini-attention (64-token segments) crosses a memory update
@@ -183,3 +186,29 @@ def test_fast_step_matches_reference_in_bfloat16(name: str) -> None:
     _, logits = _greedy(FastDecodeState(model), ids, mask, 6, teacher=ref_tokens)
     for a, b in zip(logits, ref_logits):
         assert (a - b).abs().max().item() <= 1e-3 * b.abs().max().item()  # below one bfloat16 step
+
+
+def test_head_layout_is_measured_once_per_batch_size_and_follows_new_weights() -> None:
+    """LAYOUT "auto": one measurement per batch size; the input-major copy is rebuilt when the weights change."""
+    model = create_model("tnl-tiny", seed=0).eval()
+    ids, mask = _prompts(model.config.vocab_size, (5, 5), seed=3)
+    state = FastDecodeState(model)
+    state.prefill(ids, mask)
+    head = fast_module.fast_step(model).head
+    head._use_copy.clear()
+    head._use_copy[2] = True  # as if measured: the copy is used
+    before = state.step(torch.tensor([9, 10])).clone()
+    assert state.extra_nbytes() == model.lm_head.weight.numel() * 4
+    assert fast_module.fast_step(model) is state._step  # shared by every state of the model
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2.0)  # a changed head (tied: the embedding too) must not be read stale
+    ref = DecodeState(model)
+    ref.prefill(ids, mask)
+    fresh = FastDecodeState(model)
+    fresh.prefill(ids, mask)
+    expected = ref.step(torch.tensor([9, 10]))
+    assert (fresh.step(torch.tensor([9, 10])) - expected).abs().max().item() <= ATOL
+    assert not torch.allclose(before, expected)
+    head._use_copy.clear()
+    fresh.step(torch.tensor([1, 2]))
+    assert set(head._use_copy) == {2}  # measured for this batch size
