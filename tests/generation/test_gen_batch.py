@@ -117,7 +117,7 @@ def test_misuse_is_refused() -> None:
         feed(model, SequenceState(), [])
 
 
-@pytest.mark.parametrize("layout", ["rows", "columns"])  # the LM head's two weight layouts (fast.LAYOUT)
+@pytest.mark.parametrize("layout", ["rows", "columns", "packed"])  # the linear layers' weight layouts (fast.LAYOUT)
 def test_fast_batch_step_matches_the_reference_as_rows_join_and_leave(family_model, layout, monkeypatch) -> None:
     """The fast step (default) and the model's forward (reference=True) run the same schedule side by
     side: rows of equal length start together (no padding), others join mid-run with other lengths

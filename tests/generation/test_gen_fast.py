@@ -61,7 +61,7 @@ def _prompts(vocab: int, lengths: tuple[int, ...], seed: int):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("lengths", [(37,), (41, 23, 30)], ids=["batch1", "left-padded"])
-@pytest.mark.parametrize("layout", ["rows", "columns"])  # the LM head's two weight layouts (fast.LAYOUT)
+@pytest.mark.parametrize("layout", ["rows", "columns", "packed"])  # the linear layers' weight layouts (fast.LAYOUT)
 @torch.no_grad()
 def test_fast_step_matches_reference(name: str, lengths: tuple[int, ...], layout: str, monkeypatch) -> None:
     monkeypatch.setattr(fast_module, "LAYOUT", layout)
@@ -188,27 +188,28 @@ def test_fast_step_matches_reference_in_bfloat16(name: str) -> None:
         assert (a - b).abs().max().item() <= 1e-3 * b.abs().max().item()  # below one bfloat16 step
 
 
-def test_head_layout_is_measured_once_per_batch_size_and_follows_new_weights() -> None:
-    """LAYOUT "auto": one measurement per batch size; the input-major copy is rebuilt when the weights change."""
+@pytest.mark.parametrize("forced", ["columns", "packed"])
+def test_layouts_are_measured_once_per_batch_bucket_and_follow_new_weights(forced: str, monkeypatch) -> None:
+    """LAYOUT "auto": one measurement per layer and batch-size bucket, copies kept only for chosen
+    layouts; a derived copy is rebuilt when the weights change (never read stale)."""
     model = create_model("tnl-tiny", seed=0).eval()
     ids, mask = _prompts(model.config.vocab_size, (5, 5), seed=3)
     state = FastDecodeState(model)
     state.prefill(ids, mask)
-    head = fast_module.fast_step(model).head
-    head._use_copy.clear()
-    head._use_copy[2] = True  # as if measured: the copy is used
-    before = state.step(torch.tensor([9, 10])).clone()
-    assert state.extra_nbytes() == model.lm_head.weight.numel() * 4
-    assert fast_module.fast_step(model) is state._step  # shared by every state of the model
+    step = fast_module.fast_step(model)
+    assert step is state._step and step is fast_module.fast_step(model)  # one per model, shared by its states
+    state.step(torch.tensor([9, 10]))
+    state.step(torch.tensor([11, 12]))
+    head = step.head
+    assert set(head._choice) == {2} and head._choice[2] in {"rows", "columns", "packed"}
+    assert set(head._copies) == {head._choice[2]} - {"rows"}
+    monkeypatch.setattr(fast_module, "LAYOUT", forced)
+    state.step(torch.tensor([13, 14]))
+    assert state.extra_nbytes() >= model.lm_head.weight.numel() * 4  # at least the head's copy
     with torch.no_grad():
-        model.lm_head.weight.mul_(2.0)  # a changed head (tied: the embedding too) must not be read stale
-    ref = DecodeState(model)
+        model.lm_head.weight.mul_(2.0)  # a changed head (tied: the embedding too)
+    ref, fresh = DecodeState(model), FastDecodeState(model)
     ref.prefill(ids, mask)
-    fresh = FastDecodeState(model)
     fresh.prefill(ids, mask)
     expected = ref.step(torch.tensor([9, 10]))
     assert (fresh.step(torch.tensor([9, 10])) - expected).abs().max().item() <= ATOL
-    assert not torch.allclose(before, expected)
-    head._use_copy.clear()
-    fresh.step(torch.tensor([1, 2]))
-    assert set(head._use_copy) == {2}  # measured for this batch size

@@ -163,8 +163,9 @@ class FastStep:
         self.head = _Linear(model.lm_head)
 
     def extra_nbytes(self) -> int:
-        """Bytes of derived weight copies (the LM head's input-major copy where it measured faster)."""
-        return self.head.extra_nbytes()
+        """Bytes of the derived weight copies kept now (layouts that measured faster, see LAYOUT)."""
+        linears = [self.head] + [lin for block in getattr(self.layers, "lin", []) for lin in block.values()]
+        return sum(lin.extra_nbytes() for lin in linears)
 
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor, *, positions: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
@@ -210,12 +211,14 @@ def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, module.weight, module.bias)  # no module call machinery (hooks are for training)
 
 
-# How the LM head's weight is read. nn.Linear keeps W as (out, in) rows and computes x @ W^T; for the
-# few rows of a decode step some math libraries stream an input-major (in, out) copy of W much faster
-# (MKL on an AMD EPYC: 512 x 32000 at one row 1.8-2x faster). Which layout wins depends on the
-# library, the CPU and the batch size, so "auto" measures both, interleaved, on the step's own input,
-# once per model and batch size (about 12 head products, ~0.1 s at 30M parameters), and keeps the copy
-# only while some batch size uses it. "rows" always uses W, "columns" always the copy (for tests).
+# How a linear layer's weight is read in a decode step. nn.Linear keeps W as (out, in) rows and computes
+# x @ W^T; for the few rows of a decode step a math library may do much better with another layout:
+# MKL on an AMD EPYC streams an input-major (in, out) copy of the 512 x 32000 LM head 1.8-2x faster at
+# one row, and oneDNN's packed (blocked) layout computes eight rows ~1.3x faster than either. Which
+# wins depends on the library, the CPU, the shape and the batch size, so "auto" measures the candidates
+# side by side, interleaved, on the step's own input, once per layer and batch-size bucket (powers of
+# two), and keeps a derived copy of a weight only while some bucket uses it (FastStep.extra_nbytes
+# says how much memory that is). "rows", "columns" or "packed" force one layout (tests compare each).
 LAYOUT = "auto"
 _ROUNDS = 6
 
@@ -227,48 +230,74 @@ def _version(w: torch.Tensor) -> int:
         return 0
 
 
+def _packed_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _bucket(rows: int) -> int:
+    return 1 << max(rows - 1, 0).bit_length()  # 1, 2, 4, 8, 16, ...
+
+
 class _Linear:
-    """An nn.Linear applied to (B, in) rows in the layout measured fastest for B (see LAYOUT)."""
+    """An nn.Linear applied to (..., in) in the layout measured fastest for the number of rows (LAYOUT)."""
 
     def __init__(self, module: nn.Linear) -> None:
         self.module = module
-        self._copy: torch.Tensor | None = None  # (in, out) contiguous copy of module.weight
-        self._made_from: tuple | None = None  # which weight (storage, version) the copy was made from
-        self._use_copy: dict[int, bool] = {}  # batch size -> measured choice
+        self._copies: dict[str, tuple[tuple, torch.Tensor]] = {}  # layout -> (weight it came from, copy)
+        self._choice: dict[int, str] = {}  # batch-size bucket -> measured layout
 
     def extra_nbytes(self) -> int:
-        return 0 if self._copy is None else self._copy.numel() * self._copy.element_size()
+        return sum(c.numel() * c.element_size() for _, c in self._copies.values())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, in) -> (B, out)."""
-        use = {"rows": False, "columns": True}.get(LAYOUT)
-        if use is None:
-            use = self._use_copy.get(x.shape[0])
-            if use is None:
-                use = self._use_copy[x.shape[0]] = self._measure(x)
-                if not any(self._use_copy.values()):
-                    self._copy = self._made_from = None
-        return self._with_copy(x) if use else _linear(self.module, x)
+        """x (..., in) -> (..., out)."""
+        x2 = x.reshape(-1, x.shape[-1])  # (rows, in)
+        layout = LAYOUT if LAYOUT != "auto" else self._choice.get(_bucket(x2.shape[0]))
+        if layout is None:
+            layout = self._choice[_bucket(x2.shape[0])] = self._measure(x2)
+            for unused in set(self._copies) - set(self._choice.values()):
+                del self._copies[unused]
+        return self._apply(layout, x2).view(*x.shape[:-1], -1)
 
-    def _with_copy(self, x: torch.Tensor) -> torch.Tensor:
-        w, bias = self.module.weight, self.module.bias
+    def _copy(self, layout: str) -> torch.Tensor:
+        w = self.module.weight
         made_from = (w.data_ptr(), _version(w), w.dtype, w.device)
-        if self._copy is None or made_from != self._made_from:  # new or changed weights: copy again
-            self._copy, self._made_from = w.detach().t().contiguous(), made_from
-        return torch.mm(x, self._copy) if bias is None else torch.addmm(bias, x, self._copy)
+        kept = self._copies.get(layout)
+        if kept is None or kept[0] != made_from:  # new or changed weights: copy again
+            copy = w.detach().t().contiguous() if layout == "columns" else torch.ops.mkldnn._reorder_linear_weight(w.detach(), 8)
+            kept = self._copies[layout] = (made_from, copy)
+        return kept[1]
 
-    def _measure(self, x: torch.Tensor) -> bool:
-        """Whether the copy is faster for this input's batch size (best single call of each, interleaved)."""
+    def _apply(self, layout: str, x: torch.Tensor) -> torch.Tensor:
+        bias = self.module.bias
+        if layout == "rows" or (layout == "packed" and x.dtype != torch.float32):
+            return _linear(self.module, x)
+        if layout == "packed":
+            return torch.ops.mkldnn._linear_pointwise(x, self._copy("packed"), bias, "none", [], "")
+        copy = self._copy("columns")
+        return torch.mm(x, copy) if bias is None else torch.addmm(bias, x, copy)
+
+    def _candidates(self, x: torch.Tensor) -> list[str]:
         if x.device.type != "cpu":
-            return False
-        best = {False: float("inf"), True: float("inf")}
+            return ["rows"]
+        return ["rows", "columns"] + (["packed"] if x.dtype == torch.float32 and _packed_available() else [])
+
+    def _measure(self, x: torch.Tensor) -> str:
+        """The layout with the fastest single call for this input (best of _ROUNDS, interleaved)."""
+        candidates = self._candidates(x)
+        best = dict.fromkeys(candidates, float("inf"))
         for r in range(_ROUNDS + 1):
-            for use in (False, True):
+            for layout in candidates:
                 t0 = time.perf_counter()
-                self._with_copy(x) if use else _linear(self.module, x)
-                if r:  # the first round warms up both
-                    best[use] = min(best[use], time.perf_counter() - t0)
-        return best[True] < best[False]
+                self._apply(layout, x)
+                if r:  # the first round warms up each candidate (and makes its copy)
+                    best[layout] = min(best[layout], time.perf_counter() - t0)
+        return min(candidates, key=best.__getitem__)
+
+
+def _block_linears(block: nn.Module, **paths: str) -> dict[str, _Linear]:
+    """name -> _Linear of the block's submodule at each dotted path."""
+    return {name: _Linear(block.get_submodule(path)) for name, path in paths.items()}
 
 
 class _TransnormerStep:
@@ -280,6 +309,8 @@ class _TransnormerStep:
         # feature maps that act elementwise may run on q and k together (one dispatch instead of two)
         elementwise = _elementwise_maps()
         self.act_qk_together = [block.token_mixer.act in elementwise for block in self.blocks]
+        self.lin = [_block_linears(b, qkvu="token_mixer.qkvu_proj", out="token_mixer.out_proj", l1="channel_mixer.l1",
+                                   l2="channel_mixer.l2", l3="channel_mixer.l3") for b in self.blocks]  # fmt: skip
 
 
     def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:
@@ -295,17 +326,17 @@ class _TransnormerStep:
             if state.dtype != torch.float32 or not state.is_contiguous():
                 state = cache.layers[i] = state.float().contiguous()
             h = _norm(block.token_norm, x)
-            x = x + self._mixer(block.token_mixer, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
+            lin = self.lin[i]
+            x = x + self._mixer(block.token_mixer, lin, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
             h = _norm(block.channel_norm, x)
-            glu = block.channel_mixer
-            x = x + _linear(glu.l3, _linear(glu.l1, h) * _linear(glu.l2, h))
+            x = x + lin["l3"](lin["l1"](h) * lin["l2"](h))
         return x
 
     @staticmethod
-    def _mixer(mixer, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool) -> torch.Tensor:
+    def _mixer(mixer, lin: dict, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool) -> torch.Tensor:
         """h (B, d) -> (B, d); state (B, H, Dk, Dv) updated in place."""
         B, H, hd = h.shape[0], mixer.num_heads, mixer.head_dim
-        qkvu = _linear(mixer.qkvu_proj, h)  # (B, 4 hidden): q, k, v, u
+        qkvu = lin["qkvu"](h)  # (B, 4 hidden): q, k, v, u
         hidden = H * hd
         if together:
             q, k = mixer.act(qkvu[:, : 2 * hidden]).view(B, 2, H, hd).unbind(1)
@@ -322,7 +353,7 @@ class _TransnormerStep:
                 q, k = q.to(dtype).float(), k.to(dtype).float()
         state.addcmul_(state, lam_m1).addcmul_(k.view(B, H, -1, 1), v.view(B, H, 1, hd))
         o = torch.matmul(q.view(B, H, 1, -1), state).view(B, -1)  # (B, H * Dv)
-        return _linear(mixer.out_proj, u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
+        return lin["out"](u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
 
 
 class _TransformerStep:
@@ -330,6 +361,9 @@ class _TransformerStep:
 
     def __init__(self, decoder: nn.Module) -> None:
         self.blocks = list(decoder.layers)
+        self.lin = [_block_linears(b, q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+                                   o="self_attn.o_proj", gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj")
+                    for b in self.blocks]  # fmt: skip
 
     def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
         B = x.shape[0]
@@ -339,9 +373,10 @@ class _TransformerStep:
         for i, block in enumerate(self.blocks):
             attn = block.self_attn
             h = _norm(block.input_layernorm, x)
-            q = _linear(attn.q_proj, h).view(B, 1, attn.num_heads, attn.head_dim)
-            k = _linear(attn.k_proj, h).view(B, 1, attn.num_kv_heads, attn.head_dim)
-            v = _linear(attn.v_proj, h).view(B, 1, attn.num_kv_heads, attn.head_dim)
+            lin = self.lin[i]
+            q = lin["q"](h).view(B, 1, attn.num_heads, attn.head_dim)
+            k = lin["k"](h).view(B, 1, attn.num_kv_heads, attn.head_dim)
+            v = lin["v"](h).view(B, 1, attn.num_kv_heads, attn.head_dim)
             if attn.rotary is not None:
                 key = id(attn.rotary.spec), attn.head_dim
                 cs = angles.get(key)
@@ -353,10 +388,9 @@ class _TransformerStep:
             keys, values = state.k, state.v
             key_mask = None if mask is None else mask[:, -keys.shape[1] :].bool()[:, None, :]
             o = _attention(q, keys, values, key_mask, attn.alibi_slopes(x.device))
-            x = x + _linear(attn.o_proj, o.reshape(B, 1, -1))
+            x = x + lin["o"](o.reshape(B, 1, -1))
             h = _norm(block.post_attention_layernorm, x)
-            mlp = block.mlp
-            x = x + _linear(mlp.down_proj, F.silu(_linear(mlp.gate_proj, h)) * _linear(mlp.up_proj, h))
+            x = x + lin["down"](F.silu(lin["gate"](h)) * lin["up"](h))
         return x.squeeze(1)
 
 
