@@ -29,6 +29,7 @@ Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnlm.errors import ConfigError
 from tnlm.generation.state import DecodeState
 
 # A TransNormer prompt longer than this goes through the model in chunks of this many tokens: the result
@@ -143,6 +145,8 @@ _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def fast_step(model: nn.Module) -> FastStep | None:
     """The model's FastStep (one per model, shared by every state that decodes with it), or None for a
     model from outside tnlm."""
+    if LAYOUT not in LAYOUTS:
+        raise ConfigError(f"TNLM_DECODE_LAYOUT must be one of {', '.join(LAYOUTS)}, got {LAYOUT!r}")
     step = _STEPS.get(model)
     if step is None:
         decoder = _decoder(model)
@@ -218,8 +222,11 @@ def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 # wins depends on the library, the CPU, the shape and the batch size, so "auto" measures the candidates
 # side by side, interleaved, on the step's own input, once per layer and batch-size bucket (powers of
 # two), and keeps a derived copy of a weight only while some bucket uses it (FastStep.extra_nbytes
-# says how much memory that is). "rows", "columns" or "packed" force one layout (tests compare each).
-LAYOUT = "auto"
+# says how much memory that is: up to twice the weights when batch-1 and batch-8 steps pick different
+# copies). "rows", "columns" or "packed" force one layout (tests compare each); "rows" keeps no copy.
+# The environment variable TNLM_DECODE_LAYOUT sets it for a process.
+LAYOUTS = ("auto", "rows", "columns", "packed")
+LAYOUT = os.environ.get("TNLM_DECODE_LAYOUT", "auto")
 _ROUNDS = 6
 
 
