@@ -217,3 +217,11 @@ def test_layouts_are_measured_once_per_batch_bucket_and_follow_new_weights(force
     fresh.prefill(ids, mask)
     expected = ref.step(torch.tensor([9, 10]))
     assert (fresh.step(torch.tensor([9, 10])) - expected).abs().max().item() <= ATOL
+
+
+def test_an_unknown_layout_is_refused_with_the_choices(monkeypatch) -> None:
+    from tnlm.errors import ConfigError
+
+    monkeypatch.setattr(fast_module, "LAYOUT", "fastest")
+    with pytest.raises(ConfigError, match="TNLM_DECODE_LAYOUT must be one of auto, rows, columns, packed"):
+        FastDecodeState(create_model("tnl-tiny", seed=0).eval())
