@@ -225,3 +225,19 @@ def test_an_unknown_layout_is_refused_with_the_choices(monkeypatch) -> None:
     monkeypatch.setattr(fast_module, "LAYOUT", "fastest")
     with pytest.raises(ConfigError, match="TNLM_DECODE_LAYOUT must be one of auto, rows, columns, packed"):
         FastDecodeState(create_model("tnl-tiny", seed=0).eval())
+
+
+def test_a_model_that_is_no_longer_used_is_freed() -> None:
+    """The per-model fast step (and its weight copies) must not keep a model alive."""
+    import gc
+    import weakref
+
+    model = create_model("tnl-tiny", seed=0).eval()
+    state = FastDecodeState(model)
+    ids, mask = _prompts(model.config.vocab_size, (4,), seed=1)
+    state.prefill(ids, mask)
+    state.step(torch.tensor([5]))
+    gone = weakref.ref(model)
+    del model, state
+    gc.collect()
+    assert gone() is None

@@ -25,6 +25,11 @@ forward, as in the reference; a TransNormer prompt is cut into chunks of PREFILL
 the caller chooses a chunk size (softmax attention keeps its keys and values anyway, and its one-shot
 causal kernel needs no mask, so the other families take the prompt whole by default).
 Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
+
+`fast_step(model)` gives the step itself (FastStep, one per model): FastDecodeState uses it for one
+batch from start to end, generation/batch.py's DecodeBatch for a server's rows joining and leaving.
+Its linear layers read their weights in the layout measured fastest for the batch size (see LAYOUT);
+the weight copies that takes are memory the model does not show (FastStep.extra_nbytes reports it).
 """
 
 from __future__ import annotations
@@ -152,7 +157,7 @@ def fast_step(model: nn.Module) -> FastStep | None:
         decoder = _decoder(model)
         if decoder is None:
             return None
-        step = _STEPS[model] = FastStep(model, decoder)
+        step = _STEPS[model] = FastStep(decoder, model.lm_head)
     return step
 
 
@@ -160,11 +165,11 @@ class FastStep:
     """One token per row through a tnlm causal LM: embed, the family's layer steps, final norm, LM head.
     The caller owns the cache, the (B,) positions and the (B, columns + 1) mask (None: no padding)."""
 
-    def __init__(self, model: nn.Module, decoder: nn.Module) -> None:
-        self.model, self.decoder = model, decoder
+    def __init__(self, decoder: nn.Module, lm_head: nn.Linear) -> None:
+        self.decoder = decoder  # no reference to the whole model: _STEPS must not keep it alive
         self.layers = _family_step(decoder)
         _mark_norms(decoder)
-        self.head = _Linear(model.lm_head)
+        self.head = _Linear(lm_head)
 
     def extra_nbytes(self) -> int:
         """Bytes of the derived weight copies kept now (layouts that measured faster, see LAYOUT)."""
