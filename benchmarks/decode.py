@@ -13,13 +13,16 @@ Models: "tnl" and "transformer" decode with tnlm's fast step (FastDecodeState, w
 "hf-llama" with Hugging Face's forward.
 
 The floor: the parent measures the machine's matrix-vector rate (benchmarks/hardware.py: GB/s of
-float32 weights streamed through one-row products, larger than any cache), and each cell counts the
+float32 weights streamed through one-row products, larger than any cache, in the faster of the two
+weight layouts the fast step may pick), and each cell counts the
 bytes one decode step must read: every weight matrix once (the tied embedding as the LM head; the
 lookup reads B rows) plus the decoding state (TransNormer's fixed recurrent state, a Transformer's keys
 and values of the whole context). floor = bytes / rate; "x floor" is ms/step over it. A batch of B
 reads the weights once per step, so its tokens/s may be up to B times batch 1's. "ops/step" counts the
 PyTorch operators a step dispatches (torch.profiler, after the timing): the per-step overhead as a
-number that a busy machine does not change.
+number that a busy machine does not change. "copies MB" is the memory of the weight copies the fast
+step keeps in the layouts it measured faster for this batch size (generation/fast.py, LAYOUT); it is
+part of the peak memory.
 
     python benchmarks/decode.py                                  # tiny shape, contexts 256..32768
     python benchmarks/decode.py --shape issue --batches 1 8      # issue 20: d=512, 4 layers, vocab 32000
@@ -177,6 +180,7 @@ def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int
     t0 = time.perf_counter()
     logits = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk)
     prefill_s = time.perf_counter() - t0
+    logits = state.step(logits.argmax(-1))  # untimed: the fast step measures its weight layouts on its first step
     _release_freed_memory()
     steps, rss, round_means = [], [], []
     for r in range(rounds):
@@ -193,6 +197,7 @@ def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int
         state_mb=(state.nbytes() if kind != "hf-llama" else _dynamic_cache_bytes(state.cache)) / 2**20,
         bytes_per_step=weight_bytes(model, batch) + state_read_bytes(state.cache),
         ops_per_step=ops_per_step(state, logits),
+        copies_mb=(state.extra_nbytes() if hasattr(state, "extra_nbytes") else 0) / 2**20,
     )  # fmt: skip
 
 
@@ -253,7 +258,7 @@ def table(rows: list[dict], models: list[str]) -> str:
     w = 7
     names = " ".join(f"{SHORT[m]:>{w}}" for m in models)
     head = (f"{'batch':>5} {'context':>7} | ms/step: {names} | x floor: {names} | ops/step: {names} | "
-            f"peak MB: {names} | state MB: {names}")  # fmt: skip
+            f"peak MB: {names} | state MB: {names} | copies MB: {names}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for batch, context in keys:
         cells = [by.get((m, batch, context)) for m in models]
@@ -264,7 +269,7 @@ def table(rows: list[dict], models: list[str]) -> str:
         floor = " ".join(f"{format(c['ms_per_step'] / c['floor_ms'], '.2f') + 'x' if c else '-':>{w}}" for c in cells)
         lines.append(f"{batch:>5} {context:>7} | ms/step: {col('ms_per_step', '.2f')} | x floor: {floor} | "
                      f"ops/step: {col('ops_per_step', '.0f')} | peak MB: {col('peak_rss_mb', '.0f')} | "
-                     f"state MB: {col('state_mb', '.2f')}")  # fmt: skip
+                     f"state MB: {col('state_mb', '.2f')} | copies MB: {col('copies_mb', '.0f')}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """The machine's measured rates that the inference benchmarks compare against (float32, this process's
 thread count): the matrix-vector rate (GB/s of weights streamed through one-row products, the bound of
-a batch-1 decode step) and the matrix-product rate (GFLOP/s of large products, the bound of a prefill).
+a batch-1 decode step; the faster of the two weight layouts a decode step may use) and the
+matrix-product rate (GFLOP/s of large products, the bound of a prefill).
 
 Each rate is the best of several rounds (timeit's rule: slower rounds are other processes interfering).
 Used by benchmarks/decode.py and benchmarks/prefill.py; `python benchmarks/hardware.py` prints both.
@@ -31,17 +32,30 @@ def _best(fn, *, rounds: int, reps: int) -> float:
 
 @torch.inference_mode()
 def matvec_rate(*, rounds: int = 5) -> float:
-    """Bytes/s of float32 weights read by one-row products x @ W^T (F.linear, as a decode step does),
-    cycling through MATVEC_BYTES of distinct matrices so that nothing is served from cache."""
+    """Bytes/s of float32 weights read by one-row products, the faster of the two layouts a decode step
+    may use (generation/fast.py measures and picks per layer): x @ W^T on (out, in) rows (F.linear) and
+    x @ W on an input-major (in, out) copy. Cycles through MATVEC_BYTES of distinct matrices so that
+    nothing is served from cache."""
+    return max(matvec_rates(rounds=rounds).values())
+
+
+@torch.inference_mode()
+def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
+    """{"rows": bytes/s of F.linear(x, W), "columns": bytes/s of x @ W with W input-major}."""
     rows, cols = MATVEC_SHAPE
-    mats = [torch.randn(rows, cols) for _ in range(max(1, MATVEC_BYTES // (rows * cols * 4)))]
+    count = max(1, MATVEC_BYTES // (rows * cols * 4))
     x = torch.randn(1, cols)
+    rates = {}
+    for layout in ("rows", "columns"):
+        mats = [torch.randn(rows, cols) if layout == "rows" else torch.randn(cols, rows) for _ in range(count)]
 
-    def sweep() -> None:
-        for w in mats:
-            torch.nn.functional.linear(x, w)
+        def sweep(mats=mats, layout=layout) -> None:
+            for w in mats:
+                torch.nn.functional.linear(x, w) if layout == "rows" else torch.mm(x, w)
 
-    return sum(w.numel() * 4 for w in mats) / _best(sweep, rounds=rounds, reps=2)
+        rates[layout] = sum(w.numel() * 4 for w in mats) / _best(sweep, rounds=rounds, reps=2)
+        del mats
+    return rates
 
 
 @torch.inference_mode()
@@ -53,8 +67,9 @@ def matmul_rate(*, n: int = 1024, rounds: int = 5) -> float:
 
 
 def main() -> None:
-    print(f"{torch.get_num_threads()} threads: matrix-vector {matvec_rate() / 1e9:.1f} GB/s, "
-          f"matrix product {matmul_rate() / 1e9:.1f} GFLOP/s (float32)")  # fmt: skip
+    mv = {k: f"{v / 1e9:.1f}" for k, v in matvec_rates().items()}
+    print(f"{torch.get_num_threads()} threads: matrix-vector {mv['rows']} GB/s (W rows), {mv['columns']} GB/s "
+          f"(W input-major), matrix product {matmul_rate() / 1e9:.1f} GFLOP/s (float32)")  # fmt: skip
 
 
 if __name__ == "__main__":

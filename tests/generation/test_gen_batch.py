@@ -115,3 +115,38 @@ def test_misuse_is_refused() -> None:
         batch.step(torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="at least one token"):
         feed(model, SequenceState(), [])
+
+
+@pytest.mark.parametrize("layout", ["rows", "columns", "packed"])  # the linear layers' weight layouts (fast.LAYOUT)
+def test_fast_batch_step_matches_the_reference_as_rows_join_and_leave(family_model, layout, monkeypatch) -> None:
+    """The fast step (default) and the model's forward (reference=True) run the same schedule side by
+    side: rows of equal length start together (no padding), others join mid-run with other lengths
+    (left-padded KV columns) and leave; the reference's tokens feed both, so logits compare step by step."""
+    from tnlm.generation import fast
+
+    monkeypatch.setattr(fast, "LAYOUT", layout)
+    prompts = ["Same len", "Eight ch", "Once upon a time, in a land far away", "0123456789" * 9, "é"]
+    joins, budgets = [0, 0, 2, 6, 9], [10, 4, 12, 7, 6]
+    fast_batch, ref_batch = DecodeBatch(family_model), DecodeBatch(family_model, reference=True)
+    assert fast_batch._fast is not None and ref_batch._fast is None
+    count, nxt, step = {}, {}, 0
+    while step <= max(joins) or len(ref_batch):
+        for i in [i for i, j in enumerate(joins) if j == step]:
+            state = SequenceState()
+            nxt[i], count[i] = int(feed(family_model, state, TOK.encode(prompts[i])).argmax()), 1
+            ref_batch.join(i, state.clone())
+            fast_batch.join(i, state)
+        if len(ref_batch):
+            tokens = torch.tensor([nxt[k] for k in ref_batch.keys])
+            ref, got = ref_batch.step(tokens), fast_batch.step(tokens)
+            assert fast_batch.keys == ref_batch.keys
+            assert (got - ref).abs().max().item() <= 1e-5, f"step {step}"
+            assert torch.equal(got.argmax(-1), ref.argmax(-1)), f"step {step}"
+            for k, tok in zip(list(ref_batch.keys), ref.argmax(-1).tolist()):
+                nxt[k], count[k] = tok, count[k] + 1
+                if count[k] == budgets[k]:
+                    kept_ref, kept_fast = ref_batch.leave(k, keep_state=True), fast_batch.leave(k, keep_state=True)
+                    assert kept_ref.length == kept_fast.length
+                    assert (feed(family_model, kept_fast, [7]) - feed(family_model, kept_ref, [7])).abs().max() <= 1e-5
+        step += 1
+    assert all(count[i] == budgets[i] for i in range(len(prompts)))

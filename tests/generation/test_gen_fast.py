@@ -10,6 +10,7 @@ import torch
 
 from tests.helpers.models import TINY_PRESETS, ScriptedLM, tiny_model
 from tnlm.generation import ByteTokenizer, ChatSession, DecodeState, left_pad
+from tnlm.generation import fast as fast_module
 from tnlm.generation.fast import FastDecodeState
 from tnlm.models.registry import create_model
 
@@ -58,13 +59,19 @@ def _prompts(vocab: int, lengths: tuple[int, ...], seed: int):
     return left_pad([torch.randint(8, vocab, (n,), generator=g).tolist() for n in lengths], pad_id=0)
 
 
-@pytest.mark.parametrize("name", MODELS)
+# the linear layers' weight layouts (fast.LAYOUT): "rows" everywhere; the others where the step uses
+# them (every family but Infini-attention, which takes its blocks' own forward), in fewer steps
+LAYOUTS = [("rows", m) for m in MODELS] + [(lay, m) for lay in ("columns", "packed") for m in MODELS if "infini" not in m]
+
+
+@pytest.mark.parametrize(("layout", "name"), LAYOUTS)
 @pytest.mark.parametrize("lengths", [(37,), (41, 23, 30)], ids=["batch1", "left-padded"])
 @torch.no_grad()
-def test_fast_step_matches_reference(name: str, lengths: tuple[int, ...], monkeypatch) -> None:
+def test_fast_step_matches_reference(name: str, lengths: tuple[int, ...], layout: str, monkeypatch) -> None:
+    monkeypatch.setattr(fast_module, "LAYOUT", layout)
     model = _model(name)
     ids, mask = _prompts(model.config.vocab_size, lengths, seed=len(lengths))
-    steps = 75  # Infini-attention (64-token segments) crosses a memory update
+    steps = 75 if layout == "rows" else 12  # Infini-attention (64-token segments) crosses a memory update
     ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, steps)
     fast = FastDecodeState(model)
     assert fast.fast
@@ -183,3 +190,54 @@ def test_fast_step_matches_reference_in_bfloat16(name: str) -> None:
     _, logits = _greedy(FastDecodeState(model), ids, mask, 6, teacher=ref_tokens)
     for a, b in zip(logits, ref_logits):
         assert (a - b).abs().max().item() <= 1e-3 * b.abs().max().item()  # below one bfloat16 step
+
+
+@pytest.mark.parametrize("forced", ["columns", "packed"])
+def test_layouts_are_measured_once_per_batch_bucket_and_follow_new_weights(forced: str, monkeypatch) -> None:
+    """LAYOUT "auto": one measurement per layer and batch-size bucket, copies kept only for chosen
+    layouts; a derived copy is rebuilt when the weights change (never read stale)."""
+    model = create_model("tnl-tiny", seed=0).eval()
+    ids, mask = _prompts(model.config.vocab_size, (5, 5), seed=3)
+    state = FastDecodeState(model)
+    state.prefill(ids, mask)
+    step = fast_module.fast_step(model)
+    assert step is state._step and step is fast_module.fast_step(model)  # one per model, shared by its states
+    state.step(torch.tensor([9, 10]))
+    state.step(torch.tensor([11, 12]))
+    head = step.head
+    assert set(head._choice) == {2} and head._choice[2] in {"rows", "columns", "packed"}
+    assert set(head._copies) == {head._choice[2]} - {"rows"}
+    monkeypatch.setattr(fast_module, "LAYOUT", forced)
+    state.step(torch.tensor([13, 14]))
+    assert state.extra_nbytes() >= model.lm_head.weight.numel() * 4  # at least the head's copy
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2.0)  # a changed head (tied: the embedding too)
+    ref, fresh = DecodeState(model), FastDecodeState(model)
+    ref.prefill(ids, mask)
+    fresh.prefill(ids, mask)
+    expected = ref.step(torch.tensor([9, 10]))
+    assert (fresh.step(torch.tensor([9, 10])) - expected).abs().max().item() <= ATOL
+
+
+def test_an_unknown_layout_is_refused_with_the_choices(monkeypatch) -> None:
+    from tnlm.errors import ConfigError
+
+    monkeypatch.setattr(fast_module, "LAYOUT", "fastest")
+    with pytest.raises(ConfigError, match="TNLM_DECODE_LAYOUT must be one of auto, rows, columns, packed"):
+        FastDecodeState(create_model("tnl-tiny", seed=0).eval())
+
+
+def test_a_model_that_is_no_longer_used_is_freed() -> None:
+    """The per-model fast step (and its weight copies) must not keep a model alive."""
+    import gc
+    import weakref
+
+    model = create_model("tnl-tiny", seed=0).eval()
+    state = FastDecodeState(model)
+    ids, mask = _prompts(model.config.vocab_size, (4,), seed=1)
+    state.prefill(ids, mask)
+    state.step(torch.tensor([5]))
+    gone = weakref.ref(model)
+    del model, state
+    gc.collect()
+    assert gone() is None

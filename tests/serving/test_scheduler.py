@@ -62,12 +62,15 @@ def _serve(scheduler: Scheduler, jobs: list[Job], delays: list[float]) -> list[t
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_requests_arriving_at_any_time_get_their_single_run_text(name: str) -> None:
+@pytest.mark.parametrize("reference", [False, True], ids=["fast-step", "reference-step"])
+def test_requests_arriving_at_any_time_get_their_single_run_text(name: str, reference: bool) -> None:
     model = _model(name)
     prompts = ["The quick brown fox", "Hi", "A much longer prompt that needs several prefill chunks to go in.", "é" * 7]
     budgets, delays = [30, 12, 20, 25], [0.0, 0.0, 0.05, 0.1]
     jobs = [Job(prompt=TOK.encode(p), sampling=GREEDY, max_tokens=n, eos_ids=frozenset([2])) for p, n in zip(prompts, budgets)]
-    results = _serve(_scheduler(model), jobs, delays)
+    scheduler = _scheduler(model, reference=reference)
+    assert (scheduler._batch._fast is None) == reference  # `tnlm serve --reference` decodes with the forward
+    results = _serve(scheduler, jobs, delays)
     for (text, reason, done), prompt, n in zip(results, prompts, budgets):
         alone = generate(model, TOK, [prompt], max_new_tokens=n, eos_token_ids=[2]).sequences[0]
         assert text == alone.text
@@ -218,3 +221,23 @@ def test_conversation_turns_and_a_regenerated_reply_continue_kept_states(name: s
     assert turns[-1][2].cached_tokens == len(turns[-1][0]) - 1
     if name == "tnl-tiny":
         assert len(scheduler.cache) == 2  # the last prompt (one token short) and the last reply's end
+
+
+def test_serve_reference_flag_reaches_the_scheduler(monkeypatch) -> None:
+    """`tnlm serve --reference` -> ServerOptions(reference=True) -> the scheduler's batch uses the forward."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'tnlm[serve]'")
+    from typer.testing import CliRunner
+
+    from tnlm.cli.main import app
+    from tnlm.serving import server
+    from tnlm.serving.server import ServerOptions, build_app
+
+    seen = []
+    monkeypatch.setattr(server, "run", lambda options, sock: (seen.append(options.reference), sock.close()))
+    for flags in ([], ["--reference"]):
+        result = CliRunner().invoke(app, ["serve", "tnl-tiny", "--port", "0", *flags])
+        assert result.exit_code == 0, result.output
+    assert seen == [False, True]
+    for reference in (False, True):
+        _, scheduler = build_app(ServerOptions(model="tnl-tiny", reference=reference))
+        assert scheduler.reference is reference and (scheduler._batch._fast is None) is reference

@@ -31,6 +31,7 @@ def serve(
     dtype: str = DTYPE,
     device: str = DEVICE,
     log_level: str = typer.Option("warning", help="uvicorn's log level: warning, info, debug."),
+    reference: bool = typer.Option(False, "--reference", help="Decode with the general forward pass instead of the fast step (same tokens, slower)."),
 ) -> None:
     """Serve MODEL over HTTP: /v1/completions, /v1/chat/completions (both with streaming),
     /v1/models, /health, /metrics. Ctrl-C stops."""
@@ -46,6 +47,6 @@ def serve(
         model=model, tokenizer=tokenizer, host=host, port=port, api_key=api_key, served_model_name=served_model_name,
         max_batch=max_batch, max_queue=max_queue, max_model_len=max_model_len, max_tokens_limit=max_tokens_limit,
         state_cache_mb=state_cache_mb, request_timeout_s=request_timeout, prefill_chunk=prefill_chunk,
-        threads=threads, dtype=dtype, device=device, log_level=log_level,
+        threads=threads, dtype=dtype, device=device, log_level=log_level, reference=reference,
     )  # fmt: skip
     run(options, sock=sock)

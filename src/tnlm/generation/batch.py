@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnlm.generation.fast import fast_step
 from tnlm.generation.sampling import SamplingParams, next_tokens
 from tnlm.layers.infini_attention import InfiniState
 from tnlm.layers.softmax_attention import KVBuffer
@@ -236,10 +237,13 @@ def feed(model: nn.Module, state: SequenceState, tokens: Sequence[int], *, chunk
 
 class DecodeBatch:
     """The running batch of a continuous-batching server. Rows are identified by hashable keys;
-    `keys` gives the row order of `step`'s input and output."""
+    `keys` gives the row order of `step`'s input and output. Steps take the fast one-token step of
+    tnlm models (generation/fast.py) unless `reference` is set or the model is from outside tnlm; the
+    reference is the model's forward with each row's positions and the batch's mask."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, reference: bool = False) -> None:
         self.model = model
+        self._fast = None if reference else fast_step(model)  # None: the model's forward (the reference)
         self.keys: list[Hashable] = []
         self.cache: object | None = None  # the model's cache for all rows
         self.lengths = torch.zeros(0, dtype=torch.long)  # (B,) tokens each row holds
@@ -310,12 +314,15 @@ class DecodeBatch:
         if self.mask is not None:
             self.cache.seen_tokens = self.mask.shape[1]
             mask = torch.cat([self.mask, self.mask.new_ones(len(self.keys), 1)], dim=1)
-        positions = self.lengths.to(device)[:, None]  # (B, 1): each row's own next position
-        ids = tokens.to(device).view(-1, 1)
-        logits, self.cache = _call(self.model)(
-            self.model, ids, cache=self.cache, position_ids=positions,
-            attention_mask=None if mask is None else mask.to(device),
-        )  # fmt: skip
+        positions = self.lengths.to(device)  # (B,): each row's own next position
+        ids, mask_on = tokens.to(device), None if mask is None else mask.to(device)
+        if self._fast is not None:
+            logits = self._fast(ids, positions=positions, mask=mask_on, cache=self.cache)
+            self.cache.seen_tokens += 1  # what the model's forward counts
+        else:
+            logits, self.cache = _call(self.model)(
+                self.model, ids.view(-1, 1), cache=self.cache, position_ids=positions[:, None], attention_mask=mask_on,
+            )  # fmt: skip
         self.mask = mask
         self.lengths = self.lengths + 1
         return logits

@@ -149,6 +149,7 @@ class Scheduler:
         max_batch: int = 32,
         max_queue: int = 64,
         prefill_chunk: int = 512,
+        reference: bool = False,
     ) -> None:
         self.model, self.tokenizer, self.metrics, self.cache = model, tokenizer, metrics, state_cache
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
@@ -157,7 +158,8 @@ class Scheduler:
         self._inbox: deque[Ticket] = deque()
         self._prefills: deque[_Prefill] = deque()
         self._running: dict[int, _Seq] = {}
-        self._batch = DecodeBatch(model)
+        self.reference = reference  # decode with the model's forward instead of the fast step
+        self._batch = DecodeBatch(model, reference=reference)
         self._keys = itertools.count()
         self._stopping = False
         self._can_rewind: bool | None = None  # learned on the scheduler thread (see _rewindable)
@@ -341,7 +343,7 @@ class Scheduler:
             for s in seqs:
                 s.ticket.fail(ServingError(500, "internal error during decoding", type="server_error"))
             self._running.clear()
-            self._batch = DecodeBatch(self.model)
+            self._batch = DecodeBatch(self.model, reference=self.reference)
             return
         self.metrics.step(tokens=len(keys))
         for key, seq, tok in zip(keys, seqs, tokens):
@@ -394,4 +396,4 @@ class Scheduler:
             t.fail(error)
         self._prefills.clear()
         self._running.clear()
-        self._batch = DecodeBatch(self.model)
+        self._batch = DecodeBatch(self.model, reference=self.reference)

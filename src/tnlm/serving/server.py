@@ -52,6 +52,7 @@ class ServerOptions:
     device: str = "cpu"
     threads: int | None = None
     log_level: str = "warning"
+    reference: bool = False  # decode with the model's forward instead of the fast step (same tokens, slower)
 
     def check(self) -> None:
         positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "prefill_chunk": self.prefill_chunk,
@@ -108,7 +109,8 @@ def build_app(options: ServerOptions) -> tuple[FastAPI, Scheduler]:
     metrics = ServerMetrics()
     cache = StateCache(int(options.state_cache_mb * 2**20))
     scheduler = Scheduler(model, tokenizer, metrics=metrics, state_cache=cache, max_batch=options.max_batch,
-                          max_queue=options.max_queue, prefill_chunk=options.prefill_chunk)  # fmt: skip
+                          max_queue=options.max_queue, prefill_chunk=options.prefill_chunk,
+                          reference=options.reference)  # fmt: skip
     settings = ServeSettings(
         model_id=options.served_model_name or options.model, max_model_len=max_len,
         max_tokens_limit=options.max_tokens_limit, request_timeout_s=options.request_timeout_s,
