@@ -241,3 +241,29 @@ def test_a_model_that_is_no_longer_used_is_freed() -> None:
     del model, state
     gc.collect()
     assert gone() is None
+
+
+def test_layouts_are_measured_once_per_shape_and_copies_stay_within_the_budget(monkeypatch) -> None:
+    """Layers of one shape share a measurement; with no room for copies every layer reads its own
+    weight (no copy) and the step still equals the reference."""
+    measured = []
+    original = fast_module._Linear._measure
+    monkeypatch.setattr(fast_module._Linear, "_measure", lambda self, x: measured.append(self) or original(self, x))
+    model = create_model("tnl-tiny", seed=0).eval()
+    ids, mask = _prompts(model.config.vocab_size, (5, 5), seed=3)
+    state = FastDecodeState(model)
+    state.prefill(ids, mask)
+    state.step(torch.tensor([9, 10]))
+    shapes = {tuple(lin.module.weight.shape) for block in state._step.layers.lin for lin in block.values()}
+    assert len(measured) == len(shapes | {tuple(model.lm_head.weight.shape)})  # not once per layer
+    assert state.extra_nbytes() <= state._step.layouts.limit
+
+    monkeypatch.setattr(fast_module, "MAX_COPY_FRACTION", 0.0)
+    model = create_model("tnl-tiny", seed=1).eval()
+    ref, fast = DecodeState(model), FastDecodeState(model)
+    ref.prefill(ids, mask)
+    fast.prefill(ids, mask)
+    for token in (9, 10, 11):
+        expected = ref.step(torch.tensor([token, token]))
+        assert (fast.step(torch.tensor([token, token])) - expected).abs().max().item() <= ATOL
+    assert fast.extra_nbytes() == 0 and fast._step.layouts.limit == 0

@@ -80,16 +80,16 @@ def _decoder(model: nn.Module) -> nn.Module | None:
     return inner if isinstance(inner, DecoderModel) and hasattr(model, "lm_head") else None
 
 
-def _family_step(decoder: nn.Module):
+def _family_step(decoder: nn.Module, shared: _Layouts):
     """The per-layer step function for this decoder's family."""
     from tnlm.models.infini.modeling import InfiniModel
     from tnlm.models.transformer.modeling import TransformerModel
     from tnlm.models.transnormer.modeling import TransnormerModel
 
     if isinstance(decoder, TransnormerModel):
-        return _TransnormerStep(decoder)
+        return _TransnormerStep(decoder, shared)
     if isinstance(decoder, TransformerModel) and not isinstance(decoder, InfiniModel):
-        return _TransformerStep(decoder)
+        return _TransformerStep(decoder, shared)
     return _GenericStep(decoder)
 
 
@@ -167,9 +167,11 @@ class FastStep:
 
     def __init__(self, decoder: nn.Module, lm_head: nn.Linear) -> None:
         self.decoder = decoder  # no reference to the whole model: _STEPS must not keep it alive
-        self.layers = _family_step(decoder)
+        linears = [m.weight for m in decoder.modules() if isinstance(m, nn.Linear)] + [lm_head.weight]
+        self.layouts = _Layouts(sum(_nbytes(w) for w in {w.data_ptr(): w for w in linears}.values()))
+        self.layers = _family_step(decoder, self.layouts)
         _mark_norms(decoder)
-        self.head = _Linear(lm_head)
+        self.head = _Linear(lm_head, self.layouts)
 
     def extra_nbytes(self) -> int:
         """Bytes of the derived weight copies kept now (layouts that measured faster, see LAYOUT)."""
@@ -225,14 +227,16 @@ def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 # MKL on an AMD EPYC streams an input-major (in, out) copy of the 512 x 32000 LM head 1.8-2x faster at
 # one row, and oneDNN's packed (blocked) layout computes eight rows ~1.3x faster than either. Which
 # wins depends on the library, the CPU, the shape and the batch size, so "auto" measures the candidates
-# side by side, interleaved, on the step's own input, once per layer and batch-size bucket (powers of
-# two), and keeps a derived copy of a weight only while some bucket uses it (FastStep.extra_nbytes
-# says how much memory that is: up to twice the weights when batch-1 and batch-8 steps pick different
-# copies). "rows", "columns" or "packed" force one layout (tests compare each); "rows" keeps no copy.
+# side by side, interleaved, on the step's own input, once per weight shape and batch-size bucket
+# (powers of two), and keeps a derived copy of a weight only while some bucket uses it, within a budget
+# (_Layouts: at most the weights' own size and MAX_COPY_FRACTION of the memory available; past it a
+# layer keeps the plain layout). FastStep.extra_nbytes says how much memory the copies take.
+# "rows", "columns" or "packed" force one layout (tests compare each); "rows" keeps no copy.
 # The environment variable TNLM_DECODE_LAYOUT sets it for a process.
 LAYOUTS = ("auto", "rows", "columns", "packed")
 LAYOUT = os.environ.get("TNLM_DECODE_LAYOUT", "auto")
 _ROUNDS = 6
+MAX_COPY_FRACTION = 0.25  # derived copies take at most this share of the memory available at the start
 
 
 def _version(w: torch.Tensor) -> int:
@@ -250,52 +254,99 @@ def _bucket(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()  # 1, 2, 4, 8, 16, ...
 
 
+def _available_bytes() -> int | None:
+    """Memory the OS could give this process now (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class _Layouts:
+    """What the linear layers of one FastStep share: the measured layout per (weight shape, dtype,
+    device, bias, batch-size bucket), so that layers of one shape are measured once (a 30-layer model
+    pauses for its ~6 shapes, not 200 layers), and a budget for the derived copies: at most the
+    weights' own size and a quarter of the memory available when the step was built (MAX_COPY_FRACTION)."""
+
+    def __init__(self, weight_bytes: int) -> None:
+        available = _available_bytes()
+        self.limit = weight_bytes if available is None else min(weight_bytes, int(available * MAX_COPY_FRACTION))
+        self.used = 0
+        self.choice: dict[tuple, str] = {}
+
+
 class _Linear:
     """An nn.Linear applied to (..., in) in the layout measured fastest for the number of rows (LAYOUT)."""
 
-    def __init__(self, module: nn.Linear) -> None:
-        self.module = module
+    def __init__(self, module: nn.Linear, shared: _Layouts) -> None:
+        self.module, self.shared = module, shared
         self._copies: dict[str, tuple[tuple, torch.Tensor]] = {}  # layout -> (weight it came from, copy)
-        self._choice: dict[int, str] = {}  # batch-size bucket -> measured layout
+        self._choice: dict[int, str] = {}  # batch-size bucket -> layout used
 
     def extra_nbytes(self) -> int:
-        return sum(c.numel() * c.element_size() for _, c in self._copies.values())
+        return sum(_nbytes(c) for _, c in self._copies.values())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out)."""
         x2 = x.reshape(-1, x.shape[-1])  # (rows, in)
-        layout = LAYOUT if LAYOUT != "auto" else self._choice.get(_bucket(x2.shape[0]))
+        bucket = _bucket(x2.shape[0])
+        layout = LAYOUT if LAYOUT != "auto" else self._choice.get(bucket)
         if layout is None:
-            layout = self._choice[_bucket(x2.shape[0])] = self._measure(x2)
+            w = self.module.weight
+            key = (tuple(w.shape), w.dtype, w.device, self.module.bias is None, bucket)
+            layout = self.shared.choice.get(key) or self.shared.choice.setdefault(key, self._measure(x2))
+            if layout != "rows" and self._copy(layout) is None:  # no room for this layer's copy
+                layout = "rows"
+            self._choice[bucket] = layout
             for unused in set(self._copies) - set(self._choice.values()):
-                del self._copies[unused]
+                self._drop(unused)
         return self._apply(layout, x2).view(*x.shape[:-1], -1)
 
-    def _copy(self, layout: str) -> torch.Tensor:
+    def _drop(self, layout: str) -> None:
+        self.shared.used -= _nbytes(self._copies.pop(layout)[1])
+
+    def _copy(self, layout: str) -> torch.Tensor | None:
+        """The weight in a derived layout, made (or remade after the weights changed) if the budget allows."""
         w = self.module.weight
         made_from = (w.data_ptr(), _version(w), w.dtype, w.device)
         kept = self._copies.get(layout)
-        if kept is None or kept[0] != made_from:  # new or changed weights: copy again
-            copy = w.detach().t().contiguous() if layout == "columns" else torch.ops.mkldnn._reorder_linear_weight(w.detach(), 8)
-            kept = self._copies[layout] = (made_from, copy)
-        return kept[1]
+        if kept is not None and kept[0] == made_from:
+            return kept[1]
+        if kept is not None:
+            self._drop(layout)
+        if LAYOUT == "auto" and self.shared.used + _nbytes(w) > self.shared.limit:
+            return None
+        copy = w.detach().t().contiguous() if layout == "columns" else torch.ops.mkldnn._reorder_linear_weight(w.detach(), 8)
+        self._copies[layout] = (made_from, copy)
+        self.shared.used += _nbytes(copy)
+        return copy
 
     def _apply(self, layout: str, x: torch.Tensor) -> torch.Tensor:
         bias = self.module.bias
         if layout == "rows" or (layout == "packed" and x.dtype != torch.float32):
             return _linear(self.module, x)
+        copy = self._copy(layout)
+        if copy is None:  # over the budget (its copy was dropped): the plain layout
+            return _linear(self.module, x)
         if layout == "packed":
-            return torch.ops.mkldnn._linear_pointwise(x, self._copy("packed"), bias, "none", [], "")
-        copy = self._copy("columns")
+            return torch.ops.mkldnn._linear_pointwise(x, copy, bias, "none", [], "")
         return torch.mm(x, copy) if bias is None else torch.addmm(bias, x, copy)
 
     def _candidates(self, x: torch.Tensor) -> list[str]:
         if x.device.type != "cpu":
             return ["rows"]
+        fits = bool(self._copies) or self.shared.used + _nbytes(self.module.weight) <= self.shared.limit
+        if not fits:
+            return ["rows"]
         return ["rows", "columns"] + (["packed"] if x.dtype == torch.float32 and _packed_available() else [])
 
     def _measure(self, x: torch.Tensor) -> str:
-        """The layout with the fastest single call for this input (best of _ROUNDS, interleaved)."""
+        """The layout with the fastest single call for this input (best of _ROUNDS, interleaved); the
+        candidates' copies are made for the measurement and dropped again unless chosen."""
         candidates = self._candidates(x)
         best = dict.fromkeys(candidates, float("inf"))
         for r in range(_ROUNDS + 1):
@@ -307,21 +358,25 @@ class _Linear:
         return min(candidates, key=best.__getitem__)
 
 
-def _block_linears(block: nn.Module, **paths: str) -> dict[str, _Linear]:
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _block_linears(block: nn.Module, shared: _Layouts, **paths: str) -> dict[str, _Linear]:
     """name -> _Linear of the block's submodule at each dotted path."""
-    return {name: _Linear(block.get_submodule(path)) for name, path in paths.items()}
+    return {name: _Linear(block.get_submodule(path), shared) for name, path in paths.items()}
 
 
 class _TransnormerStep:
     """One token through every TransnormerBlock; the float32 states (B, H, Dk, Dv) update in place."""
 
-    def __init__(self, decoder: nn.Module) -> None:
+    def __init__(self, decoder: nn.Module, shared: _Layouts) -> None:
         self.blocks = list(decoder.layers)
         self.lam_m1 = [None] * len(self.blocks)  # (1, H, 1, 1) lambda - 1 per layer, as in the reference
         # feature maps that act elementwise may run on q and k together (one dispatch instead of two)
         elementwise = _elementwise_maps()
         self.act_qk_together = [block.token_mixer.act in elementwise for block in self.blocks]
-        self.lin = [_block_linears(b, qkvu="token_mixer.qkvu_proj", out="token_mixer.out_proj", l1="channel_mixer.l1",
+        self.lin = [_block_linears(b, shared, qkvu="token_mixer.qkvu_proj", out="token_mixer.out_proj", l1="channel_mixer.l1",
                                    l2="channel_mixer.l2", l3="channel_mixer.l3") for b in self.blocks]  # fmt: skip
 
 
@@ -371,9 +426,9 @@ class _TransnormerStep:
 class _TransformerStep:
     """One token through every TransformerBlock; the rotary angles are computed once per step."""
 
-    def __init__(self, decoder: nn.Module) -> None:
+    def __init__(self, decoder: nn.Module, shared: _Layouts) -> None:
         self.blocks = list(decoder.layers)
-        self.lin = [_block_linears(b, q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+        self.lin = [_block_linears(b, shared, q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
                                    o="self_attn.o_proj", gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj")
                     for b in self.blocks]  # fmt: skip
 
