@@ -229,7 +229,7 @@ def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 # wins depends on the library, the CPU, the shape and the batch size, so "auto" measures the candidates
 # side by side, interleaved, on the step's own input, once per weight shape and batch-size bucket
 # (powers of two), and keeps a derived copy of a weight only while some bucket uses it, within a budget
-# (_Layouts: at most the weights' own size and MAX_COPY_FRACTION of the memory available; past it a
+# (_Layouts: at most twice the weights and MAX_COPY_FRACTION of the memory available; past it a
 # layer keeps the plain layout). FastStep.extra_nbytes says how much memory the copies take.
 # "rows", "columns" or "packed" force one layout (tests compare each); "rows" keeps no copy.
 # The environment variable TNLM_DECODE_LAYOUT sets it for a process.
@@ -269,12 +269,15 @@ def _available_bytes() -> int | None:
 class _Layouts:
     """What the linear layers of one FastStep share: the measured layout per (weight shape, dtype,
     device, bias, batch-size bucket), so that layers of one shape are measured once (a 30-layer model
-    pauses for its ~6 shapes, not 200 layers), and a budget for the derived copies: at most the
-    weights' own size and a quarter of the memory available when the step was built (MAX_COPY_FRACTION)."""
+    pauses for its ~6 shapes, not 200 layers), and a budget for the derived copies: at most twice the
+    weights (one copy per layout for a batch-1 and a batch-8 choice) and a quarter of the memory
+    available when the step was built (MAX_COPY_FRACTION)."""
 
     def __init__(self, weight_bytes: int) -> None:
         available = _available_bytes()
-        self.limit = weight_bytes if available is None else min(weight_bytes, int(available * MAX_COPY_FRACTION))
+        self.limit = 2 * weight_bytes
+        if available is not None:
+            self.limit = min(self.limit, int(available * MAX_COPY_FRACTION))
         self.used = 0
         self.choice: dict[tuple, str] = {}
 
