@@ -70,6 +70,28 @@ def test_parallel_run_matches_serial_run(tmp_path, english_docs):
     assert output_docs(tmp_path / "serial") == output_docs(tmp_path / "parallel")
 
 
+def test_parallel_run_of_uneven_shards_matches_serial_run(tmp_path, english_docs):
+    """The pool takes the largest shard first (here the last file), yet the dedup decisions follow
+    corpus order: the copy in the small first shard is kept, the one in the big last shard removed."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sizes = [2, 3, 4, 30]
+    docs = iter(english_docs)
+    for s, n in enumerate(sizes):
+        rows = [{"text": next(docs), "id": f"p{s}-{i}"} for i in range(n - (s == 3))]
+        if s == 3:
+            rows.append({"text": english_docs[0], "id": "copy-of-first"})
+        (folder / f"part{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pipeline = Pipeline(PipelineConfig.from_dict(config(folder, tmp_path / "probe")))
+    assert max(range(4), key=lambda i: pipeline.estimated_bytes(0, i)) == 3
+    serial = run_pipeline(config(folder, tmp_path / "serial"), progress=False)
+    parallel = run_pipeline(config(folder, tmp_path / "parallel", workers=3), progress=False)
+    assert output_docs(tmp_path / "serial") == output_docs(tmp_path / "parallel")
+    ids = [i for i, _ in output_docs(tmp_path / "parallel")]
+    assert "p0-0" in ids and "copy-of-first" not in ids
+    assert [s.to_json() | {"seconds": 0} for s in serial.steps] == [s.to_json() | {"seconds": 0} for s in parallel.steps]
+
+
 def test_resume_after_a_crash_gives_the_same_output(tmp_path, english_docs, monkeypatch):
     make_corpus(tmp_path / "in", english_docs)
     run_pipeline(config(tmp_path / "in", tmp_path / "clean"), progress=False)

@@ -73,6 +73,75 @@ def test_builtin_corpus_needs_no_download():
     assert len({d.id for d in docs}) == len(docs)
 
 
+NESTED_MODULE = '''"""module doc"""
+import x
+def f():
+    """f doc"""
+    class Inner:
+        """inner doc"""
+        def m(self):
+            """m doc"""
+            lambda: [(lambda y: y) for _ in ()]
+    try:
+        def in_try(): "in try"
+    except E:
+        def in_handler(): "in handler"
+    else:
+        async def in_else(): "in else"
+    finally:
+        def in_finally(): pass
+if x:
+    with y:
+        for i in z:
+            def deep(): "deep"
+        else:
+            class Deep: "deep class"
+    while q:
+        def w(): "w"
+match p:
+    case [1, *_] if g:
+        def in_case(): "in case"
+    case _:
+        class C2:
+            "c2"
+            async def am(): "am"
+class Last:
+    "last"
+    x = 1
+'''
+
+
+def test_docstring_walk_matches_ast_walk_order():
+    """The statement-only walk finds the same definitions, in the same order, as ast.walk: on a module
+    nesting definitions in every kind of block, and on standard-library modules."""
+    import ast
+
+    from tnlm.data.sources import _definitions, _definitions_reference, stdlib_files
+
+    tree = ast.parse(NESTED_MODULE)
+    names = [getattr(n, "name", "<module>") for n in _definitions(tree)]
+    assert names == [getattr(n, "name", "<module>") for n in _definitions_reference(tree)]
+    assert len(names) == 15 and names[:3] == ["<module>", "f", "Last"]
+    for path in stdlib_files()[::40]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert _definitions(tree) == _definitions_reference(tree), path
+
+
+def test_builtin_shards_are_balanced_by_bytes():
+    """Every standard-library file in exactly one shard, in the library's order within it; shard 0
+    holds the help topics too; the shards' bytes within 5% of each other."""
+    from tnlm.data.sources import stdlib_files
+
+    source = BuiltinSource(kind="all", num_shards=8)
+    members, loads = source._assignment(8)
+    files = stdlib_files()
+    assert sorted(p for m in members for p in m) == sorted(files)
+    assert all(m == sorted(m, key=files.index) for m in members)
+    assert source.shard_bytes(source.shards()) == loads and max(loads) < 1.05 * min(loads)
+    first = [d.id for d in source.read("0/8")]
+    assert first[0].startswith("pydoc:") and sum(i.startswith("source:") for i in first) == len(members[0])
+
+
 def test_split_files_spreads_one_file_over_shards(tmp_path):
     lines = [json.dumps({"text": f"doc {i}"}) for i in range(10)] + ["{bad"]
     (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")

@@ -12,8 +12,9 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
+from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,8 @@ class Pipeline:
         if not self.shards:
             raise DataError("the source has no shards (no input files?)")
         self.stages = self._plan()
+        self._pool: Pool | None = None  # the run's workers, while it runs with more than one
+        self._source_bytes: list[int] | None = None
 
     def _plan(self) -> list[Stage]:
         groups: list[list[int]] = [[]]
@@ -134,9 +137,10 @@ class Pipeline:
         self.check_resumable(engine={"engine": "tnlm"})
         final = self.stages[-1]
         if not all(self.stats_path(final, i).exists() for i in range(len(self.shards))):
-            for stage in self.stages:
-                self._fit(stage, workers=workers or self.config.workers, progress=progress)
-                self._run_stage(stage, workers=workers or self.config.workers, progress=progress)
+            with self._workers(workers or self.config.workers):
+                for stage in self.stages:
+                    self._fit(stage, progress=progress)
+                    self._run_stage(stage, progress=progress)
         if not self.config.keep_work:  # intermediate documents; their statistics stay for the report
             for stage in self.stages[:-1]:
                 for shard in range(len(self.shards)):
@@ -175,7 +179,7 @@ class Pipeline:
             return self.source.read(self.shards[shard])
         return read_documents(self.shard_path(self.stages[stage.index - 1], shard))
 
-    def _fit(self, stage: Stage, *, workers: int, progress: bool) -> None:
+    def _fit(self, stage: Stage, *, progress: bool) -> None:
         """Fit the global step at the head of a stage: features per shard (in parallel), then decide."""
         first = stage.step_indices[0] if stage.step_indices else None
         if first is None or not isinstance(self.steps[first], GlobalStep) or self.fit_path(first).exists():
@@ -183,7 +187,7 @@ class Pipeline:
         step = self.steps[first]
         start = time.perf_counter()
         tasks = [(stage.index, i) for i in range(len(self.shards))]
-        with closing(self._map(_features_task, tasks, workers=workers, ordered=True)) as results:
+        with closing(self._map(_features_task, tasks, ordered=True)) as results:
             per_shard = tqdm(results, total=len(tasks), desc=f"fit {step.name}", disable=not progress, file=sys.stderr)
             step.decisions = step.decide((f"{i}:{pos}", f) for i, feats in enumerate(per_shard) for pos, f in enumerate(feats))
         step.fit_seconds = time.perf_counter() - start
@@ -195,27 +199,62 @@ class Pipeline:
         assert isinstance(step, GlobalStep)
         return step.features(list(self.read_input(stage, shard)))
 
-    def _run_stage(self, stage: Stage, *, workers: int, progress: bool) -> None:
+    def _run_stage(self, stage: Stage, *, progress: bool) -> None:
         todo = [(stage.index, i) for i in range(len(self.shards)) if not self.stats_path(stage, i).exists()]
         bar = tqdm(total=len(self.shards), initial=len(self.shards) - len(todo), desc=f"stage {stage.index}",
                    disable=not progress, file=sys.stderr)
-        with closing(self._map(_run_shard_task, todo, workers=workers, ordered=False)) as results:
+        with closing(self._map(_run_shard_task, todo, ordered=False)) as results:
             for _ in results:
                 bar.update()
         bar.close()
 
-    def _map(self, fn: Callable[[tuple[int, int]], Any], tasks: list[tuple[int, int]], *, workers: int,
-             ordered: bool) -> Iterator[Any]:
-        """fn over tasks, in this process or in a pool of forked workers (spawned where fork is missing)."""
+    @contextmanager
+    def _workers(self, workers: int) -> Iterator[None]:
+        """One pool of forked workers (spawned where fork is missing) for every stage of the run, so
+        processes start once and keep their warm caches; none for one worker or one shard."""
         global _ACTIVE
         _ACTIVE = self  # forked workers inherit it; spawned ones rebuild it from the config
-        if workers <= 1 or len(tasks) <= 1:
-            yield from map(fn, tasks)
+        if workers <= 1 or len(self.shards) <= 1:
+            yield
             return
         start_method = "fork" if sys.platform == "linux" else "spawn"
-        with worker_pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(asdict(self.config),),
+        with worker_pool(min(workers, len(self.shards)), initializer=_init_worker, initargs=(asdict(self.config),),
                          start_method=start_method) as pool:  # Ctrl-C: the workers stop with the pipeline
-            yield from (pool.imap if ordered else pool.imap_unordered)(fn, tasks)
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
+
+    def _map(self, fn: Callable[[tuple[int, int]], Any], tasks: list[tuple[int, int]], *, ordered: bool) -> Iterator[Any]:
+        """fn over (stage, shard) tasks, in this process or in the run's pool. The pool gets the largest
+        shards first, so that no big shard starts last and keeps one worker busy while the others idle;
+        `ordered` yields the results in the order of `tasks` all the same."""
+        if self._pool is None or len(tasks) <= 1:
+            yield from map(fn, tasks)
+            return
+        sizes = [self.estimated_bytes(*task) for task in tasks]
+        largest_first = sorted(range(len(tasks)), key=lambda i: -sizes[i])
+        results = self._pool.imap_unordered(_indexed_task, [(i, fn, tasks[i]) for i in largest_first])
+        if not ordered:
+            yield from (result for _, result in results)
+            return
+        waiting: dict[int, Any] = {}
+        next_index = 0
+        for i, result in results:
+            waiting[i] = result
+            while next_index in waiting:
+                yield waiting.pop(next_index)
+                next_index += 1
+
+    def estimated_bytes(self, stage_index: int, shard: int) -> int:
+        """How much input one task reads: the source's estimate, or the previous stage's file size."""
+        if stage_index == 0:
+            if self._source_bytes is None:
+                self._source_bytes = self.source.shard_bytes(self.shards)
+            return self._source_bytes[shard]
+        path = self.shard_path(self.stages[stage_index - 1], shard)
+        return path.stat().st_size if path.exists() else 0
 
     def run_shard(self, stage_index: int, shard: int) -> None:
         """Run one stage on one shard: write its documents, then its statistics (the done marker)."""
@@ -273,6 +312,11 @@ def _init_worker(config: dict[str, Any]) -> None:
 def _run_shard_task(task: tuple[int, int]) -> None:
     assert _ACTIVE is not None
     _ACTIVE.run_shard(*task)
+
+
+def _indexed_task(job: tuple[int, Callable[[tuple[int, int]], Any], tuple[int, int]]) -> tuple[int, Any]:
+    index, fn, task = job
+    return index, fn(task)
 
 
 def _features_task(task: tuple[int, int]) -> list[Any]:

@@ -6,10 +6,12 @@ one shard, so shards can be processed in parallel and resumed one by one."""
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import os
 import sysconfig
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,10 @@ class Source:
 
     def read(self, shard: str) -> Iterator[Document]:
         raise NotImplementedError
+
+    def shard_bytes(self, shards: list[str]) -> list[int]:
+        """About how many bytes each shard reads (0: unknown); the executor starts the largest first."""
+        return [0] * len(shards)
 
     def documents(self, shards: list[str] | None = None) -> Iterator[Document]:
         """Every document of the source (or of the given shards), shard after shard."""
@@ -120,6 +126,16 @@ class FileSource(Source):
         if self.split_files == 1:
             return list(self.paths)
         return [f"{path}::{k}/{self.split_files}" for path in self.paths for k in range(self.split_files)]
+
+    def shard_bytes(self, shards: list[str]) -> list[int]:
+        sizes = []
+        for shard in shards:
+            path, _, spec = shard.rpartition("::") if "::" in shard else (shard, "", "1/1")
+            try:
+                sizes.append(os.path.getsize(path) // int(spec.split("/")[1]))
+            except OSError:
+                sizes.append(0)
+        return sizes
 
     def read(self, shard: str) -> Iterator[Document]:
         path, part, parts = shard, 0, 1
@@ -256,13 +272,60 @@ def stdlib_files() -> list[Path]:
     return files
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block: parsing a module allocates a million tree nodes,
+    none of them in a cycle, and the collections they trigger take two thirds of the parse."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+DEFINITIONS = (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)
+BLOCKS = (ast.stmt, ast.excepthandler, ast.match_case)  # what can hold a def; expressions cannot
+
+
+def _definitions(tree: ast.Module) -> list[ast.AST]:
+    """The module, then its function and class definitions in `ast.walk`'s breadth-first order, walking
+    statements only (a definition is never inside an expression): the same nodes in the same order as
+    `_definitions_reference`, without visiting the expressions, most of the tree."""
+    nodes, level = [tree], [tree]
+    while level:
+        level = [child for node in level for name in node._fields if type(value := getattr(node, name, None)) is list
+                 for child in value if isinstance(child, BLOCKS)]
+        nodes.extend(level)
+    return [n for n in nodes if isinstance(n, DEFINITIONS)]
+
+
+def _definitions_reference(tree: ast.Module) -> list[ast.AST]:
+    return [tree] + [n for n in ast.walk(tree) if isinstance(n, DEFINITIONS[1:])]
+
+
+def _topics_bytes() -> int:
+    from pydoc_data.topics import topics
+
+    return sum(len(text) for text in topics.values())
+
+
 def _docstrings(path: Path) -> str:
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
+        source = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, ValueError):
         return ""
-    nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
-    return "\n\n".join(d for n in nodes if (d := ast.get_docstring(n)))
+    with _gc_paused():  # until the tree is freed: a collection on the way out would walk all of it
+        return _module_docstrings(source)
+
+
+def _module_docstrings(source: str) -> str:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ""
+    return "\n\n".join(d for n in _definitions(tree) if (d := ast.get_docstring(n)))
 
 
 class BuiltinSource(Source):
@@ -280,6 +343,24 @@ class BuiltinSource(Source):
     def shards(self) -> list[str]:
         return [f"{i}/{self.num_shards}" for i in range(self.num_shards)]
 
+    def _assignment(self, total: int) -> tuple[list[list[Path]], list[int]]:
+        """The standard-library files of each of `total` shards, and each shard's bytes. Files are dealt
+        out largest first, each to the shard with the fewest bytes so far (shard 0 starts with the help
+        topics), and keep the library's order within a shard: equal shards keep every worker busy to
+        the end of a stage."""
+        topics = _topics_bytes() if self.kind in ("docs", "all") else 0
+        files = stdlib_files()[: self.max_files]
+        sizes = [path.stat().st_size for path in files]
+        loads, members = [topics] + [0] * (total - 1), [[] for _ in range(total)]
+        for i in sorted(range(len(files)), key=lambda i: -sizes[i]):
+            shard = loads.index(min(loads))
+            loads[shard] += sizes[i]
+            members[shard].append(i)
+        return [[files[i] for i in sorted(m)] for m in members], loads
+
+    def shard_bytes(self, shards: list[str]) -> list[int]:
+        return self._assignment(self.num_shards)[1]
+
     def read(self, shard: str) -> Iterator[Document]:
         index, total = (int(x) for x in shard.split("/"))
         if index == 0 and self.kind in ("docs", "all"):
@@ -288,7 +369,7 @@ class BuiltinSource(Source):
             for name in sorted(topics):
                 yield self.emit(Document(text=topics[name], id=f"pydoc:{name}", metadata={"source": "pydoc"}))
         root = Path(sysconfig.get_paths()["stdlib"])
-        for path in stdlib_files()[: self.max_files][index::total]:
+        for path in self._assignment(total)[0][index]:
             name = path.relative_to(root).as_posix()
             if self.kind in ("docs", "all") and (text := _docstrings(path)):
                 yield self.emit(Document(text=text, id=f"docstrings:{name}", metadata={"source": "stdlib-docstrings"}))
