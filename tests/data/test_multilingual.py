@@ -10,7 +10,7 @@ from tnlm.data.files import read_documents
 from tnlm.data.registry import build_step
 from tnlm.data.toxicity import BadWordsFilter
 
-from .texts import EN_CLEAN, JA_CLEAN, JUNK, ZH_CLASSICAL, ZH_CLEAN
+from .texts import EN_CLEAN, JA_CLEAN, JUNK, ZH_CLASSICAL, ZH_CLEAN, ZH_ENUMERATION, ZH_KEYWORD_LIST
 
 WEB_RULES = [{"step": "c4_quality"}, {"step": "gopher_quality"}, {"step": "gopher_repetition"},
              {"step": "fineweb_quality"}]
@@ -41,6 +41,46 @@ def test_junk_is_removed(language, kind):
     kept, reasons = survivors([JUNK[language][kind]])
     assert kept == [], f"{language} {kind} survived"
     assert sum(reasons.values()) == 1
+
+
+@pytest.mark.parametrize("tagged", [False, True], ids=["guessed", "tagged"])
+def test_chinese_keyword_lists_are_removed_and_prose_with_a_list_is_kept(tagged):
+    """Comma-separated keyword lists (SEO) survived every other Chinese rule; gopher_quality's
+    keyword_list check removes them, not prose holding one enumeration or classical parallel clauses."""
+    kept, reasons = survivors([ZH_KEYWORD_LIST, ZH_ENUMERATION, ZH_CLASSICAL, ZH_CLEAN], language="zh" if tagged else None)
+    assert kept == ["1", "2", "3"], reasons
+    assert reasons == {"gopher_quality:keyword_list": 1}
+    without = build_step({"step": "gopher_quality", "languages": {"zh": {"max_keyword_list_ratio": None}}})
+    assert without.reject_reason(Document(text=ZH_KEYWORD_LIST, id="k")) is None  # the one rule that catches it
+
+
+def test_keyword_list_ratio_counts_list_sentences():
+    from tnlm.data.quality import STOP_WORDS, keyword_list_ratio
+
+    def ratio(text: str) -> float:
+        return keyword_list_ratio(text, min_items=6, max_item_chars=8, stop_words=STOP_WORDS["zh"])
+
+    items = "苹果，香蕉，橙子，葡萄，西瓜，草莓"
+    assert ratio(items) == 1.0 and ratio(items + "。" + "我" * len(items)) == 0.5
+    assert ratio("苹果，香蕉，橙子，葡萄，西瓜") == 0.0  # five items: not a list
+    assert ratio("，".join(["红苹果大香蕉小橙子绿葡萄"] * 6)) == 0.0  # items of 12 characters
+    assert ratio("口之于味也，目之于色也，耳之于声也，鼻之于臭也，四肢，安佚") == 0.0  # particles: prose
+    assert ratio("") == 0.0
+
+
+def test_keyword_list_rule_keeps_the_chinese_of_shared_data(shared_data):
+    """No chapter of the Analects and Mencius and no poem of the Book of Songs and the Tang poems is a
+    keyword list."""
+    from tnlm.data.quality import GopherQuality
+
+    rule = GopherQuality()
+    texts = ["\n".join(c["paragraphs"]) for name in ("lunyu.json", "mengzi.json")
+             for c in json.loads((shared_data / "chinese" / name).read_text())]
+    texts += ["\n".join(p.get("paragraphs") or p.get("content")) for name in ("shijing.json", "tangshi300.json", "poet.tang.0.json")
+              for p in json.loads((shared_data / "chinese" / name).read_text())]
+    assert len(texts) == 34 + 305 + 366 + 1000
+    flagged = [t for t in texts if rule.measure(t, "zh")["keyword_list"] > 0.5]
+    assert flagged == []
 
 
 def test_the_english_rules_alone_would_remove_the_classics(shared_data):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +39,8 @@ RUN_RE = re.compile(r"[^\W_]+")  # letters and digits between spaces and punctua
 BOILERPLATE = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
                "all rights reserved", "javascript")
 SENTENCE_ENDS = (".", "!", "?", "。", "！", "？")
+SENTENCE_RE = re.compile(r"[。！？；!?;\n]+")
+LIST_COMMA_RE = re.compile(r"[，、,]")
 
 Check = tuple[str, float, bool]  # (reason, measured value, failed)
 
@@ -101,6 +104,9 @@ class GopherQualityOptions:
     min_alpha_words_ratio: float = 0.8
     min_stop_words: int = 2
     stop_words: tuple[str, ...] | list[str] | None = None  # None: the language's own list (none: rule off)
+    max_keyword_list_ratio: float | None = None  # share of characters in keyword-list sentences; None: off
+    keyword_list_min_items: int = 6  # a keyword-list sentence: this many comma-separated items or more,
+    keyword_list_max_item_chars: float = 8  # ... of at most this many characters on average
 
 
 class GopherQuality(LanguageRule, Filter):
@@ -115,8 +121,10 @@ class GopherQuality(LanguageRule, Filter):
     # Chinese: measured (no stop words at all on 4 of 305 pages of classical poetry; clauses: clean <= 7
     # characters, keyword run-ons >= 25). Japanese: not measured (no corpus here); particles are in every
     # sentence and kana make clauses longer.
+    # Keyword lists (SEO lines of short items between commas): see `keyword_list_ratio`; measured on the
+    # Chinese of ../shared/data (benchmarks/data_thresholds.py): clean chapters and pages at most 0.14.
     BUILTIN = {"zh": {"min_mean_word_length": None, "max_mean_word_length": None, "max_mean_clause_chars": 12,
-                      "min_stop_words": 0},
+                      "min_stop_words": 0, "max_keyword_list_ratio": 0.5},
                "ja": {"min_mean_word_length": None, "max_mean_word_length": None, "max_mean_clause_chars": 20,
                       "min_stop_words": 2}}
 
@@ -152,9 +160,36 @@ class GopherQuality(LanguageRule, Filter):
         if stop_words:
             found = sum(map(frozenset(stop_words).__contains__, map(str.lower, tokens)))
             yield "few_stop_words", found, found < o.min_stop_words
+        if o.max_keyword_list_ratio is not None:
+            ratio = keyword_list_ratio(text, min_items=o.keyword_list_min_items, max_item_chars=o.keyword_list_max_item_chars,
+                                       stop_words=tuple(stop_words))
+            yield "keyword_list", ratio, ratio > o.max_keyword_list_ratio
 
     def reject_reason(self, doc: Document) -> str | None:
         return self.first_failure(doc)
+
+
+def keyword_list_ratio(text: str, *, min_items: int, max_item_chars: float, stop_words: tuple[str, ...] = ()) -> float:
+    """The share of the characters of `text` in sentences that are keyword lists: at least `min_items`
+    items between commas (，、,), averaging at most `max_item_chars` characters, at most a third of them
+    holding one of `stop_words` (keywords are bare nouns; the short parallel clauses of prose hold
+    particles). Sentences end at 。！？；, their ASCII forms, or a line end."""
+    has_stop_word = _any_of(stop_words)
+    total = listed = 0
+    for sentence in SENTENCE_RE.split(text):
+        sentence = sentence.strip()
+        total += len(sentence)
+        items = [item for item in LIST_COMMA_RE.split(sentence) if item.strip()]
+        if len(items) < min_items or sum(map(len, items)) > max_item_chars * len(items):
+            continue
+        if has_stop_word is None or 3 * sum(1 for item in items if has_stop_word.search(item)) <= len(items):
+            listed += len(sentence)
+    return listed / max(total, 1)
+
+
+@lru_cache(maxsize=32)
+def _any_of(words: tuple[str, ...]) -> re.Pattern | None:
+    return re.compile("|".join(map(re.escape, sorted(words, key=len, reverse=True)))) if words else None
 
 
 def line_counts(text: str) -> tuple[int, int, int]:
