@@ -225,24 +225,31 @@ def _top_ngram_fraction(hashes: np.ndarray, lengths: np.ndarray, n: int, total_c
     if len(hashes) < n:
         return 0.0
     _, first, counts = np.unique(combine_ngrams(hashes, n), return_index=True, return_counts=True)
-    top = int(counts.argmax())
-    if counts[top] < 2:
+    best = int(counts.max())
+    if best < 2:
         return 0.0
-    return counts[top] * int(lengths[first[top] : first[top] + n].sum()) / total_chars
+    start = int(first[counts == best].min())  # of n-grams tied for the top, the first seen (not the smallest hash)
+    return best * int(lengths[start : start + n].sum()) / total_chars
 
 
 def _dup_ngram_fraction(hashes: np.ndarray, lengths: np.ndarray, n: int, total_chars: int) -> float:
-    """Characters covered by n-grams that occur more than once, over all word characters."""
+    """Characters covered by n-grams that occur more than once, over all word characters: the n-grams
+    sorted, each equal to a neighbour is repeated; their spans counted with two bincounts."""
     if len(hashes) < n:
         return 0.0
-    _, inverse, counts = np.unique(combine_ngrams(hashes, n), return_inverse=True, return_counts=True)
-    starts = np.flatnonzero(counts[inverse] > 1)
+    grams = combine_ngrams(hashes, n)
+    order = np.argsort(grams)
+    ordered = grams[order]
+    same = ordered[1:] == ordered[:-1]
+    repeated = np.zeros(len(grams), dtype=bool)
+    repeated[1:] = same
+    repeated[:-1] |= same
+    starts = order[repeated]
     if not len(starts):
         return 0.0
-    delta = np.zeros(len(hashes) + 1, dtype=np.int64)
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, starts + n, -1)
-    return int(lengths[np.cumsum(delta[:-1]) > 0].sum()) / total_chars
+    size = len(hashes) + 1
+    depth = np.cumsum(np.bincount(starts, minlength=size) - np.bincount(starts + n, minlength=size))
+    return int(lengths[depth[:-1] > 0].sum()) / total_chars
 
 
 def ngram_fractions_reference(tokens: list[str], n: int) -> tuple[float, float]:
