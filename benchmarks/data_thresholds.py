@@ -35,6 +35,7 @@ CHECKED = {
     "too_few_sentences": ("min_sentences", "min"),
     "line_punct_ratio": ("min_line_punct_ratio", "min"), "short_line_ratio": ("max_short_line_ratio", "max"),
     "dup_line_chars": ("max_dup_line_char_ratio", "max"), "newline_word_ratio": ("max_newline_word_ratio", "max"),
+    "keyword_list": ("max_keyword_list_ratio", "max"),
 }
 KEYWORDS_ZH = ["免费下载", "高清电影", "在线观看", "最新", "破解版", "手机版", "官方网站", "优惠", "代开发票", "彩票",
                "注册送", "百度云", "无删减", "全集", "热门", "排行榜"]
