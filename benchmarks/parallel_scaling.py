@@ -307,9 +307,9 @@ def main() -> None:
     meta = {"machine": platform.machine(), "processor": platform.processor(), "cores": os.cpu_count(),
             "threads_per_rank": args.threads, "shape": QUICK_SHAPE if args.quick else SHAPE, "batch": args.batch,
             "seq_len": args.seq_len, "budget_mib": args.budget_mib, "checkpointing": args.checkpointing}  # fmt: skip
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "scaling": scaling, "longest": longest}, indent=1))
-    plot(scaling, longest, out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    out.with_name(out.name + ".json").write_text(json.dumps({"meta": meta, "scaling": scaling, "longest": longest}, indent=1))
+    plot(scaling, longest, out.with_name(out.name + ".png"))
+    print(f"wrote {out.with_name(out.name + '.json')} and {out.with_name(out.name + '.png')}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tnlm.devices import available_bytes
 from tnlm.errors import ConfigError
 from tnlm.generation.state import DecodeState
 
@@ -254,18 +255,6 @@ def _bucket(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()  # 1, 2, 4, 8, 16, ...
 
 
-def _available_bytes() -> int | None:
-    """Memory the OS could give this process now (Linux's MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 class _Layouts:
     """What the linear layers of one FastStep share: the measured layout per (weight shape, dtype,
     device, bias, batch-size bucket), so that layers of one shape are measured once (a 30-layer model
@@ -274,7 +263,7 @@ class _Layouts:
     available when the step was built (MAX_COPY_FRACTION)."""
 
     def __init__(self, weight_bytes: int) -> None:
-        available = _available_bytes()
+        available = available_bytes(torch.device("cpu"))
         self.limit = 2 * weight_bytes
         if available is not None:
             self.limit = min(self.limit, int(available * MAX_COPY_FRACTION))
