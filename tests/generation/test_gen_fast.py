@@ -267,3 +267,24 @@ def test_layouts_are_measured_once_per_shape_and_copies_stay_within_the_budget(m
         expected = ref.step(torch.tensor([token, token]))
         assert (fast.step(torch.tensor([token, token])) - expected).abs().max().item() <= ATOL
     assert fast.extra_nbytes() == 0 and fast._step.layouts.limit == 0
+
+
+def test_a_model_with_lora_layers_injected_takes_the_reference_step() -> None:
+    """peft adds LoRA layers to the model in place: the fast step, which reads weights directly, would
+    leave the adapters out, so such a model decodes with the reference (same logits as its forward)."""
+    pytest.importorskip("peft")
+    from tnlm.training.config import LoraSection
+    from tnlm.training.finetune.lora import apply_lora
+
+    model = create_model("tnl-tiny", seed=0).eval()
+    apply_lora(model, LoraSection(dropout=0.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # adapters that change the output (peft starts them at zero)
+    assert fast_module.fast_step(model) is None
+    ids, mask = _prompts(model.config.vocab_size, (5, 5), seed=3)
+    ref, fast = DecodeState(model), FastDecodeState(model)
+    ref.prefill(ids, mask)
+    fast.prefill(ids, mask)
+    assert (fast.step(torch.tensor([9, 10])) - ref.step(torch.tensor([9, 10]))).abs().max().item() <= ATOL

@@ -156,10 +156,17 @@ def fast_step(model: nn.Module) -> FastStep | None:
     step = _STEPS.get(model)
     if step is None:
         decoder = _decoder(model)
-        if decoder is None:
+        if decoder is None or not _own_modules(model):
             return None
         step = _STEPS[model] = FastStep(decoder, model.lm_head)
     return step
+
+
+def _own_modules(model: nn.Module) -> bool:
+    """Whether every module of the model is torch's or tnlm's own. The step reads weights directly, so a
+    layer replaced or wrapped by another library (peft's LoRA layers add their adapters to the product,
+    quantised linears store other tensors) must take the reference path, which calls the modules."""
+    return all(type(m).__module__.startswith(("torch.", "tnlm.")) for m in model.modules())
 
 
 class FastStep:
