@@ -153,12 +153,11 @@ def fast_step(model: nn.Module) -> FastStep | None:
     model from outside tnlm."""
     if LAYOUT not in LAYOUTS:
         raise ConfigError(f"TNLM_DECODE_LAYOUT must be one of {', '.join(LAYOUTS)}, got {LAYOUT!r}")
+    if _decoder(model) is None or not _own_modules(model):  # checked each time: peft injects layers in place
+        return None
     step = _STEPS.get(model)
     if step is None:
-        decoder = _decoder(model)
-        if decoder is None or not _own_modules(model):
-            return None
-        step = _STEPS[model] = FastStep(decoder, model.lm_head)
+        step = _STEPS[model] = FastStep(_decoder(model), model.lm_head)
     return step
 
 
