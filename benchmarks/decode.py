@@ -21,7 +21,7 @@ and values of the whole context). floor = bytes / rate; "x floor" is ms/step ove
 reads the weights once per step, so its tokens/s may be up to B times batch 1's. "ops/step" counts the
 PyTorch operators a step dispatches (torch.profiler, after the timing): the per-step overhead as a
 number that a busy machine does not change. "copies MB" is the memory of the weight copies the fast
-step keeps in the layouts it measured faster for this batch size (generation/fast.py, LAYOUT); it is
+step keeps in the layouts it measured faster for this batch size (generation/layouts.py, LAYOUT); it is
 part of the peak memory.
 
     python benchmarks/decode.py                                  # tiny shape, contexts 256..32768

@@ -33,7 +33,7 @@ def _best(fn, *, rounds: int, reps: int) -> float:
 @torch.inference_mode()
 def matvec_rate(*, rounds: int = 5) -> float:
     """Bytes/s of float32 weights read by one-row products, the faster of the two layouts a decode step
-    may use (generation/fast.py measures and picks per layer): x @ W^T on (out, in) rows (F.linear) and
+    may use (generation/layouts.py measures and picks per layer): x @ W^T on (out, in) rows (F.linear) and
     x @ W on an input-major (in, out) copy. Cycles through MATVEC_BYTES of distinct matrices so that
     nothing is served from cache."""
     return max(matvec_rates(rounds=rounds).values())

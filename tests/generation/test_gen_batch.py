@@ -117,14 +117,14 @@ def test_misuse_is_refused() -> None:
         feed(model, SequenceState(), [])
 
 
-@pytest.mark.parametrize("layout", ["rows", "columns", "packed"])  # the linear layers' weight layouts (fast.LAYOUT)
+@pytest.mark.parametrize("layout", ["rows", "columns", "packed"])  # the linear layers' weight layouts (layouts.LAYOUT)
 def test_fast_batch_step_matches_the_reference_as_rows_join_and_leave(family_model, layout, monkeypatch) -> None:
     """The fast step (default) and the model's forward (reference=True) run the same schedule side by
     side: rows of equal length start together (no padding), others join mid-run with other lengths
     (left-padded KV columns) and leave; the reference's tokens feed both, so logits compare step by step."""
-    from tnlm.generation import fast
+    from tnlm.generation import layouts
 
-    monkeypatch.setattr(fast, "LAYOUT", layout)
+    monkeypatch.setattr(layouts, "LAYOUT", layout)
     prompts = ["Same len", "Eight ch", "Once upon a time, in a land far away", "0123456789" * 9, "é"]
     joins, budgets = [0, 0, 2, 6, 9], [10, 4, 12, 7, 6]
     fast_batch, ref_batch = DecodeBatch(family_model), DecodeBatch(family_model, reference=True)

@@ -11,6 +11,7 @@ import torch
 from tests.helpers.models import TINY_PRESETS, ScriptedLM, tiny_model
 from tnlm.generation import ByteTokenizer, ChatSession, DecodeState, left_pad
 from tnlm.generation import fast as fast_module
+from tnlm.generation import layouts as layouts_module
 from tnlm.generation.fast import FastDecodeState
 from tnlm.models.registry import create_model
 
@@ -59,7 +60,7 @@ def _prompts(vocab: int, lengths: tuple[int, ...], seed: int):
     return left_pad([torch.randint(8, vocab, (n,), generator=g).tolist() for n in lengths], pad_id=0)
 
 
-# the linear layers' weight layouts (fast.LAYOUT): "rows" everywhere; the others where the step uses
+# the linear layers' weight layouts (layouts.LAYOUT): "rows" everywhere; the others where the step uses
 # them (every family but Infini-attention, which takes its blocks' own forward), in fewer steps
 LAYOUTS = [("rows", m) for m in MODELS] + [(lay, m) for lay in ("columns", "packed") for m in MODELS if "infini" not in m]
 
@@ -68,7 +69,7 @@ LAYOUTS = [("rows", m) for m in MODELS] + [(lay, m) for lay in ("columns", "pack
 @pytest.mark.parametrize("lengths", [(37,), (41, 23, 30)], ids=["batch1", "left-padded"])
 @torch.no_grad()
 def test_fast_step_matches_reference(name: str, lengths: tuple[int, ...], layout: str, monkeypatch) -> None:
-    monkeypatch.setattr(fast_module, "LAYOUT", layout)
+    monkeypatch.setattr(layouts_module, "LAYOUT", layout)
     model = _model(name)
     ids, mask = _prompts(model.config.vocab_size, lengths, seed=len(lengths))
     steps = 75 if layout == "rows" else 12  # Infini-attention (64-token segments) crosses a memory update
@@ -207,7 +208,7 @@ def test_layouts_are_measured_once_per_batch_bucket_and_follow_new_weights(force
     head = step.head
     assert set(head._choice) == {2} and head._choice[2] in {"rows", "columns", "packed"}
     assert set(head._copies) == {head._choice[2]} - {"rows"}
-    monkeypatch.setattr(fast_module, "LAYOUT", forced)
+    monkeypatch.setattr(layouts_module, "LAYOUT", forced)
     state.step(torch.tensor([13, 14]))
     assert state.extra_nbytes() >= model.lm_head.weight.numel() * 4  # at least the head's copy
     with torch.no_grad():
@@ -222,7 +223,7 @@ def test_layouts_are_measured_once_per_batch_bucket_and_follow_new_weights(force
 def test_an_unknown_layout_is_refused_with_the_choices(monkeypatch) -> None:
     from tnlm.errors import ConfigError
 
-    monkeypatch.setattr(fast_module, "LAYOUT", "fastest")
+    monkeypatch.setattr(layouts_module, "LAYOUT", "fastest")
     with pytest.raises(ConfigError, match="TNLM_DECODE_LAYOUT must be one of auto, rows, columns, packed"):
         FastDecodeState(create_model("tnl-tiny", seed=0).eval())
 
@@ -247,18 +248,18 @@ def test_layouts_are_measured_once_per_shape_and_copies_stay_within_the_budget(m
     """Layers of one shape share a measurement; with no room for copies every layer reads its own
     weight (no copy) and the step still equals the reference."""
     measured = []
-    original = fast_module._Linear._measure
-    monkeypatch.setattr(fast_module._Linear, "_measure", lambda self, x: measured.append(self) or original(self, x))
+    original = layouts_module.Linears._measure
+    monkeypatch.setattr(layouts_module.Linears, "_measure", lambda self, x: measured.append(self) or original(self, x))
     model = create_model("tnl-tiny", seed=0).eval()
     ids, mask = _prompts(model.config.vocab_size, (5, 5), seed=3)
     state = FastDecodeState(model)
     state.prefill(ids, mask)
     state.step(torch.tensor([9, 10]))
-    shapes = {tuple(lin.module.weight.shape) for block in state._step.layers.lin for lin in block.values()}
-    assert len(measured) == len(shapes | {tuple(model.lm_head.weight.shape)})  # not once per layer
+    shapes = {tuple(tuple(m.weight.shape) for m in lin.modules) for block in state._step.layers.lin for lin in block.values()}
+    assert len(measured) == len(shapes | {(tuple(model.lm_head.weight.shape),)})  # not once per layer
     assert state.extra_nbytes() <= state._step.layouts.limit
 
-    monkeypatch.setattr(fast_module, "MAX_COPY_FRACTION", 0.0)
+    monkeypatch.setattr(layouts_module, "MAX_COPY_FRACTION", 0.0)
     model = create_model("tnl-tiny", seed=1).eval()
     ref, fast = DecodeState(model), FastDecodeState(model)
     ref.prefill(ids, mask)

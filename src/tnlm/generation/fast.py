@@ -28,22 +28,21 @@ Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
 
 `fast_step(model)` gives the step itself (FastStep, one per model): FastDecodeState uses it for one
 batch from start to end, generation/batch.py's DecodeBatch for a server's rows joining and leaving.
-Its linear layers read their weights in the layout measured fastest for the batch size (see LAYOUT);
+Its linear layers read their weights in the layout measured fastest for the batch size (layouts.py);
 the weight copies that takes are memory the model does not show (FastStep.extra_nbytes reports it).
 """
 
 from __future__ import annotations
 
-import os
-import time
 import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnlm.devices import available_bytes
 from tnlm.errors import ConfigError
+from tnlm.generation import layouts
+from tnlm.generation.layouts import LAYOUTS, Layouts, Linears, nbytes
 from tnlm.generation.state import DecodeState
 
 # A TransNormer prompt longer than this goes through the model in chunks of this many tokens: the result
@@ -81,7 +80,7 @@ def _decoder(model: nn.Module) -> nn.Module | None:
     return inner if isinstance(inner, DecoderModel) and hasattr(model, "lm_head") else None
 
 
-def _family_step(decoder: nn.Module, shared: _Layouts):
+def _family_step(decoder: nn.Module, shared: Layouts):
     """The per-layer step function for this decoder's family."""
     from tnlm.models.infini.modeling import InfiniModel
     from tnlm.models.transformer.modeling import TransformerModel
@@ -151,8 +150,8 @@ _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def fast_step(model: nn.Module) -> FastStep | None:
     """The model's FastStep (one per model, shared by every state that decodes with it), or None for a
     model from outside tnlm."""
-    if LAYOUT not in LAYOUTS:
-        raise ConfigError(f"TNLM_DECODE_LAYOUT must be one of {', '.join(LAYOUTS)}, got {LAYOUT!r}")
+    if layouts.LAYOUT not in LAYOUTS:
+        raise ConfigError(f"TNLM_DECODE_LAYOUT must be one of {', '.join(LAYOUTS)}, got {layouts.LAYOUT!r}")
     if _decoder(model) is None or not _own_modules(model):  # checked each time: peft injects layers in place
         return None
     step = _STEPS.get(model)
@@ -175,10 +174,10 @@ class FastStep:
     def __init__(self, decoder: nn.Module, lm_head: nn.Linear) -> None:
         self.decoder = decoder  # no reference to the whole model: _STEPS must not keep it alive
         linears = [m.weight for m in decoder.modules() if isinstance(m, nn.Linear)] + [lm_head.weight]
-        self.layouts = _Layouts(sum(_nbytes(w) for w in {w.data_ptr(): w for w in linears}.values()))
+        self.layouts = Layouts(sum(nbytes(w) for w in {w.data_ptr(): w for w in linears}.values()))
         self.layers = _family_step(decoder, self.layouts)
         _mark_norms(decoder)
-        self.head = _Linear(lm_head, self.layouts)
+        self.head = Linears([lm_head], self.layouts)
 
     def extra_nbytes(self) -> int:
         """Bytes of the derived weight copies kept now (layouts that measured faster, see LAYOUT)."""
@@ -197,12 +196,12 @@ class FastStep:
 
 
 def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """module(x), with SRMSNorm and RMSNorm on float32 written out: the reference's arithmetic
-    (tnlm.ops.norm), fewer dispatches."""
+    """module(x), with SRMSNorm and RMSNorm on float32 as one fused call: the reference's arithmetic
+    (tnlm.ops.norm: x * rsqrt(mean(x^2) + eps), then the weight), one dispatch instead of five."""
     kind = getattr(module, "_fast_norm", None)
     if kind is None or x.dtype != torch.float32:
         return module(x)
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.eps)
+    y = F.rms_norm(x, x.shape[-1:], eps=module.eps)
     return y if kind == "srms" else module.weight * y
 
 
@@ -225,158 +224,23 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float32 else x.float()
 
 
-def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, module.weight, module.bias)  # no module call machinery (hooks are for training)
-
-
-# How a linear layer's weight is read in a decode step. nn.Linear keeps W as (out, in) rows and computes
-# x @ W^T; for the few rows of a decode step a math library may do much better with another layout:
-# MKL on an AMD EPYC streams an input-major (in, out) copy of the 512 x 32000 LM head 1.8-2x faster at
-# one row, and oneDNN's packed (blocked) layout computes eight rows ~1.3x faster than either. Which
-# wins depends on the library, the CPU, the shape and the batch size, so "auto" measures the candidates
-# side by side, interleaved, on the step's own input, once per weight shape and batch-size bucket
-# (powers of two), and keeps a derived copy of a weight only while some bucket uses it, within a budget
-# (_Layouts: at most twice the weights and MAX_COPY_FRACTION of the memory available; past it a
-# layer keeps the plain layout). FastStep.extra_nbytes says how much memory the copies take.
-# "rows", "columns" or "packed" force one layout (tests compare each); "rows" keeps no copy.
-# The environment variable TNLM_DECODE_LAYOUT sets it for a process.
-LAYOUTS = ("auto", "rows", "columns", "packed")
-LAYOUT = os.environ.get("TNLM_DECODE_LAYOUT", "auto")
-_ROUNDS = 6
-MAX_COPY_FRACTION = 0.25  # derived copies take at most this share of the memory available at the start
-
-
-def _version(w: torch.Tensor) -> int:
-    try:
-        return w._version
-    except RuntimeError:  # an inference tensor has no version counter; it cannot change in place either
-        return 0
-
-
-def _packed_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _bucket(rows: int) -> int:
-    return 1 << max(rows - 1, 0).bit_length()  # 1, 2, 4, 8, 16, ...
-
-
-class _Layouts:
-    """What the linear layers of one FastStep share: the measured layout per (weight shape, dtype,
-    device, bias, batch-size bucket), so that layers of one shape are measured once (a 30-layer model
-    pauses for its ~6 shapes, not 200 layers), and a budget for the derived copies: at most twice the
-    weights (one copy per layout for a batch-1 and a batch-8 choice) and a quarter of the memory
-    available when the step was built (MAX_COPY_FRACTION)."""
-
-    def __init__(self, weight_bytes: int) -> None:
-        available = available_bytes(torch.device("cpu"))
-        self.limit = 2 * weight_bytes
-        if available is not None:
-            self.limit = min(self.limit, int(available * MAX_COPY_FRACTION))
-        self.used = 0
-        self.choice: dict[tuple, str] = {}
-
-
-class _Linear:
-    """An nn.Linear applied to (..., in) in the layout measured fastest for the number of rows (LAYOUT)."""
-
-    def __init__(self, module: nn.Linear, shared: _Layouts) -> None:
-        self.module, self.shared = module, shared
-        self._copies: dict[str, tuple[tuple, torch.Tensor]] = {}  # layout -> (weight it came from, copy)
-        self._choice: dict[int, str] = {}  # batch-size bucket -> layout used
-
-    def extra_nbytes(self) -> int:
-        return sum(_nbytes(c) for _, c in self._copies.values())
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., in) -> (..., out)."""
-        x2 = x.reshape(-1, x.shape[-1])  # (rows, in)
-        bucket = _bucket(x2.shape[0])
-        layout = LAYOUT if LAYOUT != "auto" else self._choice.get(bucket)
-        if layout is None:
-            w = self.module.weight
-            key = (tuple(w.shape), w.dtype, w.device, self.module.bias is None, bucket)
-            layout = self.shared.choice.get(key) or self.shared.choice.setdefault(key, self._measure(x2))
-            if layout != "rows" and self._copy(layout) is None:  # no room for this layer's copy
-                layout = "rows"
-            self._choice[bucket] = layout
-            for unused in set(self._copies) - set(self._choice.values()):
-                self._drop(unused)
-        return self._apply(layout, x2).view(*x.shape[:-1], -1)
-
-    def _drop(self, layout: str) -> None:
-        self.shared.used -= _nbytes(self._copies.pop(layout)[1])
-
-    def _copy(self, layout: str) -> torch.Tensor | None:
-        """The weight in a derived layout, made (or remade after the weights changed) if the budget allows."""
-        w = self.module.weight
-        made_from = (w.data_ptr(), _version(w), w.dtype, w.device)
-        kept = self._copies.get(layout)
-        if kept is not None and kept[0] == made_from:
-            return kept[1]
-        if kept is not None:
-            self._drop(layout)
-        if LAYOUT == "auto" and self.shared.used + _nbytes(w) > self.shared.limit:
-            return None
-        copy = w.detach().t().contiguous() if layout == "columns" else torch.ops.mkldnn._reorder_linear_weight(w.detach(), 8)
-        self._copies[layout] = (made_from, copy)
-        self.shared.used += _nbytes(copy)
-        return copy
-
-    def _apply(self, layout: str, x: torch.Tensor) -> torch.Tensor:
-        bias = self.module.bias
-        if layout == "rows" or (layout == "packed" and x.dtype != torch.float32):
-            return _linear(self.module, x)
-        copy = self._copy(layout)
-        if copy is None:  # over the budget (its copy was dropped): the plain layout
-            return _linear(self.module, x)
-        if layout == "packed":
-            return torch.ops.mkldnn._linear_pointwise(x, copy, bias, "none", [], "")
-        return torch.mm(x, copy) if bias is None else torch.addmm(bias, x, copy)
-
-    def _candidates(self, x: torch.Tensor) -> list[str]:
-        if x.device.type != "cpu":
-            return ["rows"]
-        fits = bool(self._copies) or self.shared.used + _nbytes(self.module.weight) <= self.shared.limit
-        if not fits:
-            return ["rows"]
-        return ["rows", "columns"] + (["packed"] if x.dtype == torch.float32 and _packed_available() else [])
-
-    def _measure(self, x: torch.Tensor) -> str:
-        """The layout with the fastest single call for this input (best of _ROUNDS, interleaved); the
-        candidates' copies are made for the measurement and dropped again unless chosen."""
-        candidates = self._candidates(x)
-        best = dict.fromkeys(candidates, float("inf"))
-        for r in range(_ROUNDS + 1):
-            for layout in candidates:
-                t0 = time.perf_counter()
-                self._apply(layout, x)
-                if r:  # the first round warms up each candidate (and makes its copy)
-                    best[layout] = min(best[layout], time.perf_counter() - t0)
-        return min(candidates, key=best.__getitem__)
-
-
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def _block_linears(block: nn.Module, shared: _Layouts, **paths: str) -> dict[str, _Linear]:
-    """name -> _Linear of the block's submodule at each dotted path."""
-    return {name: _Linear(block.get_submodule(path), shared) for name, path in paths.items()}
+def _block_linears(block: nn.Module, shared: Layouts, **paths: str | tuple[str, ...]) -> dict[str, Linears]:
+    """name -> Linears of the block's submodule(s) at each dotted path (a tuple: fused, one input)."""
+    groups = {name: (path,) if isinstance(path, str) else path for name, path in paths.items()}
+    return {name: Linears([block.get_submodule(p) for p in group], shared) for name, group in groups.items()}
 
 
 class _TransnormerStep:
     """One token through every TransnormerBlock; the float32 states (B, H, Dk, Dv) update in place."""
 
-    def __init__(self, decoder: nn.Module, shared: _Layouts) -> None:
+    def __init__(self, decoder: nn.Module, shared: Layouts) -> None:
         self.blocks = list(decoder.layers)
         self.lam_m1 = [None] * len(self.blocks)  # (1, H, 1, 1) lambda - 1 per layer, as in the reference
         # feature maps that act elementwise may run on q and k together (one dispatch instead of two)
         elementwise = _elementwise_maps()
         self.act_qk_together = [block.token_mixer.act in elementwise for block in self.blocks]
-        self.lin = [_block_linears(b, shared, qkvu="token_mixer.qkvu_proj", out="token_mixer.out_proj", l1="channel_mixer.l1",
-                                   l2="channel_mixer.l2", l3="channel_mixer.l3") for b in self.blocks]  # fmt: skip
-
+        self.lin = [_block_linears(b, shared, qkvu="token_mixer.qkvu_proj", out="token_mixer.out_proj",
+                                   l12=("channel_mixer.l1", "channel_mixer.l2"), l3="channel_mixer.l3") for b in self.blocks]  # fmt: skip
 
     def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:
         lam = self.lam_m1[i]
@@ -393,8 +257,9 @@ class _TransnormerStep:
             h = _norm(block.token_norm, x)
             lin = self.lin[i]
             x = x + self._mixer(block.token_mixer, lin, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
-            h = _norm(block.channel_norm, x)
-            x = x + lin["l3"](lin["l1"](h) * lin["l2"](h))
+            gate, value = lin["l12"](_norm(block.channel_norm, x))  # SGLU: l3(act(l1 h) * l2 h), one product for l1, l2
+            act = block.channel_mixer.act
+            x = x + lin["l3"]((gate if act is None else act(gate)) * value)
         return x
 
     @staticmethod
@@ -403,11 +268,12 @@ class _TransnormerStep:
         B, H, hd = h.shape[0], mixer.num_heads, mixer.head_dim
         qkvu = lin["qkvu"](h)  # (B, 4 hidden): q, k, v, u
         hidden = H * hd
+        qk, v, u = qkvu.split([2 * hidden, hidden, hidden], dim=-1)
         if together:
-            q, k = mixer.act(qkvu[:, : 2 * hidden]).view(B, 2, H, hd).unbind(1)
+            q, k = mixer.act(qk).view(B, 2, H, hd).unbind(1)
         else:
-            q, k = (mixer.act(t) for t in qkvu[:, : 2 * hidden].view(B, 2, H, hd).unbind(1))
-        v, u = qkvu[:, 2 * hidden : 3 * hidden].view(B, H, hd), qkvu[:, 3 * hidden :]
+            q, k = (mixer.act(t) for t in qk.view(B, 2, H, hd).unbind(1))
+        v = v.view(B, H, hd)
         dtype = q.dtype
         q, k, v = _f32(q), _f32(k), _f32(v)
         if mixer.lrpe is not None:
@@ -424,10 +290,10 @@ class _TransnormerStep:
 class _TransformerStep:
     """One token through every TransformerBlock; the rotary angles are computed once per step."""
 
-    def __init__(self, decoder: nn.Module, shared: _Layouts) -> None:
+    def __init__(self, decoder: nn.Module, shared: Layouts) -> None:
         self.blocks = list(decoder.layers)
-        self.lin = [_block_linears(b, shared, q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
-                                   o="self_attn.o_proj", gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj")
+        self.lin = [_block_linears(b, shared, qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                                   o="self_attn.o_proj", gate_up=("mlp.gate_proj", "mlp.up_proj"), down="mlp.down_proj")
                     for b in self.blocks]  # fmt: skip
 
     def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
@@ -437,11 +303,12 @@ class _TransformerStep:
         angles: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for i, block in enumerate(self.blocks):
             attn = block.self_attn
-            h = _norm(block.input_layernorm, x)
+            h = _norm(block.input_layernorm, x).view(B, -1)
             lin = self.lin[i]
-            q = lin["q"](h).view(B, 1, attn.num_heads, attn.head_dim)
-            k = lin["k"](h).view(B, 1, attn.num_kv_heads, attn.head_dim)
-            v = lin["v"](h).view(B, 1, attn.num_kv_heads, attn.head_dim)
+            q, k, v = lin["qkv"](h)  # one product in a derived layout
+            q = q.view(B, 1, attn.num_heads, attn.head_dim)
+            k = k.view(B, 1, attn.num_kv_heads, attn.head_dim)
+            v = v.view(B, 1, attn.num_kv_heads, attn.head_dim)
             if attn.rotary is not None:
                 key = id(attn.rotary.spec), attn.head_dim
                 cs = angles.get(key)
@@ -453,9 +320,9 @@ class _TransformerStep:
             keys, values = state.k, state.v
             key_mask = None if mask is None else mask[:, -keys.shape[1] :].bool()[:, None, :]
             o = _attention(q, keys, values, key_mask, attn.alibi_slopes(x.device))
-            x = x + lin["o"](o.reshape(B, 1, -1))
-            h = _norm(block.post_attention_layernorm, x)
-            x = x + lin["down"](F.silu(lin["gate"](h)) * lin["up"](h))
+            x = x + lin["o"](o.reshape(B, -1)).view(B, 1, -1)
+            gate, up = lin["gate_up"](_norm(block.post_attention_layernorm, x).view(B, -1))
+            x = x + lin["down"](F.silu(gate) * up).view(B, 1, -1)
         return x.squeeze(1)
 
 

@@ -1,0 +1,186 @@
+"""How the fast decode step (fast.py) reads its weights: the layout of each linear product, measured per
+batch size, and products that share an input fused into one.
+
+nn.Linear keeps W as (out, in) rows and computes x @ W^T. For the few rows of a decode step a math
+library may do much better with another layout: MKL on an AMD EPYC streams an input-major (in, out)
+copy of the 512 x 32000 LM head 1.8-2x faster at one row, and oneDNN's packed (blocked) layout computes
+eight rows ~1.3x faster than either. Which wins depends on the library, the CPU, the shape and the batch
+size, so "auto" measures the candidates side by side, interleaved, on the step's own input, once per
+weight shape and batch-size bucket (powers of two), and keeps a derived copy of a weight only while
+some bucket uses it, within a budget (Layouts: at most twice the weights and MAX_COPY_FRACTION of the
+memory available; past it a layer keeps the plain layout). "rows", "columns" or "packed" force one
+layout (tests compare each); "rows" keeps no copy. The environment variable TNLM_DECODE_LAYOUT sets it
+for a process.
+
+Products that read the same input (SGLU's l1 and l2, SwiGLU's gate and up, the Transformer's q, k
+and v) are one `Linears`: in a derived layout their weights are concatenated into one copy and
+computed as one product, which a math library runs markedly faster at one row than two smaller ones
+(and one call instead of several); in "rows" each reads its own weight, no copy.
+
+A call costs one dictionary lookup and a check that the weights are the ones the copy was made from
+(their storage and version counter, so an optimizer step or a load between decode steps is seen and
+the copy remade): the product for each bucket is bound once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tnlm.devices import available_bytes
+
+LAYOUTS = ("auto", "rows", "columns", "packed")
+LAYOUT = os.environ.get("TNLM_DECODE_LAYOUT", "auto")
+_ROUNDS = 10
+MAX_COPY_FRACTION = 0.25  # derived copies take at most this share of the memory available at the start
+
+
+def _version(w: torch.Tensor) -> int:
+    try:
+        return w._version
+    except RuntimeError:  # an inference tensor has no version counter; it cannot change in place either
+        return 0
+
+
+def _packed_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _bucket(rows: int) -> int:
+    return 1 << max(rows - 1, 0).bit_length()  # 1, 2, 4, 8, 16, ...
+
+
+def nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class Layouts:
+    """What the linear products of one FastStep share: the measured layout per (weight shapes, dtype,
+    device, bias, batch-size bucket), so that layers of one shape are measured once (a 30-layer model
+    pauses for its ~6 shapes, not 200 layers), and a budget for the derived copies: at most twice the
+    weights (one copy per layout for a batch-1 and a batch-8 choice) and a quarter of the memory
+    available when the step was built (MAX_COPY_FRACTION)."""
+
+    def __init__(self, weight_bytes: int) -> None:
+        available = available_bytes(torch.device("cpu"))
+        self.limit = 2 * weight_bytes
+        if available is not None:
+            self.limit = min(self.limit, int(available * MAX_COPY_FRACTION))
+        self.used = 0
+        self.choice: dict[tuple, str] = {}
+
+
+class Linears:
+    """nn.Linear layers that read the same input, applied to x (rows, in) in the layout measured fastest
+    for the number of rows (LAYOUT). Returns the output (rows, out) of a single layer, or a tuple of
+    each layer's output (views of one product in a derived layout)."""
+
+    def __init__(self, modules: Sequence[nn.Linear], shared: Layouts) -> None:
+        with_bias = {m.bias is not None for m in modules}
+        if len(with_bias) != 1 or len({m.in_features for m in modules}) != 1:
+            raise ValueError("Linears fuses layers of one input width that all have a bias or none")
+        self.modules, self.shared = tuple(modules), shared
+        self.sizes = [m.out_features for m in modules]
+        self._copies: dict[str, tuple[tuple, torch.Tensor, torch.Tensor | None]] = {}  # layout -> (made from, W, b)
+        self._choice: dict[int, str] = {}  # batch-size bucket -> layout used
+        self._bound: dict[int, tuple[tuple, Callable]] = {}  # bucket -> ((LAYOUT, made from), product)
+
+    def extra_nbytes(self) -> int:
+        return sum(nbytes(w) + (nbytes(b) if b is not None else 0) for _, w, b in self._copies.values())
+
+    def _made_from(self) -> tuple:
+        return tuple((m.weight.data_ptr(), _version(m.weight), m.weight.dtype, m.weight.device) for m in self.modules)
+
+    def __call__(self, x: torch.Tensor):
+        bucket = _bucket(x.shape[0])
+        bound = self._bound.get(bucket)
+        if bound is None or bound[0] != (LAYOUT, self._made_from()):
+            bound = self._bound[bucket] = ((LAYOUT, self._made_from()), self._bind(x, bucket))
+        return bound[1](x)
+
+    def _bind(self, x: torch.Tensor, bucket: int) -> Callable:
+        """The product for this bucket: the layout chosen (measured once per shape), its copy made."""
+        layout = LAYOUT if LAYOUT != "auto" else self._choice.get(bucket)
+        if layout is None:
+            w = self.modules[0].weight
+            key = (tuple(m.weight.shape for m in self.modules), w.dtype, w.device, self.modules[0].bias is None, bucket)
+            layout = self.shared.choice.get(key) or self.shared.choice.setdefault(key, self._measure(x))
+            if layout != "rows" and self._copy(layout) is None:  # no room for this layer's copy
+                layout = "rows"
+            self._choice[bucket] = layout
+            for unused in set(self._copies) - set(self._choice.values()):
+                self._drop(unused)
+        return self._product(layout, x)
+
+    def _product(self, layout: str, x: torch.Tensor) -> Callable:
+        if layout == "packed" and x.dtype != torch.float32:
+            layout = "rows"
+        kept = self._copy(layout) if layout != "rows" else None
+        if kept is None:  # the plain layout (or over the budget: the copy was dropped)
+            mods = self.modules
+            if len(mods) == 1:
+                return lambda x, m=mods[0]: F.linear(x, m.weight, m.bias)
+            return lambda x: tuple(F.linear(x, m.weight, m.bias) for m in mods)
+        w, b = kept
+        if layout == "packed":
+            fn = lambda x: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")  # noqa: E731
+        elif b is None:
+            fn = lambda x: torch.mm(x, w)  # noqa: E731
+        else:
+            fn = lambda x: torch.addmm(b, x, w)  # noqa: E731
+        if len(self.modules) == 1:
+            return fn
+        sizes = self.sizes
+        return lambda x: fn(x).split(sizes, -1)
+
+    def _drop(self, layout: str) -> None:
+        _, w, b = self._copies.pop(layout)
+        self.shared.used -= nbytes(w) + (nbytes(b) if b is not None else 0)
+
+    def _copy(self, layout: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The weights (and biases) in a derived layout, concatenated over the layers, made (or remade
+        after the weights changed) if the budget allows."""
+        made_from = self._made_from()
+        kept = self._copies.get(layout)
+        if kept is not None and kept[0] == made_from:
+            return kept[1], kept[2]
+        if kept is not None:
+            self._drop(layout)
+        size = sum(nbytes(m.weight) for m in self.modules)
+        if LAYOUT == "auto" and self.shared.used + size > self.shared.limit:
+            return None
+        w = torch.cat([m.weight.detach() for m in self.modules]) if len(self.modules) > 1 else self.modules[0].weight.detach()
+        b = None
+        if self.modules[0].bias is not None:
+            b = torch.cat([m.bias.detach() for m in self.modules])
+        w = w.t().contiguous() if layout == "columns" else torch.ops.mkldnn._reorder_linear_weight(w, 8)
+        self._copies[layout] = (made_from, w, b)
+        self.shared.used += nbytes(w) + (nbytes(b) if b is not None else 0)
+        return w, b
+
+    def _candidates(self, x: torch.Tensor) -> list[str]:
+        if x.device.type != "cpu":
+            return ["rows"]
+        size = sum(nbytes(m.weight) for m in self.modules)
+        if not self._copies and self.shared.used + size > self.shared.limit:
+            return ["rows"]
+        return ["rows", "columns"] + (["packed"] if x.dtype == torch.float32 and _packed_available() else [])
+
+    def _measure(self, x: torch.Tensor) -> str:
+        """The layout with the fastest single call for this input (best of _ROUNDS, interleaved); the
+        candidates' copies are made for the measurement and dropped again unless chosen."""
+        candidates = self._candidates(x)
+        products = {layout: self._product(layout, x) for layout in candidates}
+        best = dict.fromkeys(candidates, float("inf"))
+        for r in range(_ROUNDS + 1):
+            for layout in candidates:
+                t0 = time.perf_counter()
+                products[layout](x)
+                if r:  # the first round warms up each candidate
+                    best[layout] = min(best[layout], time.perf_counter() - t0)
+        return min(candidates, key=best.__getitem__)
