@@ -16,13 +16,15 @@ from tnlm.generation.fast import FastDecodeState
 from tnlm.models.registry import create_model
 
 ATOL = 1e-5
-# beyond the tiny presets: TransNormer with LayerNorm, a bias, 1+elu and LRPE in every layer (odd
-# sizes), a Transformer with ALiBi and grouped K/V heads
+# beyond the tiny presets: TransNormer with LayerNorm, a bias, 1+elu, LRPE in most layers and SGLU's
+# optional activation (odd sizes), a Transformer with ALiBi, grouped K/V heads and biases (the fused
+# q/k/v and gate/up products concatenate them)
 VARIANTS = {
     "tnl-odd": ("tnl-tiny", dict(decoder_embed_dim=60, hidden_dim=60, decoder_attention_heads=5, glu_dim=44,
                                  norm_type="layernorm", bias=True, linear_act_fun="1+elu",
-                                 linear_use_lrpe_list=[1, 1, 0, 1])),
-    "transformer-alibi-gqa": ("transformer-tiny", dict(position_embedding="alibi", num_key_value_heads=2)),
+                                 linear_use_lrpe_list=[1, 1, 0, 1], glu_act="silu")),
+    "transformer-alibi-gqa": ("transformer-tiny", dict(position_embedding="alibi", num_key_value_heads=2,
+                                                       attention_bias=True, mlp_bias=True)),
 }  # fmt: skip
 MODELS = [*TINY_PRESETS, *VARIANTS]
 
