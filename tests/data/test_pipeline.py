@@ -170,10 +170,19 @@ def test_empty_result_and_changed_config(tmp_path, english_docs):
 
 
 def test_stages_split_at_global_steps(tmp_path, english_docs):
+    """Exact then MinHash dedup share a stage (one pass); a model-scored step, whose features are not
+    cheap, starts its own; the datatrove engine's plan keeps one global step per stage."""
     make_corpus(tmp_path / "in", english_docs)
-    pipeline = Pipeline(PipelineConfig.from_dict(config(tmp_path / "in", tmp_path / "out")))
-    assert [s.step_indices for s in pipeline.stages] == [[0, 1], [2], [3, 4]]
+    cfg = PipelineConfig.from_dict(config(tmp_path / "in", tmp_path / "out"))
+    pipeline = Pipeline(cfg)
+    assert [s.step_indices for s in pipeline.stages] == [[0, 1], [2, 3, 4]]
+    assert [s.heads for s in pipeline.stages] == [[], [2, 3]]
     assert pipeline.stages[-1].folder == tmp_path / "out"
+    assert [s.step_indices for s in Pipeline(cfg, chain_global_steps=False).stages] == [[0, 1], [2], [3, 4]]
+    tail = {"step": "perplexity_tail", "scorer": {"type": "ngram", "reference": "builtin", "max_docs": 20}}
+    scored = PipelineConfig.from_dict({**config(tmp_path / "in", tmp_path / "out"),
+                                       "steps": [{"step": "exact_dedup"}, tail, {"step": "minhash_dedup"}, {"step": "pii"}]})
+    assert [s.heads for s in Pipeline(scored).stages] == [[0], [1, 2]]
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
@@ -203,7 +212,9 @@ def test_intermediate_documents_are_removed_and_reruns_are_free(tmp_path, englis
     again = run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)  # nothing left to do
     assert again.to_json() == first.to_json()
     run_pipeline(config(tmp_path / "in", tmp_path / "kept", keep_work=True), progress=False)
-    assert len(list((tmp_path / "kept" / "_work").rglob("shard-*.jsonl"))) == 8  # 2 intermediate stages x 4
+    assert len(list((tmp_path / "kept" / "_work").rglob("shard-*.jsonl"))) == 4  # 1 intermediate stage x 4 shards
+    assert len(list((tmp_path / "kept" / "_work" / "features").rglob("shard-*.pkl"))) == 8  # 2 dedup steps x 4
+    assert not (tmp_path / "out" / "_work" / "features").exists()
 
 
 def test_refuses_to_write_into_a_folder_with_other_files(tmp_path, english_docs):

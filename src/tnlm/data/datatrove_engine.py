@@ -75,7 +75,8 @@ class DatatroveRun:
     def __init__(self, config: PipelineConfig, *, executor: str = "local", tasks: int | None = None,
                  workers: int | None = None) -> None:
         check_executor(executor)
-        self.pipeline = Pipeline(config)  # checks the config, plans the stages, lists the shards
+        # checks the config, plans the stages (one global step heading each), lists the shards
+        self.pipeline = Pipeline(config, chain_global_steps=False)
         self.config, self.executor = config, executor
         for step in self.pipeline.steps:
             if isinstance(step, GlobalStep) and not isinstance(step, GLOBAL_MAPPINGS.get(step.name, ())):

@@ -93,6 +93,9 @@ class MinHashDedup(GlobalStep):
             raise DataError("minhash_dedup: threshold must be between 0 and 1")
         self.ngram, self.num_perm, self.threshold, self.seed = ngram, num_perm, threshold, seed
         self.params = (bands, rows) if bands else None
+        # built here, once, in the process that builds the pipeline: forked workers inherit them
+        self.hasher = MinHasher(num_perm=num_perm, seed=seed)
+        self.bands()
 
     def bands(self) -> tuple[int, int]:
         return self.params or optimal_bands(self.threshold, self.num_perm)
@@ -100,7 +103,7 @@ class MinHashDedup(GlobalStep):
     def features(self, docs: list[Document]) -> list[np.ndarray]:
         """MinHash signatures, (num_perm,) uint32 each. A signature is a minimum over shingles, so it
         is taken piece by piece (`shingle_hash_chunks`)."""
-        hasher = MinHasher(num_perm=self.num_perm, seed=self.seed)
+        hasher = self.hasher
         signatures = []
         for doc in docs:
             signature = hasher.empty()

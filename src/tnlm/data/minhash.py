@@ -61,23 +61,25 @@ class BandIndex:
             table.setdefault(band, []).append(key)
 
 
-def _area(lo: float, hi: float, b: int, r: np.ndarray, *, false_negative: bool, points: int = 2001) -> np.ndarray:
-    """Area under P(candidate) = 1 - (1 - s^r)^b for s in [lo, hi] (or under 1 - P), for each r."""
-    s = np.linspace(lo, hi, points)[:, None]  # (S, 1)
-    p = 1 - (1 - s ** r[None, :]) ** b  # (S, R)
-    return np.trapezoid(1 - p if false_negative else p, s[:, 0], axis=0)
+def _areas(lo: float, hi: float, b: np.ndarray, r: np.ndarray, *, false_negative: bool, points: int = 2001) -> np.ndarray:
+    """Area under P(candidate) = 1 - (1 - s^r)^b for s in [lo, hi] (or under 1 - P), for each pair of
+    whole numbers (b, r): (1 - s^r)^b as exp(b log(1 - s^r)), the logarithm taken once per r."""
+    s = np.linspace(lo, hi, points)  # (S,)
+    rows = np.arange(1, int(r.max()) + 1)  # (R,)
+    with np.errstate(divide="ignore"):  # log(0) at s = 1: exp(-inf) = 0 as it should be
+        log_miss = np.log1p(-(s[:, None] ** rows[None, :]))  # (S, R): log(1 - s^r)
+    miss = np.exp(log_miss[:, r.astype(np.int64) - 1] * b[None, :])  # (S, pairs): (1 - s^r)^b
+    return np.trapezoid(miss if false_negative else 1 - miss, s, axis=0)
 
 
 @lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) with bands * rows <= num_perm minimising the weighted areas of false positives
-    (similarity below the threshold, yet candidates) and false negatives (above it, yet not)."""
-    best, best_error = (1, 1), float("inf")
-    for b in range(1, num_perm + 1):
-        r = np.arange(1, num_perm // b + 1, dtype=np.float64)
-        error = (fp_weight * _area(0.0, threshold, b, r, false_negative=False)
-                 + fn_weight * _area(threshold, 1.0, b, r, false_negative=True))
-        i = int(error.argmin())
-        if error[i] < best_error:
-            best, best_error = (b, i + 1), float(error[i])
-    return best
+    (similarity below the threshold, yet candidates) and false negatives (above it, yet not); the
+    first such pair in (bands, rows) order. Every pair at once, in numpy."""
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    b, r = pairs[:, 0], pairs[:, 1]  # (pairs,)
+    error = (fp_weight * _areas(0.0, threshold, b, r, false_negative=False)
+             + fn_weight * _areas(threshold, 1.0, b, r, false_negative=True))
+    best = pairs[int(error.argmin())]
+    return int(best[0]), int(best[1])

@@ -167,6 +167,7 @@ class PerplexityTail(GlobalStep):
     """Removes the `drop_fraction` of documents with the highest perplexity (scored over all of them)."""
 
     name = "perplexity_tail"
+    cheap_features = False  # a model's scores: not computed for documents an earlier dedup removes
 
     def __init__(self, *, scorer: dict[str, Any] | Scorer, drop_fraction: float = 0.1, batch_size: int = 64) -> None:
         super().__init__()

@@ -1,19 +1,27 @@
 """The pipeline: a YAML list of steps run over the shards of a source, in parallel, resumably.
 
-Steps are grouped into stages at each global step (deduplication, perplexity tail): a global step is
-fitted once over all documents of the stage before it, and its decisions are saved; then every stage
-runs shard by shard in a process pool. Each shard's output is written atomically, followed by its
-statistics file, which marks it done: a rerun after a crash skips finished shards and fits, and
-produces the same output as a run that was never interrupted."""
+Steps are grouped into stages at the global steps (deduplication, perplexity tail): a stage starts
+with the global steps that head it, fitted once over all documents of the stage before it (their
+decisions saved), and goes on with ordinary steps. Every stage runs shard by shard in a process pool,
+each worker reading its own shard and writing its own output; a shard's pass also computes, from the
+documents it writes, the features of the next stage's global steps (hashes, MinHash signatures,
+scores), so that a fit is a small merge in the parent and costs no pass of its own. Consecutive global
+steps with cheap features (exact, then MinHash dedup) share one stage and one pass. Each shard's output
+is written atomically, then its features, then its statistics file, which marks it done: a rerun after
+a crash skips finished shards and fits, and produces the same output as a run that was never
+interrupted."""
 
 from __future__ import annotations
 
+import gc
 import json
+import pickle
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
@@ -24,7 +32,7 @@ from tqdm import tqdm
 from tnlm.data.document import Document
 from tnlm.fsutil import expand_home
 from tnlm.errors import DataError
-from tnlm.data.files import read_documents, write_documents, write_json_atomic
+from tnlm.data.files import atomic_path, read_documents, write_documents, write_json_atomic
 from tnlm.data.lock import LOCK_NAME, folder_lock
 from tnlm.data.paths import PIPELINE_MARKER
 from tnlm.data.registry import build_step
@@ -34,6 +42,7 @@ from tnlm.data.step import GlobalStep, Step, StepStats
 from tnlm.interrupt import worker_pool
 
 SUFFIXES = {None: ".jsonl", "none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
+WORK_LAYOUT = 2  # 2: global steps' features written by the pass before them, cheap ones chained
 
 
 @dataclass
@@ -88,15 +97,19 @@ class PipelineConfig:
 @dataclass
 class Stage:
     index: int
-    step_indices: list[int]  # into config.steps; the first may be a global step
+    step_indices: list[int]  # into config.steps; the first ones may be global steps
     folder: Path
+    heads: list[int] = field(default_factory=list)  # the global steps it starts with, fitted before it runs
 
 
 class Pipeline:
     """Runs a `PipelineConfig`; `run()` returns the merged `Report`."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig, *, chain_global_steps: bool = True) -> None:
+        """`chain_global_steps`: consecutive global steps with cheap features share a stage (the datatrove
+        engine, whose blocks fit one global step per stage, turns it off)."""
         self.config = config
+        self.chain_global_steps = chain_global_steps
         self.source: Source = build_source(config.source)
         self.steps: list[Step] = [build_step(entry) for entry in config.steps]
         self.output = Path(config.output)
@@ -112,11 +125,23 @@ class Pipeline:
     def _plan(self) -> list[Stage]:
         groups: list[list[int]] = [[]]
         for i, step in enumerate(self.steps):
-            if isinstance(step, GlobalStep) and groups[-1]:
+            if isinstance(step, GlobalStep) and groups[-1] and not self._chains(step, groups[-1]):
                 groups.append([])
             groups[-1].append(i)
         last = len(groups) - 1
-        return [Stage(s, g, self.output if s == last else self.work / f"stage{s}") for s, g in enumerate(groups)]
+        stages = [Stage(s, g, self.output if s == last else self.work / f"stage{s}") for s, g in enumerate(groups)]
+        for stage in stages:
+            for i in stage.step_indices:
+                if not isinstance(self.steps[i], GlobalStep):
+                    break
+                stage.heads.append(i)
+        return stages
+
+    def _chains(self, step: GlobalStep, group: list[int]) -> bool:
+        """Whether `step` joins a stage made of global steps so far, its features computed in the same
+        pass as theirs (so also for the documents they remove)."""
+        return (self.chain_global_steps and step.cheap_features
+                and all(isinstance(self.steps[i], GlobalStep) for i in group))
 
     def shard_path(self, stage: Stage, shard: int) -> Path:
         return stage.folder / f"shard-{shard:05d}{SUFFIXES[self.config.compression]}"
@@ -127,6 +152,10 @@ class Pipeline:
     def fit_path(self, step_index: int) -> Path:
         return self.work / f"fit-{step_index:02d}-{self.steps[step_index].name}.json"
 
+    def features_path(self, step_index: int, shard: int) -> Path:
+        """A global step's features of one shard's documents (written by the pass that writes them)."""
+        return self.work / "features" / f"{step_index:02d}-{self.steps[step_index].name}" / f"shard-{shard:05d}.pkl"
+
     def run(self, *, workers: int | None = None, progress: bool = True) -> Report:
         """Run (or resume) the pipeline, holding the output folder's lock: a second run into the same
         folder is refused while this one lives."""
@@ -134,17 +163,18 @@ class Pipeline:
             return self._run(workers=workers, progress=progress)
 
     def _run(self, *, workers: int | None, progress: bool) -> Report:
-        self.check_resumable(engine={"engine": "tnlm"})
+        self.check_resumable(engine={"engine": "tnlm", "work_layout": WORK_LAYOUT})
         final = self.stages[-1]
         if not all(self.stats_path(final, i).exists() for i in range(len(self.shards))):
             with self._workers(workers or self.config.workers):
                 for stage in self.stages:
                     self._fit(stage, progress=progress)
                     self._run_stage(stage, progress=progress)
-        if not self.config.keep_work:  # intermediate documents; their statistics stay for the report
+        if not self.config.keep_work:  # intermediate documents and features; their statistics stay for the report
             for stage in self.stages[:-1]:
                 for shard in range(len(self.shards)):
                     self.shard_path(stage, shard).unlink(missing_ok=True)
+            shutil.rmtree(self.work / "features", ignore_errors=True)
         report = self.report()
         write_json_atomic(self.output / "report.json", report.to_json())
         if report.docs_out == 0:
@@ -168,6 +198,9 @@ class Pipeline:
             write_json_atomic(marker, self.config.fingerprint())
         record = self.work / "engine.json"
         if record.exists() and (previous := json.loads(record.read_text(encoding="utf-8"))) != engine:
+            if _without_layout(previous) == _without_layout(engine):
+                raise DataError(f"{self.output} holds a run made by another tnlm version, whose work files differ; "
+                                "use a new output folder, or delete that one to start over")
             how = ", ".join(f"{k} {v}" for k, v in previous.items())
             raise DataError(f"{self.output} holds a run made with {how}; rerun it the same way, or use a new output folder")
         write_json_atomic(record, engine)
@@ -180,30 +213,77 @@ class Pipeline:
         return read_documents(self.shard_path(self.stages[stage.index - 1], shard))
 
     def _fit(self, stage: Stage, *, progress: bool) -> None:
-        """Fit the global step at the head of a stage: features per shard (in parallel), then decide."""
-        first = stage.step_indices[0] if stage.step_indices else None
-        if first is None or not isinstance(self.steps[first], GlobalStep) or self.fit_path(first).exists():
+        """Fit the global steps heading a stage, in order, from the features of the documents before it
+        (computed by the pass that wrote them; by a pass of their own over the source for stage 0). A
+        head after the first decides over the documents the ones before it keep, numbered as they will
+        reach it."""
+        if not stage.heads or all(self.fit_path(i).exists() for i in stage.heads):
             return
-        step = self.steps[first]
-        start = time.perf_counter()
-        tasks = [(stage.index, i) for i in range(len(self.shards))]
-        with closing(self._map(_features_task, tasks, ordered=True)) as results:
-            per_shard = tqdm(results, total=len(tasks), desc=f"fit {step.name}", disable=not progress, file=sys.stderr)
-            step.decisions = step.decide((f"{i}:{pos}", f) for i, feats in enumerate(per_shard) for pos, f in enumerate(feats))
-        step.fit_seconds = time.perf_counter() - start
-        write_json_atomic(self.fit_path(first), step.state())
+        missing = [(stage.index, s) for s in range(len(self.shards)) if not self._has_features(stage, s)]
+        if missing:
+            bar = tqdm(total=len(missing), desc=f"features of stage {stage.index}", disable=not progress, file=sys.stderr)
+            with closing(self._map(_features_task, missing)) as results:
+                for _ in results:
+                    bar.update()
+            bar.close()
+        alive: list[list[int]] | None = None  # per shard: the positions the heads so far keep
+        for i in stage.heads:
+            step = self.steps[i]
+            assert isinstance(step, GlobalStep)
+            if self.fit_path(i).exists():
+                step.load_state(json.loads(self.fit_path(i).read_text(encoding="utf-8")))
+                alive = self._survivors(i, alive, step.decisions or {})
+                continue
+            start, seconds = time.perf_counter(), [0.0]
+            step.decisions = step.decide(self._keyed_features(i, alive, seconds))
+            step.fit_seconds = seconds[0] + time.perf_counter() - start
+            write_json_atomic(self.fit_path(i), step.state())
+            alive = self._survivors(i, alive, step.decisions)
 
-    def shard_features(self, stage_index: int, shard: int) -> list[Any]:
+    def _has_features(self, stage: Stage, shard: int) -> bool:
+        return all(self.features_path(i, shard).exists() for i in stage.heads)
+
+    def _load_features(self, step_index: int, shard: int) -> dict[str, Any]:
+        with open(self.features_path(step_index, shard), "rb") as f:
+            return pickle.load(f)
+
+    def _keyed_features(self, step_index: int, alive: list[list[int]] | None, seconds: list[float]) -> Iterator[tuple[str, Any]]:
+        """("shard:position", feature) of the documents that reach the step, in corpus order; adds the
+        time the features took to `seconds[0]`."""
+        for shard in range(len(self.shards)):
+            saved = self._load_features(step_index, shard)
+            seconds[0] += saved["seconds"]
+            values = saved["features"]
+            positions = range(len(values)) if alive is None else alive[shard]
+            yield from ((f"{shard}:{new}", values[old]) for new, old in enumerate(positions))
+
+    def _survivors(self, step_index: int, alive: list[list[int]] | None, decisions: dict[str, str]) -> list[list[int]]:
+        """The positions (in the documents before the stage) that the step keeps, per shard."""
+        survivors = []
+        for shard in range(len(self.shards)):
+            positions = range(len(self._load_features(step_index, shard)["features"])) if alive is None else alive[shard]
+            survivors.append([old for new, old in enumerate(positions) if f"{shard}:{new}" not in decisions])
+        return survivors
+
+    def write_features(self, stage_index: int, shard: int) -> None:
+        """Features of a stage's heads over one shard of its input, for a stage no pass wrote them for."""
         stage = self.stages[stage_index]
-        step = self.steps[stage.step_indices[0]]
-        assert isinstance(step, GlobalStep)
-        return step.features(list(self.read_input(stage, shard)))
+        self._save_features(stage.heads, shard, list(self.read_input(stage, shard)))
+
+    def _save_features(self, heads: list[int], shard: int, docs: list[Document]) -> None:
+        for i in heads:
+            step = self.steps[i]
+            assert isinstance(step, GlobalStep)
+            start = time.perf_counter()
+            values = step.features(docs)
+            with atomic_path(self.features_path(i, shard)) as tmp, open(tmp, "wb") as f:
+                pickle.dump({"seconds": time.perf_counter() - start, "features": values}, f, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _run_stage(self, stage: Stage, *, progress: bool) -> None:
         todo = [(stage.index, i) for i in range(len(self.shards)) if not self.stats_path(stage, i).exists()]
         bar = tqdm(total=len(self.shards), initial=len(self.shards) - len(todo), desc=f"stage {stage.index}",
                    disable=not progress, file=sys.stderr)
-        with closing(self._map(_run_shard_task, todo, ordered=False)) as results:
+        with closing(self._map(_run_shard_task, todo)) as results:
             for _ in results:
                 bar.update()
         bar.close()
@@ -218,34 +298,40 @@ class Pipeline:
             yield
             return
         start_method = "fork" if sys.platform == "linux" else "spawn"
-        with worker_pool(min(workers, len(self.shards)), initializer=_init_worker, initargs=(asdict(self.config),),
-                         start_method=start_method) as pool:  # Ctrl-C: the workers stop with the pipeline
-            self._pool = pool
-            try:
-                yield
-            finally:
-                self._pool = None
+        self._before_fork()
+        gc.freeze()  # the parent's objects out of the collector's reach: no copy-on-write of their pages by it
+        try:
+            with worker_pool(min(workers, len(self.shards)), initializer=_init_worker, initargs=(asdict(self.config),),
+                             start_method=start_method) as pool:  # Ctrl-C: the workers stop with the pipeline
+                self._pool = pool
+                try:
+                    yield
+                finally:
+                    self._pool = None
+        finally:
+            gc.unfreeze()
 
-    def _map(self, fn: Callable[[tuple[int, int]], Any], tasks: list[tuple[int, int]], *, ordered: bool) -> Iterator[Any]:
-        """fn over (stage, shard) tasks, in this process or in the run's pool. The pool gets the largest
-        shards first, so that no big shard starts last and keeps one worker busy while the others idle;
-        `ordered` yields the results in the order of `tasks` all the same."""
+    def _before_fork(self) -> None:
+        """Work every forked worker would otherwise repeat on its first shard, done once here: the
+        source's shard sizes (the built-in source's file listing) and lazy imports (numpy's masked
+        arrays, which np.unique loads on first use; the UTF-32 codec of the word hashes)."""
+        import codecs
+
+        import numpy.ma  # noqa: F401
+
+        codecs.lookup("utf-32-le")
+        self.estimated_bytes(0, 0)
+
+    def _map(self, fn: Callable[[tuple[int, int]], Any], tasks: list[tuple[int, int]]) -> Iterator[Any]:
+        """fn over (stage, shard) tasks, in this process or in the run's pool, results as they finish.
+        The pool gets the largest shards first, so that no big shard starts last and keeps one worker
+        busy while the others idle."""
         if self._pool is None or len(tasks) <= 1:
             yield from map(fn, tasks)
             return
         sizes = [self.estimated_bytes(*task) for task in tasks]
         largest_first = sorted(range(len(tasks)), key=lambda i: -sizes[i])
-        results = self._pool.imap_unordered(_indexed_task, [(i, fn, tasks[i]) for i in largest_first])
-        if not ordered:
-            yield from (result for _, result in results)
-            return
-        waiting: dict[int, Any] = {}
-        next_index = 0
-        for i, result in results:
-            waiting[i] = result
-            while next_index in waiting:
-                yield waiting.pop(next_index)
-                next_index += 1
+        yield from self._pool.imap_unordered(fn, [tasks[i] for i in largest_first])
 
     def estimated_bytes(self, stage_index: int, shard: int) -> int:
         """How much input one task reads: the source's estimate, or the previous stage's file size."""
@@ -257,7 +343,8 @@ class Pipeline:
         return path.stat().st_size if path.exists() else 0
 
     def run_shard(self, stage_index: int, shard: int) -> None:
-        """Run one stage on one shard: write its documents, then its statistics (the done marker)."""
+        """Run one stage on one shard: write its documents, then the features of the next stage's heads
+        over them, then its statistics (the done marker)."""
         stage = self.stages[stage_index]
         steps = [self.steps[i] for i in stage.step_indices]
         self.source.stats = StepStats("read")
@@ -268,7 +355,11 @@ class Pipeline:
         docs: Iterator[Document] = self.read_input(stage, shard)
         for step in steps:
             docs = step.run(docs, rank=shard, world_size=len(self.shards))
-        write_documents(self.shard_path(stage, shard), docs)
+        heads = self.stages[stage_index + 1].heads if stage_index + 1 < len(self.stages) else []
+        written: list[Document] = []
+        write_documents(self.shard_path(stage, shard), _kept(docs, written) if heads else docs)
+        if heads:
+            self._save_features(heads, shard, written)
         stats = {str(i): step.stats.to_json() for i, step in zip(stage.step_indices, steps)}
         if stage_index == 0:
             stats["read"] = self.source.stats.to_json()
@@ -298,6 +389,10 @@ def collect_report(output: Path, stage_folders: list[Path], fit_paths: list[Path
     return Report(steps=[merged[k] for k in order], output=str(output))
 
 
+def _without_layout(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "work_layout"}
+
+
 _ACTIVE: Pipeline | None = None
 
 
@@ -314,14 +409,16 @@ def _run_shard_task(task: tuple[int, int]) -> None:
     _ACTIVE.run_shard(*task)
 
 
-def _indexed_task(job: tuple[int, Callable[[tuple[int, int]], Any], tuple[int, int]]) -> tuple[int, Any]:
-    index, fn, task = job
-    return index, fn(task)
-
-
-def _features_task(task: tuple[int, int]) -> list[Any]:
+def _features_task(task: tuple[int, int]) -> None:
     assert _ACTIVE is not None
-    return _ACTIVE.shard_features(*task)
+    _ACTIVE.write_features(*task)
+
+
+def _kept(docs: Iterator[Document], into: list[Document]) -> Iterator[Document]:
+    """`docs`, each also appended to `into`."""
+    for doc in docs:
+        into.append(doc)
+        yield doc
 
 
 def run_pipeline(config: PipelineConfig | dict[str, Any] | str | Path, *, workers: int | None = None,

@@ -339,15 +339,22 @@ class BuiltinSource(Source):
         if kind not in ("docs", "source", "all"):
             raise DataError(f"builtin kind must be docs, source or all, not {kind!r}")
         self.kind, self.num_shards, self.max_files = kind, num_shards, max_files
+        self._assignments: dict[int, tuple[list[list[Path]], list[int]]] = {}
 
     def shards(self) -> list[str]:
         return [f"{i}/{self.num_shards}" for i in range(self.num_shards)]
 
     def _assignment(self, total: int) -> tuple[list[list[Path]], list[int]]:
-        """The standard-library files of each of `total` shards, and each shard's bytes. Files are dealt
-        out largest first, each to the shard with the fewest bytes so far (shard 0 starts with the help
-        topics), and keep the library's order within a shard: equal shards keep every worker busy to
-        the end of a stage."""
+        """The standard-library files of each of `total` shards, and each shard's bytes (worked out
+        once per source object: forked workers inherit it)."""
+        if total not in self._assignments:
+            self._assignments[total] = self._assign(total)
+        return self._assignments[total]
+
+    def _assign(self, total: int) -> tuple[list[list[Path]], list[int]]:
+        """Files are dealt out largest first, each to the shard with the fewest bytes so far (shard 0
+        starts with the help topics), and keep the library's order within a shard: equal shards keep
+        every worker busy to the end of a stage."""
         topics = _topics_bytes() if self.kind in ("docs", "all") else 0
         files = stdlib_files()[: self.max_files]
         sizes = [path.stat().st_size for path in files]

@@ -149,7 +149,12 @@ class GlobalStep(Step):
     a MinHash signature, a score); the executor runs it shard by shard in parallel. `decide` then
     walks all features in corpus order, keyed "shard:position", and names the documents to remove.
     The decisions are saved, and `run(docs, rank=shard)` removes those documents shard by shard, so
-    that phase parallelises and resumes like any other step."""
+    that phase parallelises and resumes like any other step. `features` must give each document's
+    value from that document alone: the executor computes them in the pass that writes the documents."""
+
+    # whether the executor may compute this step's features in the same pass as an earlier global
+    # step's, over documents that step may then remove: true where features cost little (hashes)
+    cheap_features: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
