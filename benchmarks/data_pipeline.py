@@ -216,13 +216,15 @@ def run_datatrove_blocks(corpus: Path, out: Path, workers: int) -> int:
 # 3. the recorded pipeline -------------------------------------------------------------------------------
 
 RECORDED = """
-import json, sys, time
+import json, resource, sys, time
 from tnlm.data.pipeline import run_pipeline
 config = json.loads(sys.argv[1])
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 report = run_pipeline(config, progress=False)
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": time.perf_counter() - start, "mb": report.steps[0].bytes_out / 1e6,
-                  "docs_in": report.steps[0].docs_out, "docs_out": report.docs_out}))
+                  "docs_in": report.steps[0].docs_out, "docs_out": report.docs_out,
+                  "main_cpu_s": time.process_time() - cpu, "workers_cpu_s": children.ru_utime + children.ru_stime}))
 """
 
 
@@ -244,20 +246,24 @@ def time_recorded(tmp: Path, max_files: int | None, workers: int, src: str, labe
     out = subprocess.run([sys.executable, "-c", RECORDED, json.dumps(config)], env=env, capture_output=True,
                          text=True, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    return row(f"recorded pipeline ({label}), {workers} worker(s)", r["docs_in"], r["docs_out"], r["mb"], r["seconds"])
+    return row(f"recorded pipeline ({label}), {workers} worker(s)", r["docs_in"], r["docs_out"], r["mb"], r["seconds"],
+               main_cpu_s=r["main_cpu_s"], workers_cpu_s=r["workers_cpu_s"])
 
 
 def recorded_rows(tmp: Path, max_files: int | None, trees: dict[str, str], repeats: int) -> list[dict]:
     """Each tree's recorded pipeline with 1 and 2 workers, `repeats` rounds interleaved (1 and 2 workers,
     this tree and the baseline, one after the other in each round), so that all see the same load; the
-    fastest run of each is kept, with every run's seconds beside it."""
+    fastest run of each is kept, with every run's seconds beside it, and the CPU seconds of the run's
+    main process and of its workers (CPU time holds when other programs share the cores; wall time not)."""
     runs: dict[str, list[dict]] = {}
     for _ in range(repeats):
         for workers in (1, 2):
             for label, src in trees.items():
                 r = time_recorded(tmp, max_files, workers, src, label)
                 runs.setdefault(r["name"], []).append(r)
-    return [min(rs, key=lambda r: r["seconds"]) | {"runs_s": [round(r["seconds"], 3) for r in rs]} for rs in runs.values()]
+    return [min(rs, key=lambda r: r["seconds"]) | {"runs_s": [round(r["seconds"], 3) for r in rs],
+                                                    "runs_cpu_s": [(round(r["main_cpu_s"], 2), round(r["workers_cpu_s"], 2)) for r in rs]}
+            for rs in runs.values()]
 
 
 # 4. agreement of the two MinHash implementations ----------------------------------------------------------
@@ -405,7 +411,7 @@ def recorded_only(args: argparse.Namespace, trees: dict[str, str]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows)
     for r in rows:
-        print(f"{r['name']}: runs {r['runs_s']} s")
+        print(f"{r['name']}: runs {r['runs_s']} s; CPU s (main process, workers) {r['runs_cpu_s']}")
     load = os.getloadavg()[0]
     print(f"1-minute load average {load:.1f} on {os.cpu_count()} cores")
     ratios = summary(rows, [])

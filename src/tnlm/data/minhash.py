@@ -61,25 +61,31 @@ class BandIndex:
             table.setdefault(band, []).append(key)
 
 
-def _areas(lo: float, hi: float, b: np.ndarray, r: np.ndarray, *, false_negative: bool, points: int = 2001) -> np.ndarray:
-    """Area under P(candidate) = 1 - (1 - s^r)^b for s in [lo, hi] (or under 1 - P), for each pair of
-    whole numbers (b, r): (1 - s^r)^b as exp(b log(1 - s^r)), the logarithm taken once per r."""
+def _missed_areas(lo: float, hi: float, num_perm: int, *, points: int = 2001) -> dict[int, np.ndarray]:
+    """For each r: the areas under 1 - P(candidate) = (1 - s^r)^b for s in [lo, hi], for b = 1 ..
+    num_perm // r, by the trapezoid rule on `points` points; the powers of (1 - s^r) as a running
+    product over b, the sums as one product with the rule's weights."""
     s = np.linspace(lo, hi, points)  # (S,)
-    rows = np.arange(1, int(r.max()) + 1)  # (R,)
-    with np.errstate(divide="ignore"):  # log(0) at s = 1: exp(-inf) = 0 as it should be
-        log_miss = np.log1p(-(s[:, None] ** rows[None, :]))  # (S, R): log(1 - s^r)
-    miss = np.exp(log_miss[:, r.astype(np.int64) - 1] * b[None, :])  # (S, pairs): (1 - s^r)^b
-    return np.trapezoid(miss if false_negative else 1 - miss, s, axis=0)
+    weights = np.full(points, (hi - lo) / (points - 1))
+    weights[[0, -1]] /= 2
+    areas = {}
+    for r in range(1, num_perm + 1):
+        miss = 1 - s**r  # (S,)
+        powers = np.cumprod(np.broadcast_to(miss[:, None], (points, num_perm // r)), axis=1)  # (S, B): miss^b
+        areas[r] = weights @ powers  # (B,)
+    return areas
 
 
 @lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) with bands * rows <= num_perm minimising the weighted areas of false positives
     (similarity below the threshold, yet candidates) and false negatives (above it, yet not); the
-    first such pair in (bands, rows) order. Every pair at once, in numpy."""
-    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
-    b, r = pairs[:, 0], pairs[:, 1]  # (pairs,)
-    error = (fp_weight * _areas(0.0, threshold, b, r, false_negative=False)
-             + fn_weight * _areas(threshold, 1.0, b, r, false_negative=True))
-    best = pairs[int(error.argmin())]
-    return int(best[0]), int(best[1])
+    first such pair in (bands, rows) order."""
+    below, above = _missed_areas(0.0, threshold, num_perm), _missed_areas(threshold, 1.0, num_perm)
+    best, best_error = (1, 1), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            error = fp_weight * (threshold - below[r][b - 1]) + fn_weight * above[r][b - 1]
+            if error < best_error:
+                best, best_error = (b, r), error
+    return best
