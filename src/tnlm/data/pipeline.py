@@ -227,18 +227,18 @@ class Pipeline:
                     bar.update()
             bar.close()
         alive: list[list[int]] | None = None  # per shard: the positions the heads so far keep
-        for i in stage.heads:
+        for n, i in enumerate(stage.heads):
             step = self.steps[i]
             assert isinstance(step, GlobalStep)
             if self.fit_path(i).exists():
                 step.load_state(json.loads(self.fit_path(i).read_text(encoding="utf-8")))
+            else:
+                start, seconds = time.perf_counter(), [0.0]
+                step.decisions = step.decide(self._keyed_features(i, alive, seconds))
+                step.fit_seconds = seconds[0] + time.perf_counter() - start
+                write_json_atomic(self.fit_path(i), step.state())
+            if n + 1 < len(stage.heads):  # the next head decides over what this one keeps
                 alive = self._survivors(i, alive, step.decisions or {})
-                continue
-            start, seconds = time.perf_counter(), [0.0]
-            step.decisions = step.decide(self._keyed_features(i, alive, seconds))
-            step.fit_seconds = seconds[0] + time.perf_counter() - start
-            write_json_atomic(self.fit_path(i), step.state())
-            alive = self._survivors(i, alive, step.decisions)
 
     def _has_features(self, stage: Stage, shard: int) -> bool:
         return all(self.features_path(i, shard).exists() for i in stage.heads)
