@@ -150,3 +150,28 @@ def test_fast_batch_step_matches_the_reference_as_rows_join_and_leave(family_mod
                     assert (feed(family_model, kept_fast, [7]) - feed(family_model, kept_ref, [7])).abs().max() <= 1e-5
         step += 1
     assert all(count[i] == budgets[i] for i in range(len(prompts)))
+
+
+def test_sample_rows_gives_each_row_what_the_reference_sampler_gives_it_alone() -> None:
+    """Rows of several parameter groups in one call (greedy, greedy with a penalty, seeded draws with
+    and without top-p) against next_tokens on each row alone with a generator of the same seed."""
+    from tnlm.generation.batch import RowSampler, sample_rows
+    from tnlm.generation.sampling import SamplingParams, next_tokens
+
+    vocab, gen = 37, torch.Generator().manual_seed(0)
+    kinds = [SamplingParams(), SamplingParams(repetition_penalty=1.5), SamplingParams(temperature=0.8, top_p=0.9),
+             SamplingParams(temperature=1.3)]  # fmt: skip
+    params = [kinds[i % len(kinds)] for i in range(7)]
+    prompts = [[(3 * i + j) % vocab for j in range(5)] for i in range(7)]
+    batch = [RowSampler.create(p, seed=10 + i, vocab_size=vocab, prompt=q) for i, (p, q) in enumerate(zip(params, prompts))]
+    alone = [RowSampler.create(p, seed=10 + i, vocab_size=vocab, prompt=q) for i, (p, q) in enumerate(zip(params, prompts))]
+    for _ in range(4):
+        logits = torch.randn(7, vocab, generator=gen) * 3
+        got = sample_rows(logits, batch)
+        for i, s in enumerate(alone):
+            seen = s.seen[None] if s.seen is not None else torch.zeros(1, vocab, dtype=torch.bool)
+            want = int(next_tokens(logits[i : i + 1], params=s.params, seen=seen, generators=[s.generator])[0])
+            if s.seen is not None:
+                s.seen[want] = True
+            assert got[i] == want, (i, s.params)
+    assert all(b.seen is None or torch.equal(b.seen, a.seen) for b, a in zip(batch, alone))

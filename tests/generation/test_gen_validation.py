@@ -74,3 +74,12 @@ def test_damaged_or_mismatched_tokenizer_folders_are_refused(tmp_path) -> None:
         tokenizer_from_folder(tmp_path, vocab_size=8192)
     with pytest.raises(CheckpointError, match="does not exist"):
         tokenizer_from_folder(tmp_path / "nope", vocab_size=8192)
+
+
+def test_byte_tokenizer_decodes_any_id_a_model_can_sample() -> None:
+    """The ids between the specials and the bytes are in every model's vocabulary but name nothing: a
+    random model samples them, and decoding them must not fail (it failed a whole serving batch)."""
+    tok = ByteTokenizer()
+    unassigned = list(range(len(tok.SPECIALS), tok.BYTE_OFFSET))
+    assert unassigned  # the byte offset leaves room for more markers
+    assert tok.decode([*tok.encode("a"), *unassigned, *tok.encode("b"), 4]) == "ab<|im_end|>"

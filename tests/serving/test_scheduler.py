@@ -241,3 +241,74 @@ def test_serve_reference_flag_reaches_the_scheduler(monkeypatch) -> None:
     for reference in (False, True):
         _, scheduler = build_app(ServerOptions(model="tnl-tiny", reference=reference))
         assert scheduler.reference is reference and (scheduler._batch._fast is None) is reference
+
+
+def test_a_step_hands_its_events_to_the_event_loop_in_one_call() -> None:
+    """Every hand-off wakes the event loop (and gives it the GIL): a step of 4 rows makes one, not 4."""
+    model = _model("tnl-tiny")
+    scheduler = _scheduler(model)
+    calls, events = [], []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+
+        def counting(callback, *args):
+            calls.append(len(args[0]) if args and isinstance(args[0], list) else 1)
+            return real(callback, *args)
+
+        loop.call_soon_threadsafe = counting
+        jobs = [Job(prompt=TOK.encode(f"row {i}"), sampling=GREEDY, max_tokens=20) for i in range(4)]
+        tickets = [Ticket(job, events=asyncio.Queue()) for job in jobs]
+        for t in tickets:
+            assert scheduler.submit(t) is None
+        for t in tickets:
+            while not isinstance(event := await asyncio.wait_for(t.events.get(), timeout=120), Done):
+                events.append(event)
+
+    scheduler.start()
+    try:
+        asyncio.run(main())
+    finally:
+        scheduler.stop()
+    pieces = [e for e in events if isinstance(e, Piece)]
+    assert len(pieces) >= 4 * 10
+    assert sum(calls) >= len(events)  # every event went through a hand-off
+    assert len(calls) <= len(pieces) / 3  # ~20 steps of 4 rows (and 4 prefills), not one call per piece
+
+
+def test_the_outbox_keeps_order_per_loop_and_cancels_tickets_of_a_closed_loop() -> None:
+    from tnlm.serving.scheduler import Outbox
+
+    async def make() -> Ticket:
+        return Ticket(Job(prompt=[1], sampling=GREEDY, max_tokens=1), events=asyncio.Queue())
+
+    open_loop, closed_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    a, b = open_loop.run_until_complete(make()), closed_loop.run_until_complete(make())
+    closed_loop.close()
+    outbox = Outbox()
+    for i in range(3):
+        outbox.put(a, Piece(0, str(i)))
+        outbox.put(b, Piece(0, str(i)))
+    outbox.flush()
+    assert len(outbox) == 0 and b.cancelled and not a.cancelled
+    open_loop.run_until_complete(asyncio.sleep(0))
+    assert [a.events.get_nowait().text for _ in range(3)] == ["0", "1", "2"]
+    open_loop.close()
+
+
+def test_the_tokens_per_second_gauge_counts_only_the_window(monkeypatch) -> None:
+    import tnlm.serving.metrics as M
+
+    clock = {"t": 100.0}
+    monkeypatch.setattr(M.time, "monotonic", lambda: clock["t"])
+    metrics = ServerMetrics()
+    for tokens in (5, 7, 3):
+        metrics.step(tokens=tokens)
+        clock["t"] += 4.0
+    assert metrics.tokens_per_s._value.get() == pytest.approx(15 / M._RATE_WINDOW_S)  # t=108: all three
+    metrics.step(tokens=1)  # t=112: the first (t=100) has left the 10 s window
+    assert metrics.tokens_per_s._value.get() == pytest.approx(11 / M._RATE_WINDOW_S)
+    clock["t"] += 30.0
+    metrics.set_load(queue=0, running=0, prefilling=0, batch_bytes=0, cache=StateCache(1))
+    assert metrics.tokens_per_s._value.get() == 0

@@ -45,8 +45,9 @@ class SamplingParams:
         return self.temperature == 0
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """seen (B, V) bool: tokens already present. Positive logits are divided, negative multiplied."""
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor | None, penalty: float) -> torch.Tensor:
+    """seen (B, V) bool: tokens already present (None: only with penalty 1, which changes nothing).
+    Positive logits are divided, negative multiplied."""
     if penalty == 1.0:
         return logits
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
@@ -77,7 +78,7 @@ def next_tokens(
     logits: torch.Tensor,
     *,
     params: SamplingParams,
-    seen: torch.Tensor,
+    seen: torch.Tensor | None,
     generators: list[torch.Generator] | None,
 ) -> torch.Tensor:
     """(B, V) logits -> (B,) token ids. Row i draws from generators[i], so a sequence's samples do not

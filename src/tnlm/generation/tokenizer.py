@@ -57,7 +57,8 @@ class ByteTokenizer:
         return ids + [self.BYTE_OFFSET + b for b in text[pos:].encode("utf-8")]
 
     def decode(self, ids: list[int]) -> str:
-        """Invalid or incomplete UTF-8 becomes U+FFFD; pad/bos/eos vanish; markers stay visible."""
+        """Invalid or incomplete UTF-8 becomes U+FFFD; pad/bos/eos and the unassigned ids below the
+        bytes (which a model's vocabulary still holds, so it can sample them) vanish; markers stay visible."""
         out, buf = [], bytearray()
         for i in ids:
             if i >= self.BYTE_OFFSET:
@@ -65,7 +66,7 @@ class ByteTokenizer:
                 continue
             out.append(buf.decode("utf-8", errors="replace"))
             buf.clear()
-            if i >= 3:
+            if 3 <= i < len(self.SPECIALS):
                 out.append(self.SPECIALS[i])
         out.append(buf.decode("utf-8", errors="replace"))
         return "".join(out)

@@ -44,6 +44,7 @@ class ServerMetrics:
         self.cache_evictions = Counter("tnlm_state_cache_evictions", "Kept states dropped for room", registry=r)
         self._evictions_seen = 0
         self._recent: deque[tuple[float, int]] = deque()
+        self._recent_tokens = 0  # the sum over _recent, kept as it changes (a step must not sum the window)
         self._lock = threading.Lock()
 
     def admitted(self, *, prompt: int, cached: int, hit: bool) -> None:
@@ -56,12 +57,13 @@ class ServerMetrics:
         now = time.monotonic()
         with self._lock:
             self._recent.append((now, tokens))
+            self._recent_tokens += tokens
             self._update_rate(now)
 
     def _update_rate(self, now: float) -> None:
         while self._recent and self._recent[0][0] < now - _RATE_WINDOW_S:
-            self._recent.popleft()
-        self.tokens_per_s.set(sum(n for _, n in self._recent) / _RATE_WINDOW_S)
+            self._recent_tokens -= self._recent.popleft()[1]
+        self.tokens_per_s.set(self._recent_tokens / _RATE_WINDOW_S)
 
     def finished(self, *, latency: float) -> None:
         self.latency.observe(latency)

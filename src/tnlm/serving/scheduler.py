@@ -12,8 +12,10 @@ Each loop iteration of the scheduler thread:
    finished sequence is kept for the conversation's next turn.
 
 Requests reach the thread as Tickets; the thread answers with events (Piece, Finished, Done, Failed)
-that it hands to the request's asyncio queue on the server's event loop. A full waiting queue is
-refused at once (503 with Retry-After) instead of growing without bound.
+that it hands to the request's asyncio queue on the server's event loop. The events of a prefill or
+a decoding step go over in one hand-off per event loop (an Outbox), not one per token: every
+hand-off wakes the event loop and passes it the GIL, which the model's step then waits to get back.
+A full waiting queue is refused at once (503 with Retry-After) instead of growing without bound.
 """
 
 from __future__ import annotations
@@ -85,13 +87,49 @@ class Failed:
 Event = Piece | Finished | Done | Failed
 
 
+def _deliver(pairs: list[tuple[Ticket, Event]]) -> None:
+    """On the event loop: each event into its ticket's queue, in the order they were emitted."""
+    for ticket, event in pairs:
+        ticket.events.put_nowait(event)
+
+
+class Outbox:
+    """Events waiting to be handed to the event loop. put() only collects (scheduler thread);
+    flush() hands everything collected over in one call per event loop."""
+
+    def __init__(self) -> None:
+        self._pairs: list[tuple[Ticket, Event]] = []
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def put(self, ticket: Ticket, event: Event) -> None:
+        self._pairs.append((ticket, event))
+
+    def flush(self) -> None:
+        if not self._pairs:
+            return
+        pairs, self._pairs = self._pairs, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, Event]]] = {}
+        for ticket, event in pairs:
+            by_loop.setdefault(ticket.loop, []).append((ticket, event))
+        for loop, part in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, part)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+                for ticket, _ in part:
+                    ticket.cancelled = True
+
+
 class Ticket:
     """A submitted job as both threads see it. The scheduler calls emit(); the request side reads
-    `events` and sets `cancelled` when its client goes away."""
+    `events` and sets `cancelled` when its client goes away. Once submitted, a ticket's events go
+    through its scheduler's Outbox (`outbox`); before that, straight to its event loop."""
 
     def __init__(self, job: Job, *, events: asyncio.Queue, first_choice: int = 0) -> None:
         self.job, self.events, self.first_choice = job, events, first_choice
         self.loop = asyncio.get_running_loop()
+        self.outbox: Outbox | None = None
         self.created = time.monotonic()
         self.deadline = self.created + job.timeout_s
         self.cancelled = False
@@ -101,6 +139,9 @@ class Ticket:
         self.first_token_at: float | None = None
 
     def emit(self, event: Event) -> None:
+        if self.outbox is not None:
+            self.outbox.put(self, event)
+            return
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
@@ -158,6 +199,7 @@ class Scheduler:
         self._inbox: deque[Ticket] = deque()
         self._prefills: deque[_Prefill] = deque()
         self._running: dict[int, _Seq] = {}
+        self._outbox = Outbox()  # filled and flushed on the scheduler thread only
         self.reference = reference  # decode with the model's forward instead of the fast step
         self._batch = DecodeBatch(model, reference=reference)
         self._keys = itertools.count()
@@ -193,6 +235,7 @@ class Scheduler:
                     503, f"the server is busy ({self.max_queue} requests already waiting); retry shortly",
                     type="server_error", code="queue_full", headers={"Retry-After": "1"},
                 )  # fmt: skip
+            ticket.outbox = self._outbox
             self._inbox.append(ticket)
             self.metrics.queue_length.set(len(self._inbox))
             self._cv.notify()
@@ -222,15 +265,19 @@ class Scheduler:
             except Exception:  # whatever it was, the requests in flight fail and the server goes on
                 log.exception("scheduler iteration failed")
                 self._fail_everything(ServingError(500, "internal error in the scheduler", type="server_error"))
+            self._outbox.flush()
         self._fail_everything(ServingError(503, "the server is shutting down", type="server_error", code="unavailable"))
+        self._outbox.flush()
 
     def _iteration(self) -> None:
         self._reap()
         self._admit()
         if self._prefills:
             self._prefill_step()
+            self._outbox.flush()  # first tokens go out now, not after the decoding step
         if self._running:
             self._decode_step()
+        self._outbox.flush()
         with self._cv:
             self._used = self._slots_used()
         self.metrics.set_load(
