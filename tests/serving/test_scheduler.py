@@ -312,3 +312,50 @@ def test_the_tokens_per_second_gauge_counts_only_the_window(monkeypatch) -> None
     clock["t"] += 30.0
     metrics.set_load(queue=0, running=0, prefilling=0, batch_bytes=0, cache=StateCache(1))
     assert metrics.tokens_per_s._value.get() == 0
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_recurrent_prompt_is_fed_in_one_forward_call_and_its_last_token_by_the_batch_step(monkeypatch, n: int) -> None:
+    """TransNormer's state is kept one token before the prompt's end; the prefill stops there and the
+    batch's step feeds the last token (no second forward call for one token). The text is still the
+    single-run text, each choice's seeded draws are those of a run alone, and the kept state serves
+    a regenerated reply."""
+    import tnlm.serving.scheduler as scheduler_module
+
+    model = _model("tnl-tiny")
+    scheduler = _scheduler(model, prefill_chunk=64)
+    assert not scheduler._rewindable()  # (its one-token probe runs before the count starts)
+    fed: list[int] = []
+    real_feed = scheduler_module.feed
+    monkeypatch.setattr(scheduler_module, "feed", lambda m, state, tokens: fed.append(len(tokens)) or real_feed(m, state, tokens))
+    prompt = TOK.encode("A prompt of some thirty tokens, more or less.")
+    sampling = GREEDY if n == 1 else SamplingParams(temperature=1.0, top_k=20)
+    job = Job(prompt=prompt, sampling=sampling, max_tokens=12, seed=3, n=n)
+
+    async def main():
+        out = []
+        for _ in range(2):  # the second time: a regenerated reply from the kept state
+            ticket = Ticket(job, events=asyncio.Queue())
+            assert scheduler.submit(ticket) is None
+            texts, done = {}, None
+            while not isinstance(done, Done):
+                done = await asyncio.wait_for(ticket.events.get(), timeout=120)
+                if isinstance(done, Piece):
+                    texts[done.choice] = texts.get(done.choice, "") + done.text
+            out.append((texts, done))
+        return out
+
+    scheduler.start()
+    try:
+        (first, done1), (again, done2) = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    assert fed == [len(prompt) - 1]  # one forward call; the regenerated reply feeds nothing before the step
+    assert done1.cached_tokens == 0 and done2.cached_tokens == len(prompt) - 1
+    assert first == again
+    if n == 1:
+        assert first[0] == generate(model, TOK, [TOK.decode(prompt)], max_new_tokens=12, eos_token_ids=[]).texts[0]
+    else:
+        alone = [_serve(_scheduler(model), [Job(prompt=prompt, sampling=sampling, max_tokens=12, seed=3 + i)], [0.0])[0][0]
+                 for i in range(n)]  # fmt: skip
+        assert [first[i] for i in range(n)] == alone

@@ -5,9 +5,11 @@ Each loop iteration of the scheduler thread:
 2. admits waiting requests while the batch has room, starting each from the longest kept state
    whose tokens begin its prompt (StateCache);
 3. feeds up to `prefill_chunk` tokens of the prompts being prefilled, oldest first (long prompts are
-   cut into chunks so the running sequences keep decoding meanwhile); a recurrent state is also kept
-   one token before the prompt's end (see state_cache.py); a finished prefill samples its first token
-   and joins the batch;
+   cut into chunks so the running sequences keep decoding meanwhile); a finished prefill samples its
+   first token and joins the batch. A recurrent state is kept one token before the prompt's end (see
+   state_cache.py): its prefill stops there and the prompt's last token goes in with the batch's next
+   step, which samples the first token (a separate forward call for that one token cost a third of a
+   64-token prefill);
 4. runs one decoding step for every running sequence; finished sequences leave, and the state of a
    finished sequence is kept for the conversation's next turn.
 
@@ -159,6 +161,7 @@ class _Prefill:
     state: SequenceState
     fed: int  # prompt tokens the state holds
     kept: bool  # the state one token before the prompt's end is in the StateCache (or needs not be)
+    last_in_batch: bool  # the prefill stops one token short; the batch's step feeds the last one
 
 
 @dataclass
@@ -170,6 +173,7 @@ class _Seq:
     tokens: list[int] = field(default_factory=list)  # sampled so far
     fed: int = 0  # of those, how many the state has consumed
     reason: str | None = None
+    prompt_pending: bool = False  # the state lacks the prompt's last token: the next step feeds it
 
 
 def _timeout(ticket: Ticket) -> ServingError:
@@ -320,9 +324,10 @@ class Scheduler:
                 continue
             ticket.cached_tokens = hit.tokens
             self.metrics.admitted(prompt=len(ticket.job.prompt), cached=hit.tokens, hit=hit.entry is not None)
-            prompt = ticket.job.prompt
-            kept = self._rewindable() or hit.tokens >= len(prompt) - 1 or self.cache.max_bytes == 0
-            self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, kept=kept))
+            prompt, rewindable, keeping = ticket.job.prompt, self._rewindable(), self.cache.max_bytes > 0
+            kept = rewindable or hit.tokens >= len(prompt) - 1 or not keeping
+            last_in_batch = not rewindable and keeping and len(prompt) >= 2
+            self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, kept=kept, last_in_batch=last_in_batch))
 
     def _rewindable(self) -> bool:
         """Whether this family's decoding state can be cut back to an earlier token (a KV cache can, a
@@ -340,50 +345,65 @@ class Scheduler:
         while self._prefills and budget > 0:
             p = self._prefills[0]
             prompt = p.ticket.job.prompt
+            stop = len(prompt) - 1 if p.last_in_batch else len(prompt)
             try:
-                if not p.kept and p.fed == len(prompt) - 1:
-                    self.cache.put(prompt[: p.fed], p.state.clone(), supersede=True)
-                    p.kept = True
-                end = min(p.fed + budget, len(prompt) if p.kept else len(prompt) - 1)
-                logits = feed(self.model, p.state, prompt[p.fed : end])
-                budget -= end - p.fed
-                p.fed = end
-                if p.fed == len(prompt):
+                logits = None
+                if p.fed < stop:
+                    end = min(p.fed + budget, stop)
+                    logits = feed(self.model, p.state, prompt[p.fed : end])
+                    budget -= end - p.fed
+                    p.fed = end
+                if p.fed == stop:
                     self._prefills.popleft()
-                    self._start(p, logits)
+                    if not p.kept:
+                        self.cache.put(prompt[: p.fed], p.state.clone(), supersede=True)
+                    self._start(p, None if p.last_in_batch else logits)
             except Exception:  # a bug must cost this request, not the server
                 log.exception("prefill failed")
                 if self._prefills and self._prefills[0] is p:
                     self._prefills.popleft()
                 p.ticket.fail(ServingError(500, "internal error during prefill", type="server_error"))
 
-    def _start(self, p: _Prefill, logits: torch.Tensor) -> None:
-        """The prompt is in: sample each choice's first token; unfinished choices join the batch."""
+    def _start(self, p: _Prefill, logits: torch.Tensor | None) -> None:
+        """The prompt is in: sample each choice's first token; unfinished choices join the batch. With
+        `logits` None the state lacks the prompt's last token: the choices join the batch with it as
+        their next input, and the batch's step samples their first tokens."""
         job = p.ticket.job
         base_seed = job.seed if job.seed is not None else random.getrandbits(62)
         seqs = [
             _Seq(p.ticket, i, RowSampler.create(job.sampling, seed=base_seed + i, vocab_size=self.vocab_size,
-                                                prompt=job.prompt), TextStream(self.tokenizer, stop=job.stop))
+                                                prompt=job.prompt), TextStream(self.tokenizer, stop=job.stop),
+                 prompt_pending=logits is None)
             for i in range(job.n)
         ]  # fmt: skip
         states = [p.state] + [p.state.clone() for _ in range(job.n - 1)]
+        if logits is None:
+            for seq, state in zip(seqs, states):
+                self._join(seq, state)
+            return
         first = sample_rows(logits.expand(job.n, -1), [s.sampler for s in seqs])
         self.metrics.step(tokens=job.n)
         for seq, state, tok in zip(seqs, states, first):
             if self._accept(seq, tok):
                 self._finish(seq, state)
             else:
-                key = next(self._keys)
-                self._running[key] = seq
-                self._batch.join(key, state)
+                self._join(seq, state)
+
+    def _join(self, seq: _Seq, state: SequenceState) -> None:
+        key = next(self._keys)
+        self._running[key] = seq
+        self._batch.join(key, state)
 
     def _decode_step(self) -> None:
         keys = list(self._batch.keys)
         seqs = [self._running[k] for k in keys]
         try:
-            logits = self._batch.step(torch.tensor([s.tokens[-1] for s in seqs]))
+            logits = self._batch.step(torch.tensor([s.ticket.job.prompt[-1] if s.prompt_pending else s.tokens[-1] for s in seqs]))
             for s in seqs:
-                s.fed += 1
+                if s.prompt_pending:
+                    s.prompt_pending = False
+                else:
+                    s.fed += 1
             tokens = sample_rows(logits, [s.sampler for s in seqs])
         except Exception:
             log.exception("decoding step failed")

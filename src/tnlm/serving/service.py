@@ -22,7 +22,7 @@ from tnlm.generation.chat import chat_eos_ids
 from tnlm.generation.sampling import SamplingParams
 from tnlm.generation.tokenizer import TextTokenizer
 from tnlm.serving import schemas as S
-from tnlm.serving.prompts import chat_prompt
+from tnlm.serving.prompts import ChatPrompts
 from tnlm.serving.scheduler import Done, Event, Failed, Finished, Job, Piece, Scheduler, Ticket
 
 Disconnected = Callable[[], Awaitable[bool]]
@@ -59,6 +59,7 @@ class Service:
         self.model, self.tokenizer, self.scheduler, self.settings = model, tokenizer, scheduler, settings
         self.vocab_size = int(model.config.vocab_size)
         self.created = S.now()
+        self.chat_prompt = ChatPrompts(tokenizer)  # a conversation's earlier turns are not encoded again
 
     def models(self) -> dict:
         return S.ModelList(data=[S.ModelCard(id=self.settings.model_id, created=self.created)]).model_dump()
@@ -155,7 +156,7 @@ class Service:
         if isinstance(sampling, S.ServingError):
             return sampling
         try:
-            prompt = chat_prompt(self.tokenizer, [(m.role, m.text()) for m in req.messages])
+            prompt = self.chat_prompt([(m.role, m.text()) for m in req.messages])
         except ConfigError as e:  # a model whose tokenizer lacks the chat markers
             return S.invalid(f"this model cannot chat: {e}; use /v1/completions", param="messages")
         asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
