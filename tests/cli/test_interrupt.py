@@ -11,13 +11,24 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers.processes import STOP_LIMIT, marked_env, marked_processes
+from tests.helpers.processes import (
+    load_factor,
+    marked_env,
+    marked_pids,
+    marked_processes,
+    scaled,
+    stop_limit,
+    wait_gone,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process groups from /proc")
 
@@ -48,34 +59,51 @@ def pipeline_yaml(path: Path, inputs: Path, output: Path) -> Path:
 
 
 def tnlm(*args: str, cwd: Path) -> subprocess.Popen:
+    """The command in a process group of its own (pgid = pid); its output goes to files, so that a
+    test that waits for an event never blocks it on a full pipe."""
     env, marker = marked_env()
-    proc = subprocess.Popen([sys.executable, "-m", "tnlm", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)  # pgid = pid
-    proc.marker = marker
+    out, err = (tempfile.TemporaryFile("w+") for _ in range(2))  # noqa: SIM115 (kept with the process)
+    proc = subprocess.Popen([sys.executable, "-m", "tnlm", *args], cwd=cwd, stdout=out, stderr=err, text=True,
+                            start_new_session=True, env=env)
+    proc.marker, proc.out, proc.err = marker, out, err
     return proc
 
 
-def interrupt(proc: subprocess.Popen, *, after: float) -> tuple[int, str, float]:
-    """SIGINT to the group `after` seconds in; returns (exit status, stderr, seconds to stop)."""
-    time.sleep(after)
+def output(proc: subprocess.Popen) -> tuple[str, str]:
+    proc.out.seek(0), proc.err.seek(0)
+    return proc.out.read(), proc.err.read()
+
+
+def holds_lock(proc: subprocess.Popen, folder: Path) -> bool:
+    """The command has started its work: it, or its child (a run isolated from Ctrl-C), holds the
+    output folder's lock (its pid is in .lock)."""
+    try:
+        holder = (folder / ".lock").read_text().strip()
+    except OSError:
+        return False
+    return holder == str(proc.pid) or (holder.isdigit() and int(holder) in marked_pids(proc.marker))
+
+
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], *, what: str) -> tuple[int, str, float]:
+    """SIGINT to the group as soon as `ready()` holds (polled every 10 ms); returns (exit status,
+    stderr, seconds to stop). A command that ends before the event returns its own status."""
+    wait_until(ready, timeout=300, what=what, alive=lambda: proc.poll() is None)
     sent = time.monotonic()
     try:
         os.killpg(proc.pid, signal.SIGINT)
     except ProcessLookupError:
         pass  # it finished first
+    limit = stop_limit()
     try:
-        _, err = proc.communicate(timeout=STOP_LIMIT)
+        proc.wait(timeout=limit)
     except subprocess.TimeoutExpired:
         left = marked_processes(proc.marker)
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"still running {STOP_LIMIT} s after Ctrl-C: {left}")
+        proc.wait()
+        pytest.fail(f"still running {limit:.0f} s after Ctrl-C: {left}")
     stopped = time.monotonic() - sent
-    deadline = time.monotonic() + 5
-    while marked_processes(proc.marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not marked_processes(proc.marker), f"processes left behind: {marked_processes(proc.marker)}"
-    return proc.returncode, err, stopped
+    wait_gone(proc.marker, timeout=5)  # no process of the command left behind
+    return proc.returncode, output(proc)[1], stopped
 
 
 def assert_interrupted(status: int, err: str, *, line: str) -> None:
@@ -92,33 +120,60 @@ def shard_files(folder: Path) -> dict[str, bytes]:
 
 def run_to_end(*args: str, cwd: Path) -> str:
     proc = tnlm(*args, cwd=cwd)
-    out, err = proc.communicate(timeout=600)
+    proc.wait(timeout=scaled(600))
+    out, err = output(proc)
     assert proc.returncode == 0, err[-3000:]
     return out
 
 
-# when each Ctrl-C comes, as fractions of an uninterrupted run's wall time (start-up included), so that
-# the same points of the work are hit on a fast machine and on a slow or busy one
-FRACTIONS = [0.15, 0.25, 0.35, 0.45, 0.6, 0.8, 1.0, 1.2]
+def count(folder: Path, *patterns: str) -> Callable[[], int]:
+    """How many files under `folder` match the patterns now (a command's finished units of work)."""
+    return lambda: sum(1 for pattern in patterns for _ in folder.glob(pattern))
 
 
-@pytest.mark.parametrize("fractions", [FRACTIONS], ids=["8-interrupts"])
-def test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path: Path, fractions: list[float]) -> None:
-    inputs = corpus(tmp_path / "in")
-    reference = pipeline_yaml(tmp_path / "reference.yaml", inputs, tmp_path / "reference")
-    start = time.monotonic()
-    run_to_end("data", "run", str(reference), "--quiet", cwd=tmp_path)
-    whole = time.monotonic() - start
-    cfg = pipeline_yaml(tmp_path / "cfg.yaml", inputs, tmp_path / "out")
-    outcomes = []
-    for delay in (f * whole for f in fractions):  # the same output folder each time: Ctrl-C, rerun, Ctrl-C, ... as a user would
-        status, err, stopped = interrupt(tnlm("data", "run", str(cfg), "--quiet", cwd=tmp_path), after=delay)
+def after_progress(proc: subprocess.Popen, folder: Path, done: Callable[[], int], steps: int) -> Callable[[], bool]:
+    """The event 'this run holds the lock and has finished `steps` more units than there were when it
+    started' (0: it has just started its work)."""
+    before = done()
+    return lambda: holds_lock(proc, folder) and done() >= before + steps
+
+
+def interrupt_runs(args: tuple[str, ...], *, cwd: Path, folder: Path, done: Callable[[], int], plan: list[int],
+                   hint: str, logs: bool = False) -> list[int]:
+    """Run the command again and again on the same output folder (as a user would), each run Ctrl-C'd
+    once its step of `plan` more units are done; returns the units done at each interrupt. Stops at the
+    first run that finishes before its event. `logs`: the command logs as it goes (only its last line
+    is checked then)."""
+    at = []
+    for steps in plan:
+        proc = tnlm(*args, cwd=cwd)
+        status, err, _ = interrupt_when(proc, after_progress(proc, folder, done, steps), what=f"{steps} more units")
         if status == 0:
-            break  # the resumed run finished before this interrupt
-        outcomes.append((delay, round(stopped, 2)))
-        line = err.strip().splitlines()[-1] if err.strip() else ""
-        assert_interrupted(status, err, line=RESUME if line.startswith("interrupted:") else "interrupted")
-    assert len(outcomes) >= 3, outcomes
+            break
+        if logs:
+            assert status in (130, -signal.SIGINT) and "Traceback" not in err, err[-2000:]
+            assert err.strip().splitlines()[-1] == hint, err[-2000:]
+        else:
+            assert_interrupted(status, err, line=hint)
+        at.append(done())
+    return at
+
+
+# units of work each run does before its Ctrl-C: 0 = right after it takes the folder (reading its
+# shards), 1 = its first finished shard, and so on; the stages, fits and final shards of the pipeline
+# are each hit by some run (26 units in all: 8 shards x 3 stages and 2 fits)
+PLAN = [0, 1, 2, 0, 3, 1, 4, 2]
+
+
+def test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path: Path) -> None:
+    inputs = corpus(tmp_path / "in")
+    run_to_end("data", "run", str(pipeline_yaml(tmp_path / "reference.yaml", inputs, tmp_path / "reference")), "--quiet",
+               cwd=tmp_path)
+    cfg = pipeline_yaml(tmp_path / "cfg.yaml", inputs, tmp_path / "out")
+    units = count(tmp_path / "out", "**/_stats/*.json", "_work/fit-*.json")
+    at = interrupt_runs(("data", "run", str(cfg), "--quiet"), cwd=tmp_path, folder=tmp_path / "out", done=units,
+                        plan=PLAN, hint=RESUME)
+    assert len(at) >= 6 and at == sorted(at), at  # resumed runs go on from where the last one stopped
     run_to_end("data", "run", str(cfg), "--quiet", cwd=tmp_path)
     assert shard_files(tmp_path / "out") == shard_files(tmp_path / "reference")
 
@@ -131,7 +186,9 @@ def test_data_run_survives_many_interrupts(tmp_path: Path) -> None:
     interrupted = 0
     for i in range(30):
         cfg = pipeline_yaml(tmp_path / f"cfg{i}.yaml", inputs, tmp_path / f"out{i}")
-        status, err, _ = interrupt(tnlm("data", "run", str(cfg), "--quiet", cwd=tmp_path), after=rng.uniform(0.2, 6.0))
+        proc = tnlm("data", "run", str(cfg), "--quiet", cwd=tmp_path)
+        at = time.monotonic() + rng.uniform(0.2, 6.0) * load_factor()
+        status, err, _ = interrupt_when(proc, lambda at=at: time.monotonic() >= at, what="the moment")
         if status != 0:
             interrupted += 1
             line = err.strip().splitlines()[-1] if err.strip() else ""
@@ -147,16 +204,10 @@ def test_data_run_with_datatrove_stops_cleanly_and_resumes(tmp_path: Path) -> No
     data["steps"] = [{"step": "normalize"}, {"step": "gopher_quality", "min_words": 20}, {"step": "pii"}]
     cfg.write_text(yaml.safe_dump(data))
     args = ("data", "run", str(cfg), "--engine", "datatrove", "--workers", "2")
-    stops = 0
-    for delay in (1.5, 3.0):
-        status, err, _ = interrupt(tnlm(*args, cwd=tmp_path), after=delay)
-        if status == 0:
-            break
-        stops += 1
-        line = err.strip().splitlines()[-1] if err.strip() else ""
-        assert status in (130, -signal.SIGINT) and "Traceback" not in err, err[-2000:]
-        assert line in (RESUME, "interrupted"), err[-2000:]
-    assert stops >= 1, "the run finished before Ctrl-C; make the input bigger"
+    tasks = count(tmp_path / "out", "_work/datatrove/logs/stage0/completions/*")  # 8 tasks
+    at = interrupt_runs(args, cwd=tmp_path, folder=tmp_path / "out", done=tasks, plan=[0, 1, 2], hint=RESUME,
+                        logs=True)
+    assert len(at) == 3 and at == sorted(at), at
     run_to_end(*args, cwd=tmp_path)
     kept = sum(1 for p in (tmp_path / "out").glob("*.jsonl") for _ in p.open())
     assert kept == 8 * 800
@@ -176,18 +227,27 @@ def test_data_pack_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     run_to_end("data", "pack", str(inputs), "--tokenizer", str(tok), "--output", str(tmp_path / "reference"),
                cwd=tmp_path)
     args = ("data", "pack", str(inputs), "--tokenizer", str(tok), "--output", str(tmp_path / "out"), "--quiet")
-    stops = 0
-    for delay in (0.3, 1.2, 2.5):
-        status, err, _ = interrupt(tnlm(*args, cwd=tmp_path), after=delay)
-        if status == 0:
-            break
-        stops += 1
-        line = err.strip().splitlines()[-1] if err.strip() else ""
-        assert_interrupted(status, err, line=RESUME if line.startswith("interrupted:") else "interrupted")
-    assert stops >= 1
+    shards = count(tmp_path / "out", "shard-*.json")  # 8, one per input file
+    at = interrupt_runs(args, cwd=tmp_path, folder=tmp_path / "out", done=shards, plan=[0, 1, 2, 1], hint=RESUME)
+    assert len(at) >= 3 and at == sorted(at), at
     run_to_end(*args, cwd=tmp_path)
     for name in sorted(p.name for p in (tmp_path / "reference").glob("*.bin")):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def trainer_busy(proc: subprocess.Popen, cpu: float) -> Callable[[], bool]:
+    """The event 'the isolated training process (the command's child) has computed for `cpu` seconds':
+    reading the input takes a fraction of a second, so it is then inside the Rust trainer."""
+    return lambda: any(cpu_seconds(pid) >= cpu for pid in marked_pids(proc.marker) if pid != proc.pid)
 
 
 def test_tokenizer_train_stops_promptly_inside_the_rust_trainer(tmp_path: Path) -> None:
@@ -197,12 +257,11 @@ def test_tokenizer_train_stops_promptly_inside_the_rust_trainer(tmp_path: Path) 
     lines = (json.dumps({"text": " ".join(rng.choices(vocab, k=60))}) for _ in range(60000))
     (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
     args = ("tokenizer", "train", str(tmp_path / "big.jsonl"), "--output", str(tmp_path / "tok"), "--vocab-size", "30000")
-    for delay in (2.0, 4.0):  # the training alone takes about 10 s on an idle 2-core machine
-        status, err, stopped = interrupt(tnlm(*args, cwd=tmp_path), after=delay)
+    expected = "interrupted: nothing was saved; rerun the command to train again"
+    for cpu in (1.0, 2.0):  # the training takes about 5 s of CPU
+        proc = tnlm(*args, cwd=tmp_path)
+        status, err, stopped = interrupt_when(proc, trainer_busy(proc, cpu), what=f"{cpu} s of training")
         assert status != 0, "the training finished before Ctrl-C; make the input bigger"
-        line = err.strip().splitlines()[-1]
-        expected = "interrupted: nothing was saved; rerun the command to train again"
-        assert_interrupted(status, err, line=expected if line.startswith("interrupted:") else "interrupted")
-        assert stopped < 3.0, stopped
+        assert_interrupted(status, err, line=expected)
+        assert stopped < scaled(3.0), stopped
         assert not (tmp_path / "tok").exists()
-

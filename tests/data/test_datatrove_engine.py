@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
+from tests.helpers.processes import marked_env, wait_gone, wait_until
 from tnlm.data.files import read_documents
 from tnlm.data.pipeline import run_pipeline
 from tnlm.errors import DataError
@@ -121,14 +121,15 @@ def test_a_killed_datatrove_run_resumes_without_losing_or_duplicating(tmp_path):
     run_datatrove(planted_config(tmp_path, "reference"), tasks=12, workers=2)
     script = ("import sys; from tnlm.data.datatrove_engine import run_datatrove; "
               "run_datatrove(sys.argv[1], tasks=12, workers=1)")
+    env, marker = marked_env()
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cfg.yaml")], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     completions = tmp_path / "dt" / "_work" / "datatrove" / "logs" / "stage1" / "completions"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(list(completions.glob("*"))) < 2:
-        time.sleep(0.01)
+    wait_until(lambda: len(list(completions.glob("*"))) >= 2, timeout=300, what="2 finished tasks of stage 1",
+               alive=lambda: proc.poll() is None)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    wait_gone(marker)  # its forked workers hold the folder's lock until they are gone too
     assert 2 <= len(list(completions.glob("*"))) < 12, "the run must be killed part-way through stage 1"
     assert not (tmp_path / "dt" / "report.json").exists()
     run_datatrove(tmp_path / "cfg.yaml", tasks=12, workers=1)
