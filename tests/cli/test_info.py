@@ -42,10 +42,14 @@ def test_help_lists_commands():
 
 
 def test_user_error_is_one_line_without_traceback():
+    """The console script's own exit path (`python -m tnlm`) on an error; which errors give which line
+    is tests/cli/test_misuse.py's (in-process, `info tnl-nope` among them). A usage error fails before
+    torch is imported, so this takes a second, not the seconds of loading the model libraries."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tnlm", "info", "tnl-nope"],
+        [sys.executable, "-m", "tnlm", "info", "tnl-tiny", "--forward", "--seq-len", "0"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert "neither a preset nor a model directory" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "'--seq-len'" in proc.stderr
