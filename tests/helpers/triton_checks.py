@@ -49,7 +49,7 @@ ATTN_CASES = [
     _case(1, 100, 2, 32, state=False),
     _case(1, 193, 2, 32, 48, lengths=(1, 63, 64, 65)),
     _case(1, 200, 2, 32, lengths=(70, 0, 130), state=False),
-    _case(2, 130, 1, 192, 96),  # LRPE doubles Dk: several feature tiles on both sides
+    _case(1, 130, 1, 192, 96),  # LRPE doubles Dk: several feature tiles on both sides (B > 1: the cases above)
     _case(1, 130, 2, 32, dtype="float16"),
     _case(1, 65, 2, 64, 32, dtype="float16"),
 ]
@@ -126,16 +126,17 @@ def check_norm(rows: int, dim: int, device: str, dtype: str = "float32") -> dict
 
 
 def check_model(backend: str = "triton") -> dict[str, float]:
-    """A tnl-tiny forward and backward with the custom op forced onto the Triton kernels (the path
+    """A two-layer tnl-tiny forward and backward with the custom op forced onto the Triton kernels (the path
     CUDA tensors take) against the same step on chunk.py: the whole integration, not just the kernels."""
     import tnlm
 
     torch.manual_seed(0)
-    ids = torch.randint(3, 8192, (2, 70))
+    ids = torch.randint(3, 8192, (1, 70))  # two chunks of 64; the interpreter runs every program in Python
+    shape = {"decoder_layers": 2, "linear_use_lrpe_list": [1, 0]}  # a layer with LRPE and one without
     out = {}
     for name in ("chunk", backend):
         with lightning_backend(name):
-            model = tnlm.create_model("tnl-tiny", seed=0)
+            model = tnlm.create_model("tnl-tiny", seed=0, overrides=shape)
             res = model(ids, labels=ids)
             res.loss.backward()
         out[name] = (res.logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()]))
