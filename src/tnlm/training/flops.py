@@ -10,7 +10,8 @@ The linear-attention count is the recurrent form's work, what the computation ne
 algorithm's extra intra-block products are overhead, not model FLOPs.
 
 The peak: on a GPU, the device's dense bf16 (or float32) rate from its data sheet when known; on a CPU,
-a float32 matrix product measured here at start, the rate these cores really reach.
+a float32 matrix product measured at the start of the first run in the process, the rate these cores
+really reach (kept for the process's later runs, so that the models of one comparison share it).
 """
 
 from __future__ import annotations
@@ -60,8 +61,13 @@ def peak_flops(device: torch.device, *, dtype: torch.dtype) -> tuple[float, str]
         for key, (bf16, fp32) in GPU_PEAKS.items():
             if key in name:
                 return (bf16 if dtype == torch.bfloat16 else fp32) * 1e12, f"{name} data sheet"
-    rate = measure_matmul_rate(device, dtype=dtype)
-    return rate, f"measured {str(dtype).removeprefix('torch.')} matmul on {device.type}"
+    key = (str(device), dtype)
+    if key not in _MEASURED:
+        _MEASURED[key] = measure_matmul_rate(device, dtype=dtype)
+    return _MEASURED[key], f"measured {str(dtype).removeprefix('torch.')} matmul on {device.type}"
+
+
+_MEASURED: dict[tuple[str, torch.dtype], float] = {}  # (device, dtype) -> FLOP/s, once per process
 
 
 def measure_matmul_rate(device: torch.device, *, dtype: torch.dtype = torch.float32, n: int = 1024,
