@@ -159,9 +159,10 @@ def interrupt_runs(args: tuple[str, ...], *, cwd: Path, folder: Path, done: Call
     return at
 
 
-# units of work each run does before its Ctrl-C: 0 = right after it takes the folder (reading its
-# shards), 1 = its first finished shard, and so on; the stages, fits and final shards of the pipeline
-# are each hit by some run (26 units in all: 8 shards x 3 stages and 2 fits)
+# units of work each run does before its Ctrl-C: 0 = right after it takes the folder (a fresh start, or
+# a resumed one reading what is done), 1 = its first finished shard, and so on. Of the 26 units (8
+# shards x 3 stages and the 2 fits between them) the plan asks for 13, so the first runs stop in stage 0
+# and the last ones past the exact-dedup fit, in stage 1 or later
 PLAN = [0, 1, 2, 0, 3, 1, 4, 2]
 
 
@@ -174,6 +175,7 @@ def test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path: Path) -> None
     at = interrupt_runs(("data", "run", str(cfg), "--quiet"), cwd=tmp_path, folder=tmp_path / "out", done=units,
                         plan=PLAN, hint=RESUME)
     assert len(at) >= 6 and at == sorted(at), at  # resumed runs go on from where the last one stopped
+    assert len(at) < len(PLAN) or at[-1] >= sum(PLAN), at
     run_to_end("data", "run", str(cfg), "--quiet", cwd=tmp_path)
     assert shard_files(tmp_path / "out") == shard_files(tmp_path / "reference")
 
