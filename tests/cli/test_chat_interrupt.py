@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import marked_env, scaled, stop_limit, wait_gone
+from tests.helpers.processes import (
+    as_in_a_terminal,
+    marked_env,
+    scaled,
+    stop_limit,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process groups from /proc")
 
@@ -53,7 +59,7 @@ def model_process(*args: str, cwd: Path) -> tuple[subprocess.Popen, Reader, Read
     env, marker = marked_env()
     proc = subprocess.Popen([sys.executable, "-m", "tnlm", *args], cwd=cwd, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=0,
-                            start_new_session=True, env={**env, "PYTHONUNBUFFERED": "1"})
+                            start_new_session=True, env={**env, "PYTHONUNBUFFERED": "1"}, preexec_fn=as_in_a_terminal)  # noqa: PLW1509 (one signal reset)
     proc.marker = marker
     return proc, Reader(proc.stdout), Reader(proc.stderr)
 

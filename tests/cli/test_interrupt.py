@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.helpers.processes import (
+    as_in_a_terminal,
     load_factor,
     marked_env,
     marked_pids,
@@ -64,7 +65,7 @@ def tnlm(*args: str, cwd: Path) -> subprocess.Popen:
     env, marker = marked_env()
     out, err = (tempfile.TemporaryFile("w+") for _ in range(2))  # noqa: SIM115 (kept with the process)
     proc = subprocess.Popen([sys.executable, "-m", "tnlm", *args], cwd=cwd, stdout=out, stderr=err, text=True,
-                            start_new_session=True, env=env)
+                            start_new_session=True, env=env, preexec_fn=as_in_a_terminal)  # noqa: PLW1509 (one signal reset)
     proc.marker, proc.out, proc.err = marker, out, err
     return proc
 

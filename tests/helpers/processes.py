@@ -4,6 +4,7 @@ processes that carry it, and deadlines that grow with the machine's load."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +44,14 @@ def wait_until(ready: Callable[[], bool], *, timeout: float, what: str, alive: C
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
     return True
+
+
+def as_in_a_terminal() -> None:
+    """`preexec_fn` of a command the test will Ctrl-C: SIGINT at its default, as in a terminal's
+    foreground job. A test run started in the background (`pytest &`, `.ci/run &` from a script)
+    ignores SIGINT, every child inherits that through exec, and Python then installs no Ctrl-C
+    handler: the command would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def marked_env() -> tuple[dict[str, str], str]:
