@@ -161,10 +161,10 @@ def interrupt_runs(args: tuple[str, ...], *, cwd: Path, folder: Path, done: Call
 
 
 # units of work each run does before its Ctrl-C: 0 = right after it takes the folder (a fresh start, or
-# a resumed one reading what is done), 1 = its first finished shard, and so on. Of the 26 units (8
-# shards x 3 stages and the 2 fits between them) the plan asks for 13, so the first runs stop in stage 0
-# and the last ones past the exact-dedup fit, in stage 1 or later
-PLAN = [0, 1, 2, 0, 3, 1, 4, 2]
+# a resumed one reading what is done), 1 = its first finished shard, and so on. Of the 18 units (8
+# shards of the first stage, the exact and MinHash fits, 8 final shards) the plan asks for 10, so the
+# first runs stop in the first stage and the last ones at the fits or in the final stage
+PLAN = [0, 1, 2, 0, 2, 1, 3, 1]
 
 
 def test_data_run_stops_cleanly_at_any_point_and_resumes(tmp_path: Path) -> None:
