@@ -42,7 +42,7 @@ from torch import nn
 
 from tnlm.errors import ConfigError
 from tnlm.generation import layouts
-from tnlm.generation.layouts import LAYOUTS, Layouts, Linears, nbytes
+from tnlm.generation.layouts import LAYOUTS, Layouts, Linears
 from tnlm.generation.state import DecodeState
 
 # A TransNormer prompt longer than this goes through the model in chunks of this many tokens: the result
@@ -174,15 +174,14 @@ class FastStep:
     def __init__(self, decoder: nn.Module, lm_head: nn.Linear) -> None:
         self.decoder = decoder  # no reference to the whole model: _STEPS must not keep it alive
         linears = [m.weight for m in decoder.modules() if isinstance(m, nn.Linear)] + [lm_head.weight]
-        self.layouts = Layouts(sum(nbytes(w) for w in {w.data_ptr(): w for w in linears}.values()))
+        self.layouts = Layouts(sum(w.nbytes for w in {w.data_ptr(): w for w in linears}.values()))
         self.layers = _family_step(decoder, self.layouts)
         _mark_norms(decoder)
         self.head = Linears([lm_head], self.layouts)
 
     def extra_nbytes(self) -> int:
-        """Bytes of the derived weight copies kept now (layouts that measured faster, see LAYOUT)."""
-        linears = [self.head] + [lin for block in getattr(self.layers, "lin", []) for lin in block.values()]
-        return sum(lin.extra_nbytes() for lin in linears)
+        """Bytes of the derived weight copies kept now (layouts that measured faster, see layouts.py)."""
+        return self.layouts.used
 
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor, *, positions: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:

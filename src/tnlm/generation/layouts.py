@@ -55,16 +55,12 @@ def _bucket(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()  # 1, 2, 4, 8, 16, ...
 
 
-def nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
 class Layouts:
     """What the linear products of one FastStep share: the measured layout per (weight shapes, dtype,
     device, bias, batch-size bucket), so that layers of one shape are measured once (a 30-layer model
     pauses for its ~6 shapes, not 200 layers), and a budget for the derived copies: at most twice the
     weights (one copy per layout for a batch-1 and a batch-8 choice) and a quarter of the memory
-    available when the step was built (MAX_COPY_FRACTION)."""
+    available when the step was built (MAX_COPY_FRACTION). `used` is the bytes of the copies kept now."""
 
     def __init__(self, weight_bytes: int) -> None:
         available = available_bytes(torch.device("cpu"))
@@ -90,8 +86,8 @@ class Linears:
         self._choice: dict[int, str] = {}  # batch-size bucket -> layout used
         self._bound: dict[int, tuple[tuple, Callable]] = {}  # bucket -> ((LAYOUT, made from), product)
 
-    def extra_nbytes(self) -> int:
-        return sum(nbytes(w) + (nbytes(b) if b is not None else 0) for _, w, b in self._copies.values())
+    def _weight_bytes(self) -> int:
+        return sum(m.weight.nbytes for m in self.modules)
 
     def _made_from(self) -> tuple:
         return tuple((m.weight.data_ptr(), _version(m.weight), m.weight.dtype, m.weight.device) for m in self.modules)
@@ -140,7 +136,7 @@ class Linears:
 
     def _drop(self, layout: str) -> None:
         _, w, b = self._copies.pop(layout)
-        self.shared.used -= nbytes(w) + (nbytes(b) if b is not None else 0)
+        self.shared.used -= _copy_bytes(w, b)
 
     def _copy(self, layout: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """The weights (and biases) in a derived layout, concatenated over the layers, made (or remade
@@ -151,8 +147,7 @@ class Linears:
             return kept[1], kept[2]
         if kept is not None:
             self._drop(layout)
-        size = sum(nbytes(m.weight) for m in self.modules)
-        if LAYOUT == "auto" and self.shared.used + size > self.shared.limit:
+        if LAYOUT == "auto" and self.shared.used + self._weight_bytes() > self.shared.limit:
             return None
         w = torch.cat([m.weight.detach() for m in self.modules]) if len(self.modules) > 1 else self.modules[0].weight.detach()
         b = None
@@ -160,14 +155,13 @@ class Linears:
             b = torch.cat([m.bias.detach() for m in self.modules])
         w = w.t().contiguous() if layout == "columns" else torch.ops.mkldnn._reorder_linear_weight(w, 8)
         self._copies[layout] = (made_from, w, b)
-        self.shared.used += nbytes(w) + (nbytes(b) if b is not None else 0)
+        self.shared.used += _copy_bytes(w, b)
         return w, b
 
     def _candidates(self, x: torch.Tensor) -> list[str]:
         if x.device.type != "cpu":
             return ["rows"]
-        size = sum(nbytes(m.weight) for m in self.modules)
-        if not self._copies and self.shared.used + size > self.shared.limit:
+        if not self._copies and self.shared.used + self._weight_bytes() > self.shared.limit:
             return ["rows"]
         return ["rows", "columns"] + (["packed"] if x.dtype == torch.float32 and _packed_available() else [])
 
@@ -184,3 +178,7 @@ class Linears:
                 if r:  # the first round warms up each candidate
                     best[layout] = min(best[layout], time.perf_counter() - t0)
         return min(candidates, key=best.__getitem__)
+
+
+def _copy_bytes(w: torch.Tensor, b: torch.Tensor | None) -> int:
+    return w.nbytes + (b.nbytes if b is not None else 0)
