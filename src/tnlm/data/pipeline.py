@@ -298,10 +298,11 @@ class Pipeline:
             yield
             return
         start_method = "fork" if sys.platform == "linux" else "spawn"
-        self._before_fork()
+        self.estimated_bytes(0, 0)  # the source's shard sizes (the built-in source's file listing), once, here
         gc.freeze()  # the parent's objects out of the collector's reach: no copy-on-write of their pages by it
         try:
-            with worker_pool(min(workers, len(self.shards)), initializer=_init_worker, initargs=(asdict(self.config),),
+            with worker_pool(min(workers, len(self.shards)), initializer=_init_worker,
+                             initargs=(asdict(self.config), self.chain_global_steps),
                              start_method=start_method) as pool:  # Ctrl-C: the workers stop with the pipeline
                 self._pool = pool
                 try:
@@ -310,17 +311,6 @@ class Pipeline:
                     self._pool = None
         finally:
             gc.unfreeze()
-
-    def _before_fork(self) -> None:
-        """Work every forked worker would otherwise repeat on its first shard, done once here: the
-        source's shard sizes (the built-in source's file listing) and lazy imports (numpy's masked
-        arrays, which np.unique loads on first use; the UTF-32 codec of the word hashes)."""
-        import codecs
-
-        import numpy.ma  # noqa: F401
-
-        codecs.lookup("utf-32-le")
-        self.estimated_bytes(0, 0)
 
     def _map(self, fn: Callable[[tuple[int, int]], Any], tasks: list[tuple[int, int]]) -> Iterator[Any]:
         """fn over (stage, shard) tasks, in this process or in the run's pool, results as they finish.
@@ -396,12 +386,12 @@ def _without_layout(record: dict[str, Any]) -> dict[str, Any]:
 _ACTIVE: Pipeline | None = None
 
 
-def _init_worker(config: dict[str, Any]) -> None:
+def _init_worker(config: dict[str, Any], chain_global_steps: bool) -> None:
     global _ACTIVE
     if "torch" in sys.modules:  # a model scorer: one thread per worker, the workers share the cores
         sys.modules["torch"].set_num_threads(1)
-    if _ACTIVE is None:
-        _ACTIVE = Pipeline(PipelineConfig(**config))
+    if _ACTIVE is None:  # spawned, not forked: the same stage plan as the parent's
+        _ACTIVE = Pipeline(PipelineConfig(**config), chain_global_steps=chain_global_steps)
 
 
 def _run_shard_task(task: tuple[int, int]) -> None:

@@ -12,7 +12,7 @@ import os
 import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -339,17 +339,15 @@ class BuiltinSource(Source):
         if kind not in ("docs", "source", "all"):
             raise DataError(f"builtin kind must be docs, source or all, not {kind!r}")
         self.kind, self.num_shards, self.max_files = kind, num_shards, max_files
-        self._assignments: dict[int, tuple[list[list[Path]], list[int]]] = {}
 
     def shards(self) -> list[str]:
         return [f"{i}/{self.num_shards}" for i in range(self.num_shards)]
 
-    def _assignment(self, total: int) -> tuple[list[list[Path]], list[int]]:
-        """The standard-library files of each of `total` shards, and each shard's bytes (worked out
-        once per source object: forked workers inherit it)."""
-        if total not in self._assignments:
-            self._assignments[total] = self._assign(total)
-        return self._assignments[total]
+    @cached_property
+    def _assignment(self) -> tuple[list[list[Path]], list[int]]:
+        """The standard-library files of each shard, and each shard's bytes (worked out once per source
+        object: forked workers inherit it)."""
+        return self._assign(self.num_shards)
 
     def _assign(self, total: int) -> tuple[list[list[Path]], list[int]]:
         """Files are dealt out largest first, each to the shard with the fewest bytes so far (shard 0
@@ -366,17 +364,17 @@ class BuiltinSource(Source):
         return [[files[i] for i in sorted(m)] for m in members], loads
 
     def shard_bytes(self, shards: list[str]) -> list[int]:
-        return self._assignment(self.num_shards)[1]
+        return self._assignment[1]
 
     def read(self, shard: str) -> Iterator[Document]:
-        index, total = (int(x) for x in shard.split("/"))
+        index = int(shard.split("/")[0])
         if index == 0 and self.kind in ("docs", "all"):
             from pydoc_data.topics import topics
 
             for name in sorted(topics):
                 yield self.emit(Document(text=topics[name], id=f"pydoc:{name}", metadata={"source": "pydoc"}))
         root = Path(sysconfig.get_paths()["stdlib"])
-        for path in self._assignment(total)[0][index]:
+        for path in self._assignment[0][index]:
             name = path.relative_to(root).as_posix()
             if self.kind in ("docs", "all") and (text := _docstrings(path)):
                 yield self.emit(Document(text=text, id=f"docstrings:{name}", metadata={"source": "stdlib-docstrings"}))

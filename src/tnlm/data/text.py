@@ -9,12 +9,16 @@ with `word_hash`, the same function for one word in plain Python, as its referen
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
+import numpy.ma  # (np.unique loads it on first use: loaded with this module, forked workers inherit it)
+
+codecs.lookup("utf-32-le")  # the word hashes' codec, looked up once here, not in every forked worker
 
 CJK_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\U00020000-\U0002ebef"
 WORD_RE = re.compile(rf"[{CJK_RANGES}]|[^\s{CJK_RANGES}]+")
