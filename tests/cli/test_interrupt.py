@@ -30,6 +30,7 @@ from tests.helpers.processes import (
     wait_gone,
     wait_until,
 )
+from tnlm.data.lock import LOCK_NAME
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process groups from /proc")
 
@@ -79,7 +80,7 @@ def holds_lock(proc: subprocess.Popen, folder: Path) -> bool:
     """The command has started its work: it, or its child (a run isolated from Ctrl-C), holds the
     output folder's lock (its pid is in .lock)."""
     try:
-        holder = (folder / ".lock").read_text().strip()
+        holder = (folder / LOCK_NAME).read_text().strip()
     except OSError:
         return False
     return holder == str(proc.pid) or (holder.isdigit() and int(holder) in marked_pids(proc.marker))

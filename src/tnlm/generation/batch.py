@@ -361,11 +361,8 @@ def sample_rows(logits: torch.Tensor, samplers: Sequence[RowSampler]) -> list[in
     for params, rows in groups.items():
         part = logits if len(rows) == len(samplers) else logits[rows]  # one group (the usual case): no copy
         penalised = params.repetition_penalty != 1.0
-        if params.greedy and not penalised:  # argmax needs neither the history nor the generators
-            toks = part.argmax(-1)
-        else:
-            seen = torch.stack([samplers[i].seen for i in rows]) if penalised else None
-            toks = next_tokens(part, params=params, seen=seen, generators=[samplers[i].generator for i in rows])
+        seen = torch.stack([samplers[i].seen for i in rows]) if penalised else None
+        toks = next_tokens(part, params=params, seen=seen, generators=[samplers[i].generator for i in rows])
         for i, tok in zip(rows, toks.tolist()):
             out[i] = tok
             if samplers[i].seen is not None:

@@ -126,7 +126,7 @@ class Outbox:
 class Ticket:
     """A submitted job as both threads see it. The scheduler calls emit(); the request side reads
     `events` and sets `cancelled` when its client goes away. Once submitted, a ticket's events go
-    through its scheduler's Outbox (`outbox`); before that, straight to its event loop."""
+    through its scheduler's Outbox (`outbox`), set by Scheduler.submit."""
 
     def __init__(self, job: Job, *, events: asyncio.Queue, first_choice: int = 0) -> None:
         self.job, self.events, self.first_choice = job, events, first_choice
@@ -141,13 +141,8 @@ class Ticket:
         self.first_token_at: float | None = None
 
     def emit(self, event: Event) -> None:
-        if self.outbox is not None:
-            self.outbox.put(self, event)
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
-            self.cancelled = True
+        """Only for a submitted ticket (the scheduler's): its events leave through the outbox."""
+        self.outbox.put(self, event)
 
     def fail(self, error: ServingError) -> None:
         if not self.closed:
@@ -280,8 +275,7 @@ class Scheduler:
             self._prefill_step()
             self._outbox.flush()  # first tokens go out now, not after the decoding step
         if self._running:
-            self._decode_step()
-        self._outbox.flush()
+            self._decode_step()  # its events go out when _run flushes after this iteration
         with self._cv:
             self._used = self._slots_used()
         self.metrics.set_load(

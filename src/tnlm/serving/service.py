@@ -249,7 +249,7 @@ class Service:
 
         return _sse(
             events, opening=[chunk(i, text, None) for i, text in enumerate(echo) if text],
-            piece=PieceJson(lambda i, text: chunk(i, text, None)), finished=lambda i, reason: chunk(i, "", reason),
+            piece=lambda i, text: chunk(i, text, None), finished=lambda i, reason: chunk(i, "", reason),
             usage=usage if include_usage else None,
         )  # fmt: skip
 
@@ -284,7 +284,7 @@ class Service:
         role = [S.ChatChunkChoice(index=i, delta=S.Delta(role="assistant", content="")) for i in range(n)]
         return _sse(
             events, opening=[chunk(role)],
-            piece=PieceJson(lambda i, text: chunk([S.ChatChunkChoice(index=i, delta=S.Delta(content=text))])),
+            piece=lambda i, text: chunk([S.ChatChunkChoice(index=i, delta=S.Delta(content=text))]),
             finished=lambda i, reason: chunk([S.ChatChunkChoice(index=i, delta=S.Delta(), finish_reason=reason)]),
             usage=(lambda u: chunk([], u)) if include_usage else None,
         )  # fmt: skip
@@ -313,9 +313,10 @@ class PieceJson:
 
 async def _sse(events: AsyncIterator[Event], *, opening: list[str], piece: Callable[[int, str], str],
                finished: Callable[[int, str], str], usage: Callable[[S.Usage], str] | None) -> AsyncIterator[str]:  # fmt: skip
-    """The payloads of a streamed response: `opening`, a chunk per piece of text and per finished
-    choice, the usage chunk (when `usage` is given) and [DONE]; a failure ends the stream with its
-    error body instead."""
+    """The payloads of a streamed response: `opening`, a chunk per piece of text (`piece` renders its
+    template once per choice, see PieceJson) and per finished choice, the usage chunk (when `usage` is
+    given) and [DONE]; a failure ends the stream with its error body instead."""
+    piece = PieceJson(piece)
     for payload in opening:
         yield payload
     got = _Choices(texts={}, reasons={})
