@@ -81,3 +81,13 @@ def test_example_configs_load_and_name_real_models(name):
     assert raw.get("data", {}).get("path") in (None, "data/packed"), "configs must not point into ../shared"
     model = meta_model(cfg.model.name, overrides=cfg.model.overrides or None)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_a_missing_config_file_points_to_the_examples_of_its_command(tmp_path):
+    from tnlm.training.config import load_finetune_config
+
+    with pytest.raises(ConfigError, match=r"nope\.yaml does not exist \(examples: configs/train/\*\.yaml\)"):
+        load_train_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"nope\.yaml does not exist \(examples: configs/finetune/\*\.yaml\)"):
+        load_finetune_config(tmp_path / "nope.yaml")
+    assert list((REPO / "configs" / "finetune").glob("*.yaml")) and list((REPO / "configs" / "train").glob("*.yaml"))

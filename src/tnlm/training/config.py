@@ -98,6 +98,7 @@ class ParallelSection:
 @dataclass
 class TrainConfig:
     command: ClassVar[str] = "tnlm train"  # the command that runs this kind of config (for messages)
+    examples: ClassVar[str] = "configs/train/*.yaml"  # example configs of this kind (for messages)
     output: str = "runs/run"  # the run directory
     seed: int = 0
     model: ModelSection = field(default_factory=ModelSection)
@@ -142,16 +143,16 @@ def read_config(cls: type, path: str | Path | None, overrides: list[str] | tuple
     """Dataclass `cls` (TrainConfig or a subclass) from a YAML file and overrides, before range checks."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw = _read_yaml(Path(path), examples=cls.examples)
     for item in overrides:
         key, value = _split_override(item)
         _set_dotted(raw, key, value)
     return _build(cls, expand_home(raw), prefix="")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, *, examples: str) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (examples: configs/train/*.yaml)")
+        raise ConfigError(f"config file {path} does not exist (examples: {examples})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -338,6 +339,7 @@ class LoraSection:
 @dataclass
 class FinetuneConfig(TrainConfig):
     command: ClassVar[str] = "tnlm finetune"
+    examples: ClassVar[str] = "configs/finetune/*.yaml"
     output: str = "runs/finetune"
     method: str = "lora"  # lora (adapters through peft; the base stays frozen) | full (every weight trains)
     data: ChatDataSection = field(default_factory=ChatDataSection)
