@@ -219,3 +219,21 @@ def test_a_missing_package_is_named_before_any_work(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"needs {module}" in err and "pip install -e '.[quickstart]'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_no_progress_reaches_the_training_runs(tmp_path):
+    """--quiet (progress=False): the comparison's and the fine-tuning's runs show no progress bar either;
+    the comparison's fingerprint leaves the runs' log settings out, so a rerun with or without --quiet
+    continues the same comparison."""
+    from tnlm.compare import load_compare_config
+    from tnlm.compare.run import _fingerprint
+    from tnlm.quickstart.plan import Budget
+    from tnlm.training.config import load_finetune_config
+
+    options = Options(output=str(tmp_path), minutes=0.2, scale=TINY)
+    budget = Budget.of(options)
+    quiet, loud = (stages.compare_raw(options, tmp_path, budget, progress=p) for p in (False, True))
+    assert quiet["training"]["log"]["progress"] is False and loud["training"]["log"]["progress"] is True
+    assert _fingerprint(load_compare_config(None, raw=quiet)) == _fingerprint(load_compare_config(None, raw=loud))
+    overrides = stages.finetune_overrides(options, tmp_path, budget, tokens_per_s=1000.0, progress=False)
+    assert load_finetune_config(None, overrides).log.progress is False

@@ -82,8 +82,8 @@ def prepare(config: CompareConfig, *, log: Log) -> Plan:
     fingerprint = _fingerprint(config)
     if state.is_file():
         saved = json.loads(state.read_text(encoding="utf-8"))
-        if saved["fingerprint"] != fingerprint:
-            changed = [k for k in fingerprint if saved["fingerprint"].get(k) != fingerprint[k]]
+        if _without_log(saved["fingerprint"]) != fingerprint:
+            changed = [k for k in fingerprint if _without_log(saved["fingerprint"]).get(k) != fingerprint[k]]
             raise ConfigError(f"{out} holds another comparison (its {', '.join(changed)} differ): rerun with its "
                               "own configuration to continue it, or set output=NEW_DIR")  # fmt: skip
         return Plan(**saved["plan"])
@@ -99,9 +99,16 @@ def prepare(config: CompareConfig, *, log: Log) -> Plan:
 
 
 def _fingerprint(config: CompareConfig) -> dict[str, Any]:
-    """What makes two comparisons the same: what is trained (not how it is measured afterwards)."""
+    """What makes two comparisons the same: what is trained (not how it is measured afterwards, nor how
+    its runs report: their `log` settings may change, as on a resumed training run)."""
     d = config.to_dict()
-    return json.loads(json.dumps({k: d[k] for k in ("training", "models", "budget")}))
+    return _without_log(json.loads(json.dumps({k: d[k] for k in ("training", "models", "budget")})))
+
+
+def _without_log(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint less the runs' log settings (folders saved before they were left out hold them)."""
+    training = {k: v for k, v in fingerprint.get("training", {}).items() if k != "log"}
+    return {**fingerprint, "training": training}
 
 
 def make_plan(config: CompareConfig, *, log: Log) -> Plan:

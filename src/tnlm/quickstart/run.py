@@ -55,10 +55,10 @@ def _stage(name: str, options: Options, out: Path, budget: Budget, state: State,
     if name == "pack":
         return stages.run_pack(out, documents=state.done("data")["documents_out"], log=log, progress=progress)
     if name == "compare":
-        return stages.run_compare(options, out, budget, log=log)
+        return stages.run_compare(options, out, budget, log=log, progress=progress)
     if name == "finetune":
         rate = state.done("compare")["calibration"][stages.TNL_NAME]
-        return stages.run_finetune(options, out, budget, tokens_per_s=rate, log=log)
+        return stages.run_finetune(options, out, budget, tokens_per_s=rate, log=log, progress=progress)
     if name == "chat":
         return stages.run_chat(options, out, log=log)
     from tnlm.quickstart.summary import write_summary

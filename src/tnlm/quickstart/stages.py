@@ -123,7 +123,7 @@ def run_pack(out: Path, *, documents: int, log: Log, progress: bool) -> dict[str
     return {"train_tokens": splits["train"], "val_tokens": splits["val"], "folder": str(packed_dir(out))}
 
 
-def compare_raw(options: Options, out: Path, budget: Budget) -> dict[str, Any]:
+def compare_raw(options: Options, out: Path, budget: Budget, *, progress: bool = True) -> dict[str, Any]:
     """The comparison: tnl-tiny and transformer-tiny on the same shards, seed and tokens."""
     s = options.scale
     lengths = list(budget.speed_lengths)
@@ -133,7 +133,7 @@ def compare_raw(options: Options, out: Path, budget: Budget) -> dict[str, Any]:
             "seed": options.seed, "data": {"path": str(packed_dir(out)), "seq_len": s.seq_len,
                                            "batch_size": s.batch_size, "mode": "windows"},
             "optimizer": {"lr": 3.0e-3, "weight_decay": 0.1}, "schedule": {"decay": "cosine", "min_lr_ratio": 0.1},
-            "eval": {"batches": 2}, "log": {"tensorboard": "false", "plot": False},
+            "eval": {"batches": 2}, "log": {"tensorboard": "false", "plot": False, "progress": progress},
         },
         "budget": {"seconds": budget.train_s, "warmup_fraction": 0.05, "validations": 4},
         "models": [{"name": TNL_NAME, "model": "tnl-tiny", "overrides": s.tnl},
@@ -144,16 +144,17 @@ def compare_raw(options: Options, out: Path, budget: Budget) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_compare(options: Options, out: Path, budget: Budget, *, log: Log) -> dict[str, Any]:
+def run_compare(options: Options, out: Path, budget: Budget, *, log: Log, progress: bool) -> dict[str, Any]:
     from tnlm.compare import compare, load_compare_config
 
-    report = compare(load_compare_config(None, raw=compare_raw(options, out, budget)), log=log)
+    report = compare(load_compare_config(None, raw=compare_raw(options, out, budget, progress=progress)), log=log)
     return {"report": str(compare_dir(out) / "report.md"), "verdict": report["verdict"].get("text"),
             "calibration": report["plan"]["calibration"], "steps": report["plan"]["steps"],
             "tokens": report["plan"]["tokens"]}  # fmt: skip
 
 
-def finetune_overrides(options: Options, out: Path, budget: Budget, *, tokens_per_s: float) -> list[str]:
+def finetune_overrides(options: Options, out: Path, budget: Budget, *, tokens_per_s: float,
+                       progress: bool = True) -> list[str]:  # fmt: skip
     """LoRA on the shipped chat set, for as many steps as `budget.finetune_s` allows at the speed the
     TransNormer pretrained at (a LoRA step costs about as much as a pretraining step of its size)."""
     s = options.scale
@@ -165,15 +166,16 @@ def finetune_overrides(options: Options, out: Path, budget: Budget, *, tokens_pe
             "lora.rank=16", "lora.alpha=32", "lora.dropout=0.0", "optimizer.lr=3.0e-3", "optimizer.weight_decay=0.0",
             f"schedule.warmup_steps={max(1, steps // 10)}", f"train.steps={steps}", f"eval.every={every}",
             "eval.batches=4", f"checkpoint.every={every}", "checkpoint.keep=1", "log.tensorboard=false",
-            "log.plot=false"]  # fmt: skip
+            "log.plot=false", f"log.progress={str(progress).lower()}"]  # fmt: skip
 
 
-def run_finetune(options: Options, out: Path, budget: Budget, *, tokens_per_s: float, log: Log) -> dict[str, Any]:
+def run_finetune(options: Options, out: Path, budget: Budget, *, tokens_per_s: float, log: Log,
+                 progress: bool) -> dict[str, Any]:  # fmt: skip
     """LoRA adapters on the pretrained TransNormer (resuming an interrupted run), merged into a model."""
     from tnlm.training.checkpoint import CheckpointManager
     from tnlm.training.finetune import finetune, load_finetune_config, merge_lora
 
-    config = load_finetune_config(None, finetune_overrides(options, out, budget, tokens_per_s=tokens_per_s))
+    config = load_finetune_config(None, finetune_overrides(options, out, budget, tokens_per_s=tokens_per_s, progress=progress))
     run = chat_dir(out)
     resume = CheckpointManager(run / "checkpoints", keep=1).latest() is not None
     if not (run / "adapter").is_dir():
