@@ -291,3 +291,69 @@ def test_a_model_with_lora_layers_injected_takes_the_reference_step() -> None:
     ref.prefill(ids, mask)
     fast.prefill(ids, mask)
     assert (fast.step(torch.tensor([9, 10])) - ref.step(torch.tensor([9, 10]))).abs().max().item() <= ATOL
+
+
+@pytest.fixture
+def two_threads():
+    """torch on two threads for the test (serial() has nothing to do on one), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+DEFAULT_SERIAL = fast_module.SERIAL_ELEMENTS
+
+
+@pytest.mark.parametrize("name", ["tnl-tiny", "tnl-odd", "transformer-tiny"])
+@pytest.mark.parametrize("serial_elements", [0, 2048, DEFAULT_SERIAL], ids=["all-parallel", "big-state-parallel", "default"])
+@torch.no_grad()
+def test_small_operators_run_on_one_thread_and_products_on_all(name: str, serial_elements: int, two_threads, monkeypatch) -> None:
+    """A small batch's step runs its small operators on one thread, its products and any state or keys
+    over SERIAL_ELEMENTS numbers on all (0: nothing serial; 2048: serial, but the tiny models' states and
+    keys of this batch are larger), and gives the reference's logits in every arrangement."""
+    monkeypatch.setattr(fast_module, "SERIAL_ELEMENTS", serial_elements)
+    seen: dict[str, set[int]] = {"product": set(), "recurrence": set(), "attention": set(), "norm": set()}
+
+    def spy(kind: str, fn):
+        def wrapped(*args, **kwargs):
+            seen[kind].add(torch.get_num_threads())
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    product = layouts_module.Linears._product
+    monkeypatch.setattr(layouts_module.Linears, "_product", lambda self, layout, x: spy("product", product(self, layout, x)))
+    monkeypatch.setattr(fast_module, "_recurrence", spy("recurrence", fast_module._recurrence))
+    monkeypatch.setattr(fast_module, "_attention", spy("attention", fast_module._attention))
+    monkeypatch.setattr(fast_module, "_norm", spy("norm", fast_module._norm))
+    model = _model(name)
+    fast_module._STEPS.pop(model, None)  # a new step binds its products (through the spy)
+    ids, mask = _prompts(model.config.vocab_size, (41, 23, 30), seed=5)
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, 6)
+    fast = FastDecodeState(model)
+    for kind in seen:
+        seen[kind].clear()  # the prefill is the model's forward, on the caller's threads
+    _, logits = _greedy(fast, ids, mask, 6, teacher=ref_tokens)
+    for i, (a, b) in enumerate(zip(logits, ref_logits)):
+        assert (a - b).abs().max().item() <= ATOL, f"step {i}"
+    serial = serial_elements > 0  # the tiny models' widest layer times 3 rows is under 2048
+    big = "recurrence" if name.startswith("tnl") else "attention"
+    assert seen["norm"] == ({1} if serial else {2})
+    assert seen["product"] == {2}
+    assert seen[big] == ({1} if serial_elements == DEFAULT_SERIAL else {2})
+    assert torch.get_num_threads() == 2  # restored after every step
+
+
+def test_serial_restores_the_thread_count_after_an_error_and_parallel_is_plain_outside(two_threads) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with layouts_module.serial():
+            assert torch.get_num_threads() == 1
+            assert layouts_module.parallel(torch.get_num_threads) == 2
+            assert torch.get_num_threads() == 1
+            with layouts_module.serial():  # nested: stays serial, and leaving it does not end the outer one
+                assert layouts_module.parallel(torch.get_num_threads) == 2
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
+    assert layouts_module.parallel(torch.get_num_threads) == 2

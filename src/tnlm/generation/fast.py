@@ -30,11 +30,15 @@ Models from outside tnlm (e.g. Hugging Face Llama) take the reference step.
 batch from start to end, generation/batch.py's DecodeBatch for a server's rows joining and leaving.
 Its linear layers read their weights in the layout measured fastest for the batch size (layouts.py);
 the weight copies that takes are memory the model does not show (FastStep.extra_nbytes reports it).
+A step of a small batch runs its small operators on one thread and its products, and any state or
+attention larger than SERIAL_ELEMENTS numbers, on all of them (layouts.serial: a parallel region's
+wake-up costs more than such an operator's arithmetic).
 """
 
 from __future__ import annotations
 
 import weakref
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +53,10 @@ from tnlm.generation.state import DecodeState
 # is the same (the recurrent state carries over), the activations stay bounded by the chunk whatever
 # the prompt length, and each chunk is still long enough for the block algorithm's matrix products.
 PREFILL_CHUNK = 2048
+# A step whose activations (rows x widest layer output) have at most this many numbers runs its small
+# operators on one thread; a layer's recurrent state or keys and values larger than it are updated and
+# read on all threads (at 2**19 floats, 2 MB, one thread's pass and a parallel region's wake-up are alike).
+SERIAL_ELEMENTS = 1 << 19
 # how many mask columns to add when the mask buffer is full (amortised growth, no per-step copy)
 _MASK_ROOM = 256
 
@@ -178,6 +186,7 @@ class FastStep:
         self.layers = _family_step(decoder, self.layouts)
         _mark_norms(decoder)
         self.head = Linears([lm_head], self.layouts)
+        self.widest = max(m.out_features for m in decoder.modules() if isinstance(m, nn.Linear))
 
     def extra_nbytes(self) -> int:
         """Bytes of the derived weight copies kept now (layouts that measured faster, see layouts.py)."""
@@ -187,11 +196,13 @@ class FastStep:
     def __call__(self, tokens: torch.Tensor, *, positions: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
         """tokens (B,), positions (B,) -> logits (B, V) float32; the cache is updated in place."""
         dec = self.decoder
-        x = dec.embed_tokens(tokens)  # (B, d)
-        if dec.embed_scale != 1.0:
-            x = x * dec.embed_scale
-        x = self.layers(x, positions=positions, mask=mask, cache=cache)
-        return _f32(self.head(_norm(dec.final_norm, x)))  # (B, V)
+        small = tokens.shape[0] * self.widest <= SERIAL_ELEMENTS and not isinstance(self.layers, _GenericStep)
+        with layouts.serial() if small else nullcontext():
+            x = dec.embed_tokens(tokens)  # (B, d)
+            if dec.embed_scale != 1.0:
+                x = x * dec.embed_scale
+            x = self.layers(x, positions=positions, mask=mask, cache=cache)
+            return _f32(self.head(_norm(dec.final_norm, x)))  # (B, V)
 
 
 def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -281,9 +292,18 @@ class _TransnormerStep:
             q, k = torch.cat([q * cos, q * sin], dim=-1), torch.cat([k * cos, k * sin], dim=-1)
             if dtype != torch.float32:  # the reference rounds LRPE's output to the model's dtype
                 q, k = q.to(dtype).float(), k.to(dtype).float()
-        state.addcmul_(state, lam_m1).addcmul_(k.view(B, H, -1, 1), v.view(B, H, 1, hd))
-        o = torch.matmul(q.view(B, H, 1, -1), state).view(B, -1)  # (B, H * Dv)
+        if state.numel() > SERIAL_ELEMENTS:
+            o = layouts.parallel(_recurrence, state, lam_m1, q, k, v)
+        else:
+            o = _recurrence(state, lam_m1, q, k, v)
         return lin["out"](u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
+
+
+def _recurrence(state, lam_m1, q, k, v) -> torch.Tensor:
+    """S = S + (lambda - 1) S + k^T v in place on state (B, H, Dk, Dv); returns o = q S as (B, H * Dv)."""
+    B, H = state.shape[:2]
+    state.addcmul_(state, lam_m1).addcmul_(k.view(B, H, -1, 1), v.view(B, H, 1, -1))
+    return torch.matmul(q.view(B, H, 1, -1), state).view(B, -1)
 
 
 class _TransformerStep:
@@ -318,7 +338,11 @@ class _TransformerStep:
             state.append(k, v)
             keys, values = state.k, state.v
             key_mask = None if mask is None else mask[:, -keys.shape[1] :].bool()[:, None, :]
-            o = _attention(q, keys, values, key_mask, attn.alibi_slopes(x.device))
+            slopes = attn.alibi_slopes(x.device)
+            if keys.numel() > SERIAL_ELEMENTS:
+                o = layouts.parallel(_attention, q, keys, values, key_mask, slopes)
+            else:
+                o = _attention(q, keys, values, key_mask, slopes)
             x = x + lin["o"](o.reshape(B, -1)).view(B, 1, -1)
             gate, up = lin["gate_up"](_norm(block.post_attention_layernorm, x).view(B, -1))
             x = x + lin["down"](F.silu(gate) * up).view(B, 1, -1)

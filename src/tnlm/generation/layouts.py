@@ -20,13 +20,22 @@ computed as one product, which a math library runs markedly faster at one row th
 A call costs one dictionary lookup and a check that the weights are the ones the copy was made from
 (their storage and version counter, so an optimizer step or a load between decode steps is seen and
 the copy remade): the product for each bucket is bound once.
+
+Threads: every parallel region of an operator wakes the other OpenMP threads, and with sleeping
+workers (OMP_WAIT_POLICY=PASSIVE, or any gap longer than the spin time) a wake costs ~60-90 us on
+these CPUs: more than the whole arithmetic of a norm, an activation or a cos on a decode step's few
+thousand numbers (MKL's vector math runs even a 512-element cos in parallel). `serial()` runs a
+step's small operators on one thread; inside it each `Linears` product, and whatever the step wraps
+in `parallel()`, still runs on all threads. Setting the thread count costs ~0.2 us.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +58,41 @@ def _version(w: torch.Tensor) -> int:
 
 def _packed_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class _Threads(threading.local):
+    full = 0  # inside serial(): the thread count products run with; 0 outside
+
+
+_THREADS = _Threads()  # per Python thread, as OpenMP's thread count is (a server steps on its own thread)
+
+
+@contextmanager
+def serial() -> Iterator[None]:
+    """Run the operators inside on one thread, except products and parallel() calls (module docstring)."""
+    full = torch.get_num_threads()
+    if full == 1 or _THREADS.full:  # nothing to save, or already inside
+        yield
+        return
+    _THREADS.full = full
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        _THREADS.full = 0
+        torch.set_num_threads(full)
+
+
+def parallel(fn: Callable, *args, **kwargs):
+    """fn(*args, **kwargs) on all threads, also inside serial()."""
+    full = _THREADS.full
+    if not full:
+        return fn(*args, **kwargs)
+    torch.set_num_threads(full)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(1)
 
 
 def _bucket(rows: int) -> int:
@@ -96,8 +140,15 @@ class Linears:
         bucket = _bucket(x.shape[0])
         bound = self._bound.get(bucket)
         if bound is None or bound[0] != (LAYOUT, self._made_from()):
-            bound = self._bound[bucket] = ((LAYOUT, self._made_from()), self._bind(x, bucket))
-        return bound[1](x)
+            bound = self._bound[bucket] = ((LAYOUT, self._made_from()), parallel(self._bind, x, bucket))
+        full = _THREADS.full
+        if not full:
+            return bound[1](x)
+        torch.set_num_threads(full)  # parallel(), written out: this is the step's hottest call
+        try:
+            return bound[1](x)
+        finally:
+            torch.set_num_threads(1)
 
     def _bind(self, x: torch.Tensor, bucket: int) -> Callable:
         """The product for this bucket: the layout chosen (measured once per shape), its copy made."""
