@@ -49,9 +49,8 @@ import statistics
 import time
 from pathlib import Path
 
-# Sleeping, not spinning, OpenMP workers: on a shared 2-core machine spinning threads turn a 5 ms decode
-# step into 100 ms whenever another process runs. Set before torch loads; the children inherit it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import waitpolicy
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("tnl", "tnl-ref", "transformer", "transformer-ref", "hf-llama")
 SHORT = {"tnl": "tnl", "tnl-ref": "tnl-ref", "transformer": "tfm", "transformer-ref": "tfm-ref", "hf-llama": "llama"}
@@ -353,15 +352,17 @@ def main() -> None:
                    help="rounds per cell, a second apart; the best round's mean is reported")  # fmt: skip
     p.add_argument("--chunk", type=int, default=256, help="prefill chunk size (all models)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/decode[-SHAPE]")
+    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/decode[-SHAPE][-POLICY]")
+    waitpolicy.add_argument(p)
     args = p.parse_args()
+    policy = waitpolicy.apply(args.wait_policy)  # before any child process starts
     shape = SHAPES[args.shape]
-    out = args.out or RESULTS / ("decode" if args.shape == "tiny" else f"decode-{args.shape}")
+    out = args.out or RESULTS / (("decode" if args.shape == "tiny" else f"decode-{args.shape}") + waitpolicy.suffix(args.wait_policy))
     kwargs = dict(shape=shape, new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, threads=args.threads)
     with mp.get_context("spawn").Pool(1) as pool:
         rate = pool.apply(_measure_rate, (args.threads,))
     print(f"shape {shape}, {args.threads} threads, {args.rounds} x {args.new_tokens} decode steps per cell, "
-          f"prefill chunks of {args.chunk}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; "
+          f"prefill chunks of {args.chunk}, {policy}; "
           f"matrix-vector rate {rate / 1e9:.1f} GB/s")  # fmt: skip
     rows = run_all(args.models, args.contexts, args.batches, rate=rate, **kwargs)
     text = table(rows, args.models)
@@ -370,7 +371,7 @@ def main() -> None:
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(shape=shape, threads=args.threads, omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
+    meta = dict(shape=shape, threads=args.threads, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
                 new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, matvec_rate_gbs=rate / 1e9,
                 cpu=platform.processor() or platform.machine(), torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])

@@ -36,7 +36,8 @@ import resource
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/decode.py
+import waitpolicy
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("tnl", "transformer", "hf-llama")
 SHAPE = dict(d=512, layers=4, heads=8, ffn=1408, vocab=32000)
@@ -210,15 +211,18 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=None,
                    help="prefill chunk of tnlm's models (default: FastDecodeState's)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS / "prefill")
+    p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/prefill[-POLICY]")
+    waitpolicy.add_argument(p)
     args = p.parse_args()
+    policy = waitpolicy.apply(args.wait_policy)  # before any child process starts
+    args.out = args.out or RESULTS / ("prefill" + waitpolicy.suffix(args.wait_policy))
     from tnlm.generation.fast import PREFILL_CHUNK
 
     chunk = args.chunk or PREFILL_CHUNK
     with mp.get_context("spawn").Pool(1) as pool:
         rate = pool.apply(_measure_rate, (args.threads,))
     print(f"shape {SHAPE}, {args.threads} threads, best of {args.rounds} prefills per cell, tnlm chunks of {chunk}, "
-          f"matrix-product rate {rate / 1e9:.1f} GFLOP/s, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")  # fmt: skip
+          f"matrix-product rate {rate / 1e9:.1f} GFLOP/s, {policy}")  # fmt: skip
     rows = run_all(args.models, args.lengths, shape=SHAPE, rounds=args.rounds, chunk=chunk, threads=args.threads)
     text = table(rows, args.models, rate)
     checks = targets(rows, args.lengths, rate=rate, chunk=chunk)
@@ -227,7 +231,7 @@ def main() -> None:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(shape=SHAPE, threads=args.threads, rounds=args.rounds, chunk=chunk, matmul_rate_gflops=rate / 1e9,
-                omp_wait_policy=os.environ["OMP_WAIT_POLICY"], cpu=platform.processor() or platform.machine(),
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), cpu=platform.processor() or platform.machine(),
                 torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2))
