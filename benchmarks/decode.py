@@ -222,6 +222,9 @@ def _release_freed_memory() -> None:
 
 
 def _run_cell(args: tuple) -> dict:
+    from tnlm.devices import tune_allocator
+
+    tune_allocator()  # as the `tnlm` command does at start, for every model measured
     kind, context, kwargs = args
     return measure(kind, context, **kwargs)
 

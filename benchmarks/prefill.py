@@ -19,6 +19,9 @@ matrix-product rate is measured in the parent (benchmarks/hardware.py) with the 
 "FLOPs llama/tnl" is the speed ratio the two would show at equal FLOP rates: the arithmetic's share of
 the speedup. A measured ratio above it means TransNormer runs at a higher FLOP rate than Llama.
 
+Every child process keeps freed buffers in its heap as the `tnlm` command does (tnlm.devices.
+tune_allocator; all three models alike), and OpenMP's wait policy is --wait-policy's (waitpolicy.py).
+
     python benchmarks/prefill.py                          # lengths 512..32768: many minutes on 2 cores
     python benchmarks/prefill.py --lengths 512 2048       # quick look
 
@@ -100,6 +103,9 @@ def measure(kind: str, T: int, *, shape: dict, rounds: int, chunk: int, threads:
 
 
 def _run_cell(args: tuple) -> dict:
+    from tnlm.devices import tune_allocator
+
+    tune_allocator()  # as the `tnlm` command does at start, for every model measured
     kind, T, kwargs = args
     return measure(kind, T, **kwargs)
 

@@ -78,3 +78,34 @@ def check_fits(nbytes: int, device: torch.device, *, what: str) -> None:
 
 def _size(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit systems
+TRIM_THRESHOLD = 256 * 2**20
+
+
+def tune_allocator() -> bool:
+    """Keep freed CPU buffers of up to 32 MB in the process's heap for the next one, instead of returning
+    each to the OS and faulting the next one in page by page (glibc on Linux; elsewhere nothing happens).
+
+    A prompt pass allocates and frees activations of a few to tens of MB per layer; by default glibc
+    maps each with mmap and unmaps it on free, so every layer pays ~1 page fault per 4 KiB it writes.
+    Measured here on the issue-20 shape (float32, 2 threads): a 2048-token prefill 0.43 -> 0.38 s,
+    512 tokens 3% faster. The cost: up to TRIM_THRESHOLD of freed memory stays mapped to the process.
+    The `tnlm` command calls this at start; TNLM_MALLOC_TUNE=0 turns it off. Returns whether it applied.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("TNLM_MALLOC_TUNE", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -10,6 +10,9 @@ def run() -> None:
     """The `tnlm` console script (also `python -m tnlm`). It imports the command table inside the
     try, so that even a Ctrl-C while the command starts up ends with one line, not a traceback."""
     try:
+        from tnlm.devices import tune_allocator
+
+        tune_allocator()  # freed activations stay in the heap for the next layer (see its docstring)
         from tnlm.cli.main import main
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
