@@ -45,3 +45,4 @@ def test_large_buffers_come_from_the_heap_and_later_passes_reuse_them_and_the_sw
     assert sum(faults[5:]) < PASS_PAGES // 10, faults
     applied, in_heap, _ = _probe("0")
     assert not applied and not in_heap  # glibc's default: mapped fresh, returned to the OS on free
+    assert not _probe("Off")[0]

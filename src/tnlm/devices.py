@@ -94,13 +94,14 @@ def tune_allocator() -> bool:
     maps each with mmap and unmaps it on free, so every layer pays ~1 page fault per 4 KiB it writes.
     Measured here on the issue-20 shape (float32, 2 threads): a 2048-token prefill 0.43 -> 0.38 s,
     512 tokens 3% faster. The cost: up to TRIM_THRESHOLD of freed memory stays mapped to the process.
-    The `tnlm` command calls this at start; TNLM_MALLOC_TUNE=0 turns it off. Returns whether it applied.
+    The `tnlm` command calls this at start; TNLM_MALLOC_TUNE=0 (or false, no, off) turns it off. Returns
+    whether it applied.
     """
     import ctypes
     import os
     import sys
 
-    if not sys.platform.startswith("linux") or os.environ.get("TNLM_MALLOC_TUNE", "1") == "0":
+    if not sys.platform.startswith("linux") or os.environ.get("TNLM_MALLOC_TUNE", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
