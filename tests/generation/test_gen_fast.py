@@ -305,6 +305,7 @@ def two_threads():
 DEFAULT_SERIAL = fast_module.SERIAL_ELEMENTS
 
 
+@pytest.mark.skipif(not layouts_module._openmp(), reason="serial() needs PyTorch's OpenMP backend (this build has another)")
 @pytest.mark.parametrize("name", ["tnl-tiny", "tnl-odd", "transformer-tiny"])
 @pytest.mark.parametrize("serial_elements", [0, 2048, DEFAULT_SERIAL], ids=["all-parallel", "big-state-parallel", "default"])
 @torch.no_grad()
@@ -345,6 +346,7 @@ def test_small_operators_run_on_one_thread_and_products_on_all(name: str, serial
     assert torch.get_num_threads() == 2  # restored after every step
 
 
+@pytest.mark.skipif(not layouts_module._openmp(), reason="serial() needs PyTorch's OpenMP backend (this build has another)")
 def test_serial_restores_the_thread_count_after_an_error_and_parallel_is_plain_outside(two_threads) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         with layouts_module.serial():
@@ -357,3 +359,14 @@ def test_serial_restores_the_thread_count_after_an_error_and_parallel_is_plain_o
             raise RuntimeError("boom")
     assert torch.get_num_threads() == 2
     assert layouts_module.parallel(torch.get_num_threads) == 2
+
+
+def test_serial_does_nothing_without_the_openmp_backend(two_threads, monkeypatch) -> None:
+    """PyTorch's native thread pool cannot be resized once started: serial() leaves the count alone there."""
+    layouts_module._openmp.cache_clear()
+    monkeypatch.setattr(torch.__config__, "parallel_info", lambda: "ATen parallel backend: native thread pool")
+    try:
+        with layouts_module.serial():
+            assert torch.get_num_threads() == 2
+    finally:
+        layouts_module._openmp.cache_clear()

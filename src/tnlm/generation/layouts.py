@@ -26,11 +26,13 @@ workers (OMP_WAIT_POLICY=PASSIVE, or any gap longer than the spin time) a wake c
 these CPUs: more than the whole arithmetic of a norm, an activation or a cos on a decode step's few
 thousand numbers (MKL's vector math runs even a 512-element cos in parallel). `serial()` runs a
 step's small operators on one thread; inside it each `Linears` product, and whatever the step wraps
-in `parallel()`, still runs on all threads. Setting the thread count costs ~0.2 us.
+in `parallel()`, still runs on all threads. Setting the thread count costs ~0.2 us. Only with
+PyTorch's OpenMP backend: the native thread pool cannot change its size once started (it warns instead).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -67,11 +69,16 @@ class _Threads(threading.local):
 _THREADS = _Threads()  # per Python thread, as OpenMP's thread count is (a server steps on its own thread)
 
 
+@functools.cache
+def _openmp() -> bool:
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
 @contextmanager
 def serial() -> Iterator[None]:
     """Run the operators inside on one thread, except products and parallel() calls (module docstring)."""
     full = torch.get_num_threads()
-    if full == 1 or _THREADS.full:  # nothing to save, or already inside
+    if full == 1 or _THREADS.full or not _openmp():  # nothing to save, already inside, or not possible
         yield
         return
     _THREADS.full = full
