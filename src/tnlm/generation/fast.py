@@ -292,11 +292,13 @@ class _TransnormerStep:
             q, k = torch.cat([q * cos, q * sin], dim=-1), torch.cat([k * cos, k * sin], dim=-1)
             if dtype != torch.float32:  # the reference rounds LRPE's output to the model's dtype
                 q, k = q.to(dtype).float(), k.to(dtype).float()
-        if state.numel() > SERIAL_ELEMENTS:
-            o = layouts.parallel(_recurrence, state, lam_m1, q, k, v)
-        else:
-            o = _recurrence(state, lam_m1, q, k, v)
+        o = _sized(state.numel(), _recurrence, state, lam_m1, q, k, v)
         return lin["out"](u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
+
+
+def _sized(numbers: int, fn, *args):
+    """fn(*args) on all threads when it works on more than SERIAL_ELEMENTS numbers, else on the step's."""
+    return layouts.parallel(fn, *args) if numbers > SERIAL_ELEMENTS else fn(*args)
 
 
 def _recurrence(state, lam_m1, q, k, v) -> torch.Tensor:
@@ -338,11 +340,7 @@ class _TransformerStep:
             state.append(k, v)
             keys, values = state.k, state.v
             key_mask = None if mask is None else mask[:, -keys.shape[1] :].bool()[:, None, :]
-            slopes = attn.alibi_slopes(x.device)
-            if keys.numel() > SERIAL_ELEMENTS:
-                o = layouts.parallel(_attention, q, keys, values, key_mask, slopes)
-            else:
-                o = _attention(q, keys, values, key_mask, slopes)
+            o = _sized(keys.numel(), _attention, q, keys, values, key_mask, attn.alibi_slopes(x.device))
             x = x + lin["o"](o.reshape(B, -1)).view(B, 1, -1)
             gate, up = lin["gate_up"](_norm(block.post_attention_layernorm, x).view(B, -1))
             x = x + lin["down"](F.silu(gate) * up).view(B, 1, -1)

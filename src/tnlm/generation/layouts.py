@@ -148,14 +148,7 @@ class Linears:
         bound = self._bound.get(bucket)
         if bound is None or bound[0] != (LAYOUT, self._made_from()):
             bound = self._bound[bucket] = ((LAYOUT, self._made_from()), parallel(self._bind, x, bucket))
-        full = _THREADS.full
-        if not full:
-            return bound[1](x)
-        torch.set_num_threads(full)  # parallel(), written out: this is the step's hottest call
-        try:
-            return bound[1](x)
-        finally:
-            torch.set_num_threads(1)
+        return parallel(bound[1], x)
 
     def _bind(self, x: torch.Tensor, bucket: int) -> Callable:
         """The product for this bucket: the layout chosen (measured once per shape), its copy made."""
