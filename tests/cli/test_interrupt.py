@@ -21,7 +21,6 @@ import yaml
 
 from tests.helpers.processes import (
     as_in_a_terminal,
-    load_factor,
     marked_env,
     marked_pids,
     marked_processes,
@@ -191,7 +190,7 @@ def test_data_run_survives_many_interrupts(tmp_path: Path) -> None:
     for i in range(30):
         cfg = pipeline_yaml(tmp_path / f"cfg{i}.yaml", inputs, tmp_path / f"out{i}")
         proc = tnlm("data", "run", str(cfg), "--quiet", cwd=tmp_path)
-        at = time.monotonic() + rng.uniform(0.2, 6.0) * load_factor()
+        at = time.monotonic() + scaled(rng.uniform(0.2, 6.0))
         status, err, _ = interrupt_when(proc, lambda at=at: time.monotonic() >= at, what="the moment")
         if status != 0:
             interrupted += 1

@@ -34,16 +34,15 @@ def stop_limit() -> float:
     return scaled(STOP_LIMIT)
 
 
-def wait_until(ready: Callable[[], bool], *, timeout: float, what: str, alive: Callable[[], bool] | None = None) -> bool:
-    """Poll `ready` every 10 ms; True once it holds, False if `alive` turns false first (the process
-    ended), and a failed assertion after `timeout` seconds (scaled by the load at the start)."""
+def wait_until(ready: Callable[[], bool], *, timeout: float, what: str, alive: Callable[[], bool] | None = None) -> None:
+    """Poll `ready` every 10 ms until it holds or `alive` turns false (the process ended); a failed
+    assertion after `timeout` seconds (scaled by the load at the start)."""
     deadline = time.monotonic() + scaled(timeout)
     while not ready():
         if alive is not None and not alive():
-            return ready()
+            return
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-    return True
 
 
 def as_in_a_terminal() -> None:
@@ -88,5 +87,7 @@ def _marked(marker: str) -> list[tuple[int, str]]:
 def wait_gone(marker: str, *, timeout: float = 10.0) -> None:
     """Wait until no live process carries the marker (a killed process group takes a moment to die,
     and its forked workers hold its open files, locks included, until then)."""
-    wait_until(lambda: not marked_processes(marker), timeout=timeout,
-               what=f"processes to exit: {marked_processes(marker)}")
+    try:
+        wait_until(lambda: not marked_processes(marker), timeout=timeout, what="processes to exit")
+    except AssertionError:  # name the ones still alive now, not those of the start
+        raise AssertionError(f"timed out waiting for processes to exit: {marked_processes(marker)}") from None

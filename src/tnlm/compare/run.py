@@ -82,8 +82,9 @@ def prepare(config: CompareConfig, *, log: Log) -> Plan:
     fingerprint = _fingerprint(config)
     if state.is_file():
         saved = json.loads(state.read_text(encoding="utf-8"))
-        if _without_log(saved["fingerprint"]) != fingerprint:
-            changed = [k for k in fingerprint if _without_log(saved["fingerprint"]).get(k) != fingerprint[k]]
+        old = _without_log(saved["fingerprint"])
+        if old != fingerprint:
+            changed = [k for k in fingerprint if old.get(k) != fingerprint[k]]
             raise ConfigError(f"{out} holds another comparison (its {', '.join(changed)} differ): rerun with its "
                               "own configuration to continue it, or set output=NEW_DIR")  # fmt: skip
         return Plan(**saved["plan"])

@@ -346,13 +346,10 @@ class BuiltinSource(Source):
     @cached_property
     def _assignment(self) -> tuple[list[list[Path]], list[int]]:
         """The standard-library files of each shard, and each shard's bytes (worked out once per source
-        object: forked workers inherit it)."""
-        return self._assign(self.num_shards)
-
-    def _assign(self, total: int) -> tuple[list[list[Path]], list[int]]:
-        """Files are dealt out largest first, each to the shard with the fewest bytes so far (shard 0
-        starts with the help topics), and keep the library's order within a shard: equal shards keep
-        every worker busy to the end of a stage."""
+        object: forked workers inherit it). Files are dealt out largest first, each to the shard with the
+        fewest bytes so far (shard 0 starts with the help topics), and keep the library's order within a
+        shard: equal shards keep every worker busy to the end of a stage."""
+        total = self.num_shards
         topics = _topics_bytes() if self.kind in ("docs", "all") else 0
         files = stdlib_files()[: self.max_files]
         sizes = [path.stat().st_size for path in files]

@@ -123,7 +123,7 @@ def run_pack(out: Path, *, documents: int, log: Log, progress: bool) -> dict[str
     return {"train_tokens": splits["train"], "val_tokens": splits["val"], "folder": str(packed_dir(out))}
 
 
-def compare_raw(options: Options, out: Path, budget: Budget, *, progress: bool = True) -> dict[str, Any]:
+def compare_raw(options: Options, out: Path, budget: Budget, *, progress: bool) -> dict[str, Any]:
     """The comparison: tnl-tiny and transformer-tiny on the same shards, seed and tokens."""
     s = options.scale
     lengths = list(budget.speed_lengths)
@@ -154,7 +154,7 @@ def run_compare(options: Options, out: Path, budget: Budget, *, log: Log, progre
 
 
 def finetune_overrides(options: Options, out: Path, budget: Budget, *, tokens_per_s: float,
-                       progress: bool = True) -> list[str]:  # fmt: skip
+                       progress: bool) -> list[str]:  # fmt: skip
     """LoRA on the shipped chat set, for as many steps as `budget.finetune_s` allows at the speed the
     TransNormer pretrained at (a LoRA step costs about as much as a pretraining step of its size)."""
     s = options.scale

@@ -155,7 +155,6 @@ class _Prefill:
     ticket: Ticket
     state: SequenceState
     fed: int  # prompt tokens the state holds
-    kept: bool  # the state one token before the prompt's end is in the StateCache (or needs not be)
     last_in_batch: bool  # the prefill stops one token short; the batch's step feeds the last one
 
 
@@ -168,7 +167,6 @@ class _Seq:
     tokens: list[int] = field(default_factory=list)  # sampled so far
     fed: int = 0  # of those, how many the state has consumed
     reason: str | None = None
-    prompt_pending: bool = False  # the state lacks the prompt's last token: the next step feeds it
 
 
 def _timeout(ticket: Ticket) -> ServingError:
@@ -318,10 +316,8 @@ class Scheduler:
                 continue
             ticket.cached_tokens = hit.tokens
             self.metrics.admitted(prompt=len(ticket.job.prompt), cached=hit.tokens, hit=hit.entry is not None)
-            prompt, rewindable, keeping = ticket.job.prompt, self._rewindable(), self.cache.max_bytes > 0
-            kept = rewindable or hit.tokens >= len(prompt) - 1 or not keeping
-            last_in_batch = not rewindable and keeping and len(prompt) >= 2
-            self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, kept=kept, last_in_batch=last_in_batch))
+            last_in_batch = not self._rewindable() and self.cache.max_bytes > 0 and len(ticket.job.prompt) >= 2
+            self._prefills.append(_Prefill(ticket, hit.state, hit.tokens, last_in_batch=last_in_batch))
 
     def _rewindable(self) -> bool:
         """Whether this family's decoding state can be cut back to an earlier token (a KV cache can, a
@@ -349,7 +345,7 @@ class Scheduler:
                     p.fed = end
                 if p.fed == stop:
                     self._prefills.popleft()
-                    if not p.kept:
+                    if p.last_in_batch and logits is not None:  # a state one token short, not from the cache
                         self.cache.put(prompt[: p.fed], p.state.clone(), supersede=True)
                     self._start(p, None if p.last_in_batch else logits)
             except Exception:  # a bug must cost this request, not the server
@@ -366,8 +362,7 @@ class Scheduler:
         base_seed = job.seed if job.seed is not None else random.getrandbits(62)
         seqs = [
             _Seq(p.ticket, i, RowSampler.create(job.sampling, seed=base_seed + i, vocab_size=self.vocab_size,
-                                                prompt=job.prompt), TextStream(self.tokenizer, stop=job.stop),
-                 prompt_pending=logits is None)
+                                                prompt=job.prompt), TextStream(self.tokenizer, stop=job.stop))
             for i in range(job.n)
         ]  # fmt: skip
         states = [p.state] + [p.state.clone() for _ in range(job.n - 1)]
@@ -392,12 +387,10 @@ class Scheduler:
         keys = list(self._batch.keys)
         seqs = [self._running[k] for k in keys]
         try:
-            logits = self._batch.step(torch.tensor([s.ticket.job.prompt[-1] if s.prompt_pending else s.tokens[-1] for s in seqs]))
+            # a sequence without tokens joined with its prompt's last token not yet fed (_start)
+            logits = self._batch.step(torch.tensor([s.tokens[-1] if s.tokens else s.ticket.job.prompt[-1] for s in seqs]))
             for s in seqs:
-                if s.prompt_pending:
-                    s.prompt_pending = False
-                else:
-                    s.fed += 1
+                s.fed += bool(s.tokens)
             tokens = sample_rows(logits, [s.sampler for s in seqs])
         except Exception:
             log.exception("decoding step failed")
