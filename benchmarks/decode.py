@@ -9,8 +9,11 @@ the JSON also holds the median, mean and fastest single step. The child's peak r
 (ru_maxrss) is that cell's process peak memory.
 
 Models: "tnl" and "transformer" decode with tnlm's fast step (FastDecodeState, what generate() uses),
-"tnl-ref" and "transformer-ref" with the reference step (DecodeState, the general forward pass), and
-"hf-llama" with Hugging Face's forward.
+"tnl-ref" and "transformer-ref" with the reference step (DecodeState, the general forward pass),
+"hf-llama" with Hugging Face's forward, and "tnl-compiled" with the fast step compiled for the batch
+size (FastDecodeState(compile=True), `generate --compile`; generation/compiled.py). Its compilation
+is the cell's untimed first step (first_step_s in the JSON); its "copies MB" is the weights frozen
+into the compiled library, and "ops/step" counts only what still goes through PyTorch's dispatcher.
 
 The floor: the parent measures the machine's matrix-vector rate before and after the cells and keeps
 the higher (a busy moment during one measurement would otherwise lower the floor) (benchmarks/hardware.py: GB/s of
@@ -53,8 +56,9 @@ from pathlib import Path
 import waitpolicy
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODELS = ("tnl", "tnl-ref", "transformer", "transformer-ref", "hf-llama")
-SHORT = {"tnl": "tnl", "tnl-ref": "tnl-ref", "transformer": "tfm", "transformer-ref": "tfm-ref", "hf-llama": "llama"}
+MODELS = ("tnl", "tnl-ref", "transformer", "transformer-ref", "hf-llama", "tnl-compiled")
+SHORT = {"tnl": "tnl", "tnl-ref": "tnl-ref", "transformer": "tfm", "transformer-ref": "tfm-ref", "hf-llama": "llama",
+         "tnl-compiled": "tnl-c"}
 SHAPES = {
     "tiny": dict(d=128, layers=4, heads=4, ffn=352, vocab=8192),
     "issue": dict(d=512, layers=4, heads=8, ffn=1408, vocab=32000),
@@ -63,7 +67,7 @@ SHAPES = {
 
 def family(model: str) -> str:
     """The architecture of a benchmark model name: "tnl-ref" -> "tnl"."""
-    return model.removesuffix("-ref")
+    return model.removesuffix("-ref").removesuffix("-compiled")
 
 
 def build(kind: str, shape: dict):
@@ -98,7 +102,9 @@ def _make_model(kind: str, shape: dict):
 def _new_state(kind: str, model):
     from tnlm.generation import DecodeState, FastDecodeState
 
-    return DecodeState(model) if kind.endswith("-ref") or kind == "hf-llama" else FastDecodeState(model)
+    if kind.endswith("-ref") or kind == "hf-llama":
+        return DecodeState(model)
+    return FastDecodeState(model, compile=kind.endswith("-compiled"))
 
 
 def _timed_steps(state, logits, n: int) -> tuple[list[float], list[float], object]:
@@ -180,7 +186,9 @@ def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int
     t0 = time.perf_counter()
     logits = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk)
     prefill_s = time.perf_counter() - t0
-    logits = state.step(logits.argmax(-1))  # untimed: the fast step measures its weight layouts on its first step
+    t0 = time.perf_counter()
+    logits = state.step(logits.argmax(-1))  # untimed: the fast step measures its layouts (or compiles) on its first step
+    first_step_s = time.perf_counter() - t0
     _release_freed_memory()
     steps, rss, round_means = [], [], []
     for r in range(rounds):
@@ -189,7 +197,7 @@ def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int
         steps, rss = steps + round_steps, rss + round_rss
         round_means.append(statistics.fmean(round_steps))
     return dict(
-        model=kind, context=context, batch=batch, prefill_s=prefill_s,
+        model=kind, context=context, batch=batch, prefill_s=prefill_s, first_step_s=first_step_s,
         ms_per_step=1000 * min(round_means), ms_per_step_median=1000 * statistics.median(steps),
         ms_per_step_mean=1000 * statistics.fmean(steps), ms_per_step_min=1000 * min(steps),
         tokens_per_s=batch / min(round_means),
@@ -288,20 +296,23 @@ def targets(rows: list[dict], contexts: list[int], batches: list[int]) -> list[t
     by = {(r["model"], r["batch"], r["context"]): r for r in rows}
     have = {r["model"] for r in rows}
     out = []
+    fast = [(m, label) for m, label in (("tnl", "TNL"), ("tnl-compiled", "TNL compiled")) if m in have]
     for key, est in (("ms_per_step", "best round"), ("ms_per_step_median", "median of all steps")):
-        if "tnl" in have and 1 in batches:
-            worst = max(by[("tnl", 1, c)][key] / by[("tnl", 1, c)]["floor_ms"] for c in contexts)
-            out.append((f"TNL batch-1 ms/step over the matrix-vector floor, worst context, {est} (target <= 1.3)",
-                        worst, worst <= 1.3))  # fmt: skip
-        if "tnl" in have and 256 in contexts and 32768 in contexts and 1 in batches:
-            r = by[("tnl", 1, 32768)][key] / by[("tnl", 1, 256)][key]
-            out.append((f"TNL ms/step at 32768 / at 256, {est} (target <= 1.2)", r, r <= 1.2))
+        for m, label in fast:
+            if 1 in batches:
+                worst = max(by[(m, 1, c)][key] / by[(m, 1, c)]["floor_ms"] for c in contexts)
+                out.append((f"{label} batch-1 ms/step over the matrix-vector floor, worst context, {est} (target <= 1.3)",
+                            worst, worst <= 1.3))  # fmt: skip
+            if 256 in contexts and 32768 in contexts and 1 in batches:
+                r = by[(m, 1, 32768)][key] / by[(m, 1, 256)][key]
+                out.append((f"{label} ms/step at 32768 / at 256, {est} (target <= 1.2)", r, r <= 1.2))
         if {"tnl", "transformer"} <= have and 16384 in contexts and 1 in batches:
             r = by[("transformer", 1, 16384)][key] / by[("tnl", 1, 16384)][key]
             out.append((f"Transformer / TNL ms/step at 16384, {est} (target >= 5)", r, r >= 5))
-    if "tnl" in have and 1 in batches and 8 in batches:
-        worst = min(by[("tnl", 8, c)]["tokens_per_s"] / by[("tnl", 1, c)]["tokens_per_s"] for c in contexts)
-        out.append(("TNL batch-8 tokens/s over batch 1, worst context (target >= 5)", worst, worst >= 5))
+    for m, label in fast:
+        if 1 in batches and 8 in batches:
+            worst = min(by[(m, 8, c)]["tokens_per_s"] / by[(m, 1, c)]["tokens_per_s"] for c in contexts)
+            out.append((f"{label} batch-8 tokens/s over batch 1, worst context (target >= 5)", worst, worst >= 5))
     if {"tnl", "tnl-ref"} <= have:
         worst = min(by[("tnl-ref", b, c)]["ms_per_step"] / by[("tnl", b, c)]["ms_per_step"]
                     for b in batches for c in contexts)  # fmt: skip
@@ -324,7 +335,7 @@ def plot(rows: list[dict], models: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = dict(zip(MODELS, ("tab:blue", "tab:cyan", "tab:orange", "tab:brown", "tab:green")))
+    colors = dict(zip(MODELS, ("tab:blue", "tab:cyan", "tab:orange", "tab:brown", "tab:green", "tab:purple")))
     for batch in sorted({r["batch"] for r in rows}):
         style = "-" if batch == 1 else "--"
         for kind in models:

@@ -34,10 +34,12 @@ class ChatSession:
     text; session.tokens is the same conversation as the model saw it (no generation prompt)."""
 
     def __init__(
-        self, model: nn.Module, tokenizer: TextTokenizer, *, system: str | None = None, reference: bool = False
-    ) -> None:
-        """reference=True decodes with the general forward pass instead of the fast step (same replies)."""
-        self.model, self.tokenizer, self.reference = model, tokenizer, reference
+        self, model: nn.Module, tokenizer: TextTokenizer, *, system: str | None = None, reference: bool = False,
+        compile: bool = False,
+    ) -> None:  # fmt: skip
+        """reference=True decodes with the general forward pass instead of the fast step (same replies);
+        compile=True with the fast step compiled (generation/compiled.py)."""
+        self.model, self.tokenizer, self.reference, self.compile = model, tokenizer, reference, compile
         self.opening = [{"role": "system", "content": system}] if system else []
         self.reset()
 
@@ -49,7 +51,7 @@ class ChatSession:
 
     def new_state(self) -> DecodeState:
         """A fresh decoding state for this session's model (the fast one unless `reference`)."""
-        return new_state(self.model, reference=self.reference)
+        return new_state(self.model, reference=self.reference, compile=self.compile)
 
     def send(
         self,

@@ -77,6 +77,7 @@ class _Request:
     seed: int | None
     prefill_chunk_size: int | None
     reference: bool
+    compile: bool
 
 
 def check_text(text: str, what: str) -> None:
@@ -180,7 +181,7 @@ def _decode_loop(
     """Yields (sequence index, text piece) as text is released; fills `result` as it goes. A given
     `state` that holds tokens is continued: the prompt is fed after them."""
     encoded = _encode(req.tokenizer, prompts, getattr(model.config, "vocab_size", None))
-    state = state if state is not None else new_state(model, reference=req.reference)
+    state = state if state is not None else new_state(model, reference=req.reference, compile=req.compile)
     history = state.tokens[0] if state.tokens else []  # a continued state holds one sequence
     _check_length(model, len(history) + max(len(e) for e in encoded), req.max_new_tokens)
     ids, mask = left_pad(encoded, pad_id=req.tokenizer.pad_token_id)
@@ -209,10 +210,13 @@ def _decode_loop(
         seq.text = stream.text
 
 
-def new_state(model: nn.Module, *, reference: bool = False) -> DecodeState:
-    """The decoding state generate() uses: the fast step (FastDecodeState), or with reference=True the
-    general forward pass it is tested against (DecodeState). Both give the same tokens."""
-    return DecodeState(model) if reference else FastDecodeState(model)
+def new_state(model: nn.Module, *, reference: bool = False, compile: bool = False) -> DecodeState:
+    """The decoding state generate() uses: the fast step (FastDecodeState; compile=True: its compiled
+    form where it applies, see generation/compiled.py), or with reference=True the general forward pass
+    they are tested against (DecodeState). All give the same tokens."""
+    if reference and compile:
+        raise ConfigError("reference and compile exclude each other: the reference is the uncompiled forward pass")
+    return DecodeState(model) if reference else FastDecodeState(model, compile=compile)
 
 
 def _request(
@@ -225,6 +229,7 @@ def _request(
     seed: int | None,
     prefill_chunk_size: int | None,
     reference: bool = False,
+    compile: bool = False,
 ) -> _Request:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
@@ -236,6 +241,8 @@ def _request(
                                            or prefill_chunk_size < 1):
         raise ConfigError(f"prefill_chunk_size must be a whole number >= 1 (or None: the whole prompt at once), "
                           f"got {prefill_chunk_size!r}")
+    if reference and compile:
+        raise ConfigError("reference and compile exclude each other: the reference is the uncompiled forward pass")
     if isinstance(stop, str) or any(not isinstance(s, str) or not s for s in stop):
         raise ConfigError(f"stop must be a list of non-empty strings, got {stop!r}")
     if eos_token_ids is None:
@@ -249,6 +256,7 @@ def _request(
         seed=seed,
         prefill_chunk_size=prefill_chunk_size,
         reference=bool(reference),
+        compile=bool(compile),
     )
 
 
@@ -264,13 +272,15 @@ def generate(
     seed: int | None = None,
     prefill_chunk_size: int | None = None,
     reference: bool = False,
+    compile: bool = False,
 ) -> GenerationResult:
     """Continue each prompt (text or token ids). Prompts of different lengths are left-padded into one
     batch; each sequence gets the tokens it would get alone. eos_token_ids defaults to the tokenizer's.
-    reference=True decodes with the general forward pass instead of the fast step (same tokens)."""
+    reference=True decodes with the general forward pass instead of the fast step (same tokens);
+    compile=True with the fast step compiled for the batch size (TransNormer on CPUs, generation/compiled.py)."""
     req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
                    eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size,
-                   reference=reference)  # fmt: skip
+                   reference=reference, compile=compile)  # fmt: skip
     result = GenerationResult(sequences=[], stats=GenerationStats())
     for _ in _decode_loop(model, prompts, req, result):
         pass
@@ -291,15 +301,17 @@ def stream(
     result: GenerationResult | None = None,
     state: DecodeState | None = None,
     reference: bool = False,
+    compile: bool = False,
 ) -> Iterator[str]:
     """Text pieces of one prompt's continuation as they are decoded; never half a character, never
     part of a stop string. Pass an empty GenerationResult as `result` to read the tokens and stats after.
     Pass a DecodeState to keep it: it then holds every token fed (see state.tokens), and a later call
     with it continues from there, feeding only its own prompt (how ChatSession carries a conversation).
-    reference=True (without a state) decodes with the general forward pass instead of the fast step.
+    reference=True (without a state) decodes with the general forward pass instead of the fast step;
+    compile=True (without a state) with the fast step compiled (generation/compiled.py).
     Invalid options raise here, before the first piece is asked for."""
     req = _request(tokenizer, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop,
                    eos_token_ids=eos_token_ids, seed=seed, prefill_chunk_size=prefill_chunk_size,
-                   reference=reference)  # fmt: skip
+                   reference=reference, compile=compile)  # fmt: skip
     result = result if result is not None else GenerationResult(sequences=[], stats=GenerationStats())
     return (piece for _, piece in _decode_loop(model, [prompt], req, result, state))

@@ -103,10 +103,13 @@ def _family_step(decoder: nn.Module, shared: Layouts):
 
 class FastDecodeState(DecodeState):
     """DecodeState with the fast one-token step for tnlm models (see the module docstring); same
-    interface, same results. The prefill is the reference's forward, in chunks by default for TransNormer."""
+    interface, same results. The prefill is the reference's forward, in chunks by default for TransNormer.
+    compile=True: steps take the compiled step where it applies (compiled.py: TransNormer on CPUs in
+    float32; 15-30 s to compile per batch size, once per process), else the eager fast step."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, compile: bool = False) -> None:
         super().__init__(model)
+        self.compile = compile
         self._step = fast_step(model)
         self._decoder = self._step.decoder if self._step is not None else None
         self._mask_buf: _MaskBuffer | None = None
@@ -146,7 +149,8 @@ class FastDecodeState(DecodeState):
             self.mask = self._mask_buf.mask
         for row, tok in zip(self.tokens, tokens.tolist()):
             row.append(tok)
-        logits = self._step(tokens.to(self.device), positions=self._positions, mask=self.mask, cache=self.cache)
+        logits = self._step(tokens.to(self.device), positions=self._positions, mask=self.mask, cache=self.cache,
+                            compile=self.compile)
         self.cache.seen_tokens += 1
         self._positions += 1
         return logits
@@ -186,23 +190,41 @@ class FastStep:
         self.layers = _family_step(decoder, self.layouts)
         _mark_norms(decoder)
         self.head = Linears([lm_head], self.layouts)
+        self._lm_head = lm_head
+        self.compiled = None  # CompiledSteps, made when a caller first asks for the compiled step
         self.widest = max(m.out_features for m in decoder.modules() if isinstance(m, nn.Linear))
 
     def extra_nbytes(self) -> int:
-        """Bytes of the derived weight copies kept now (layouts that measured faster, see layouts.py)."""
-        return self.layouts.used
+        """Bytes of the derived weight copies kept now: layouts that measured faster (layouts.py) and the
+        weights frozen into compiled steps (compiled.py)."""
+        return self.layouts.used + (self.compiled.nbytes() if self.compiled is not None else 0)
 
     @torch.inference_mode()
-    def __call__(self, tokens: torch.Tensor, *, positions: torch.Tensor, mask: torch.Tensor | None, cache) -> torch.Tensor:
-        """tokens (B,), positions (B,) -> logits (B, V) float32; the cache is updated in place."""
-        dec = self.decoder
+    def __call__(self, tokens: torch.Tensor, *, positions: torch.Tensor, mask: torch.Tensor | None, cache,
+                 compile: bool = False) -> torch.Tensor:  # fmt: skip
+        """tokens (B,), positions (B,) -> logits (B, V) float32; the cache is updated in place.
+        compile=True: the compiled step for this batch size where it applies (compiled.py)."""
+        if compile:
+            if self.compiled is None:
+                from tnlm.generation.compiled import CompiledSteps
+
+                self.compiled = CompiledSteps(self.decoder, self._lm_head)
+            logits = self.compiled(tokens, positions, cache)
+            if logits is not None:
+                return logits
         small = tokens.shape[0] * self.widest <= SERIAL_ELEMENTS and not isinstance(self.layers, _GenericStep)
         with layouts.serial() if small else nullcontext():
-            x = dec.embed_tokens(tokens)  # (B, d)
-            if dec.embed_scale != 1.0:
-                x = x * dec.embed_scale
-            x = self.layers(x, positions=positions, mask=mask, cache=cache)
-            return _f32(self.head(_norm(dec.final_norm, x)))  # (B, V)
+            return run_step(self.decoder, self.layers, self.head, tokens, positions, mask, cache)
+
+
+def run_step(decoder: nn.Module, layers, head, tokens: torch.Tensor, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+    """embed, the family's layer steps, final norm, LM head (a Linears, or the nn.Linear itself for the
+    compiled step's trace): tokens (B,) -> logits (B, V) float32."""
+    x = decoder.embed_tokens(tokens)  # (B, d)
+    if decoder.embed_scale != 1.0:
+        x = x * decoder.embed_scale
+    x = layers(x, positions=positions, mask=mask, cache=cache)
+    return _f32(head(_norm(decoder.final_norm, x)))  # (B, V)
 
 
 def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -234,16 +256,33 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float32 else x.float()
 
 
-def _block_linears(block: nn.Module, shared: Layouts, **paths: str | tuple[str, ...]) -> dict[str, Linears]:
-    """name -> Linears of the block's submodule(s) at each dotted path (a tuple: fused, one input)."""
+def _block_linears(block: nn.Module, shared: Layouts | None, **paths: str | tuple[str, ...]) -> dict:
+    """name -> Linears of the block's submodule(s) at each dotted path (a tuple: fused, one input);
+    shared None: _Plain products instead (what the compiled step traces)."""
     groups = {name: (path,) if isinstance(path, str) else path for name, path in paths.items()}
-    return {name: Linears([block.get_submodule(p) for p in group], shared) for name, group in groups.items()}
+    make = Linears if shared is not None else lambda modules, _: _Plain(modules)
+    return {name: make([block.get_submodule(p) for p in group], shared) for name, group in groups.items()}
+
+
+class _Plain:
+    """Linears' products on the modules' own weights, fused layers as one product on their concatenated
+    weights: what the compiled step traces (compiled.py; the concatenation is folded when compiled)."""
+
+    def __init__(self, modules: list[nn.Linear]) -> None:
+        self.modules, self.sizes = tuple(modules), [m.out_features for m in modules]
+
+    def __call__(self, x: torch.Tensor):
+        mods = self.modules
+        if len(mods) == 1:
+            return F.linear(x, mods[0].weight, mods[0].bias)
+        bias = None if mods[0].bias is None else torch.cat([m.bias for m in mods])
+        return F.linear(x, torch.cat([m.weight for m in mods]), bias).split(self.sizes, -1)
 
 
 class _TransnormerStep:
     """One token through every TransnormerBlock; the float32 states (B, H, Dk, Dv) update in place."""
 
-    def __init__(self, decoder: nn.Module, shared: Layouts) -> None:
+    def __init__(self, decoder: nn.Module, shared: Layouts | None) -> None:
         self.blocks = list(decoder.layers)
         self.lam_m1 = [None] * len(self.blocks)  # (1, H, 1, 1) lambda - 1 per layer, as in the reference
         # feature maps that act elementwise may run on q and k together (one dispatch instead of two)

@@ -1,0 +1,175 @@
+"""The compiled decode step: a TransNormer step for one batch size as one ahead-of-time compiled C++
+function (PyTorch's AOTInductor), chosen with FastDecodeState(model, compile=True) or `--compile`.
+
+The eager fast step (fast.py) still dispatches ~120 small operators a token, each through Python and
+PyTorch's dispatcher, and switches thread counts around its products. Exported once for a batch size
+and compiled with the weights frozen in, the same arithmetic becomes a handful of fused loops around
+oneDNN products that read weights packed for that batch size, with the residual additions fused into
+the products, all called from C++ with no Python in between. Measured with the issue-20 shape
+(d=512, 4 layers, vocabulary 32000) on a 2-core EPYC: batch 1 ~4.5 ms a token against ~6.5 ms for the
+eager fast step, batch 8 ~7.7 ms against ~10 ms (benchmarks/decode.py, model "tnl-compiled").
+
+What it costs, and why it is not the default:
+- compiling takes 15-30 s per batch size (export, C++ code generation, a C++ compiler), once per
+  process; it pays off after a few thousand tokens, so it suits long generations and benchmarks;
+- the weights are copied into the compiled library (the model's size again, in memory and briefly
+  in a temporary file, removed once loaded);
+- only the TransNormer family, on CPUs, in float32: its state has a fixed shape, so one compiled step
+  serves every context length. A Transformer's cache grows each step (a new shape each token), and
+  the other cases have not been measured here.
+Where it does not apply, or compiling fails (no C++ compiler, for instance), the eager fast step is
+used and a warning says why, once.
+
+The weights are frozen into the library, so each call checks that they are the ones it was compiled
+from (every parameter's storage and version counter, like layouts.Linears): an optimizer step or a
+load between decode steps is seen, and the step is compiled again. The result equals the reference
+within float32 rounding (tests/generation/test_gen_compiled.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tnlm.generation.layouts import _version
+
+
+def unsupported(decoder: nn.Module, lm_head: nn.Linear) -> str | None:
+    """Why this model cannot take the compiled step, or None if it can."""
+    from tnlm.models.transnormer.modeling import TransnormerModel
+
+    if not isinstance(decoder, TransnormerModel):
+        return f"the compiled step is made for TransNormer models only (this is {type(decoder).__name__})"
+    tensors = list(decoder.parameters()) + [lm_head.weight]
+    if any(t.device.type != "cpu" for t in tensors):
+        return "the compiled step runs on CPUs only (the model is on another device)"
+    if any(t.dtype != torch.float32 for t in tensors):
+        return "the compiled step needs float32 weights (load the model in float32)"
+    return None
+
+
+class _States:
+    """What _TransnormerStep reads the states from: an object with .layers."""
+
+    def __init__(self, layers: list[torch.Tensor]) -> None:
+        self.layers = layers
+
+
+class _StepModule(nn.Module):
+    """The fast step's arithmetic on plain products, as a module torch.export can trace:
+    (tokens (B,), positions (B,), state of each layer) -> logits (B, V), the states updated in place."""
+
+    def __init__(self, decoder: nn.Module, lm_head: nn.Linear) -> None:
+        from tnlm.generation.fast import _TransnormerStep
+
+        super().__init__()
+        self.decoder, self.lm_head = decoder, lm_head
+        self.layers = _TransnormerStep(decoder, None)  # None: plain products, no derived layouts
+        device = lm_head.weight.device
+        for i in range(len(self.layers.blocks)):  # computed now, so that tracing finds constants
+            self.layers._lam_m1(i, device)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *states: torch.Tensor) -> torch.Tensor:
+        from tnlm.generation.fast import run_step
+
+        return run_step(self.decoder, self.layers, self.lm_head, tokens, positions, None, _States(list(states)))
+
+
+class _Compiled:
+    """One batch size's compiled step and the weights it was compiled from."""
+
+    def __init__(self, runner, made_from: tuple) -> None:
+        self.runner, self.made_from = runner, made_from
+
+
+class CompiledSteps:
+    """The compiled steps of one model, one per batch size, made on first use (module docstring)."""
+
+    def __init__(self, decoder: nn.Module, lm_head: nn.Linear) -> None:
+        self.decoder, self.lm_head = decoder, lm_head
+        self._steps: dict[int, _Compiled | None] = {}  # batch size -> step (None: compiling failed)
+        self._warned: set[str] = set()
+        self.compile_s: dict[int, float] = {}  # batch size -> seconds its last compilation took
+
+    def _made_from(self) -> tuple:
+        tensors = [self.lm_head.weight, *self.decoder.parameters(), *self.decoder.buffers()]
+        return tuple((t.data_ptr(), _version(t)) for t in tensors)
+
+    def nbytes(self) -> int:
+        """Bytes of the weights frozen into the compiled steps kept now (one copy per batch size)."""
+        tensors = {t.data_ptr(): t for t in [self.lm_head.weight, *self.decoder.parameters()]}
+        return sum(t.nbytes for t in tensors.values()) * sum(step is not None for step in self._steps.values())
+
+    def _warn(self, reason: str) -> None:
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"{reason}; decoding with the eager fast step instead", stacklevel=4)
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor | None:
+        """Logits (B, V) from the compiled step for this batch size, the cache's states updated in place;
+        None when it cannot be used (the caller takes the eager step; a warning said why)."""
+        batch = tokens.shape[0]
+        made_from = self._made_from()
+        step = self._steps.get(batch, ...)
+        if step is None:  # compiling this batch size failed before
+            return None
+        if step is ... or step.made_from != made_from:
+            reason = unsupported(self.decoder, self.lm_head)
+            if reason is not None:
+                self._warn(reason)
+                return None
+            step = self._steps[batch] = self._compile(tokens, positions, cache.layers, made_from)
+            if step is None:
+                return None
+        states = cache.layers
+        if any(s.dtype != torch.float32 or not s.is_contiguous() for s in states):
+            states = cache.layers = [s.float().contiguous() for s in states]
+        return step.runner(tokens, positions.to(torch.long), *states)
+
+    def _compile(self, tokens, positions, states, made_from: tuple) -> _Compiled | None:
+        t0 = time.perf_counter()
+        workdir = Path(tempfile.mkdtemp(prefix="tnlm-compiled-step-"))
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                # example inputs outside inference mode (export refuses inference tensors); only shapes matter
+                args = (tokens.clone(), positions.to(torch.long).clone(), *(s.clone() for s in states))
+                program = torch.export.export(_StepModule(self.decoder, self.lm_head), args, strict=False)
+                path = torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(workdir / "step.pt2"), inductor_configs={"freezing": True}
+                )
+                runner = torch._inductor.aoti_load_package(path)
+                _remove_cached_libraries(Path(path))
+        except Exception as err:  # no compiler, an operator the exporter does not know, ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            self._warn(f"compiling the decode step for batch size {tokens.shape[0]} failed ({first[:300]})")
+            return None
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)  # the loaded library no longer needs the file
+        self.compile_s[tokens.shape[0]] = time.perf_counter() - t0
+        return _Compiled(runner, made_from)
+
+
+
+def _remove_cached_libraries(package: Path) -> None:
+    """Delete the libraries of this package from Inductor's cache directory. Inductor keeps each
+    compiled library there, and with the weights frozen in, each compilation of the step would leave a
+    file the size of the model (measured: 188 MB for a 121 MB model, again for every process and batch
+    size). Once loaded the library needs no file; only this package's own files are removed (found by
+    name), so another process's compilation is not disturbed, and the precompiled headers that make
+    the next compilation faster stay."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        names = {Path(n).name for n in zipfile.ZipFile(package).namelist() if n.endswith(".so")}
+        for name in names:
+            for path in Path(cache_dir()).rglob(name):
+                path.unlink(missing_ok=True)
+    except Exception:  # cleaning up is a courtesy: a PyTorch that lays its cache out otherwise keeps it
+        pass

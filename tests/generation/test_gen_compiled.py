@@ -1,0 +1,138 @@
+"""The compiled decode step (generation/compiled.py) against the reference: the same greedy tokens and
+logits within 1e-5, the weights followed when they change, and the eager fast step with a warning
+wherever it does not apply or compiling fails. Compiling takes seconds, so these tests compile few times."""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.generation.test_gen_fast import ATOL, VARIANTS, _greedy, _prompts
+from tests.helpers.models import tiny_model
+from tnlm.generation import DecodeState, FastDecodeState
+from tnlm.generation import compiled as compiled_module
+from tnlm.generation.fast import fast_step
+from tnlm.models.registry import create_model
+
+pytestmark = pytest.mark.filterwarnings("error::UserWarning")  # a fallback warning fails the equality tests
+
+
+@functools.lru_cache(maxsize=None)
+def _odd_tnl() -> torch.nn.Module:
+    preset, overrides = VARIANTS["tnl-odd"]  # LayerNorm, biases, 1+elu, LRPE in 3 of 4 layers, odd sizes
+    return create_model(preset, overrides=overrides, seed=0).eval()
+
+
+def _compiled(model) -> compiled_module.CompiledSteps:
+    steps = fast_step(model).compiled
+    assert steps is not None, "the compiled step was never asked for"
+    return steps
+
+
+@torch.no_grad()
+def test_compiled_step_matches_reference_left_padded() -> None:
+    model = _odd_tnl()
+    ids, mask = _prompts(model.config.vocab_size, (41, 23, 30), seed=3)
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, 10)
+    started = time.time()
+    state = FastDecodeState(model, compile=True)
+    tokens, logits = _greedy(state, ids, mask, 10, teacher=ref_tokens)
+    assert 3 in _compiled(model).compile_s  # the steps took the compiled path (batch size 3)
+    for ref, got in zip(ref_logits, logits):
+        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+    own_tokens, _ = _greedy(FastDecodeState(model, compile=True), ids, mask, 10)
+    assert all(torch.equal(a, b) for a, b in zip(own_tokens, ref_tokens))
+    # the library with the frozen weights was removed from Inductor's cache once loaded
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    left = [p for p in Path(cache_dir()).rglob("*.wrapper.so") if p.stat().st_mtime >= started]
+    assert left == []
+
+
+@torch.no_grad()
+def test_compiled_step_follows_changed_weights(monkeypatch) -> None:
+    model = create_model("tnl-tiny", seed=1).eval()
+    compiles = []
+    original = compiled_module.CompiledSteps._compile
+    monkeypatch.setattr(compiled_module.CompiledSteps, "_compile",
+                        lambda self, *a: compiles.append(1) or original(self, *a))  # fmt: skip
+    ids, mask = _prompts(model.config.vocab_size, (19,), seed=5)
+    tok = torch.tensor([11])
+
+    def one_step(state):
+        state.prefill(ids, mask)
+        return state.step(tok)
+
+    torch.testing.assert_close(one_step(FastDecodeState(model, compile=True)), one_step(DecodeState(model)), atol=ATOL, rtol=0)
+    one_step(FastDecodeState(model, compile=True))
+    assert len(compiles) == 1  # the same weights: compiled once
+    # an optimizer step or a load between decode steps changes the weights in place
+    model.model.layers[0].channel_mixer.l3.weight.mul_(-2.0)
+    model.lm_head.weight.add_(0.01)
+    torch.testing.assert_close(one_step(FastDecodeState(model, compile=True)), one_step(DecodeState(model)), atol=ATOL, rtol=0)
+    assert len(compiles) == 2
+
+
+def test_unsupported_models_take_the_eager_step_with_a_warning() -> None:
+    model = tiny_model("transformer-tiny")
+    ids, mask = _prompts(model.config.vocab_size, (12,), seed=1)
+    fast_logits = _greedy(FastDecodeState(model), ids, mask, 3)[1]
+    with pytest.warns(UserWarning, match="TransNormer models only.*eager fast step"):
+        logits = _greedy(FastDecodeState(model, compile=True), ids, mask, 3)[1]
+    for a, b in zip(fast_logits, logits):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_compile_failure_falls_back_once(monkeypatch) -> None:
+    model = create_model("tnl-tiny", seed=2).eval()
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("no C++ compiler found\ndetails")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken)
+    ids, mask = _prompts(model.config.vocab_size, (9,), seed=2)
+    ref_logits = _greedy(DecodeState(model), ids, mask, 4)[1]
+    with pytest.warns(UserWarning, match=r"batch size 1 failed \(no C\+\+ compiler found\).*eager fast step"):
+        logits = _greedy(FastDecodeState(model, compile=True), ids, mask, 4)[1]
+    assert len(calls) == 1  # not tried again on every step
+    for ref, got in zip(ref_logits, logits):
+        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+    with warnings.catch_warnings():  # the same reason is not repeated
+        warnings.simplefilter("error")
+        _greedy(FastDecodeState(model, compile=True), ids, mask, 2)
+
+
+def test_only_this_packages_libraries_leave_the_cache(tmp_path, monkeypatch) -> None:
+    from torch._inductor.runtime import cache_dir_utils
+
+    cache = tmp_path / "cache"
+    (cache / "a1").mkdir(parents=True)
+    ours, theirs = cache / "a1" / "cabc.wrapper.so", cache / "a1" / "cdef.wrapper.so"
+    ours.write_bytes(b"x"), theirs.write_bytes(b"y")
+    package = tmp_path / "step.pt2"
+    with zipfile.ZipFile(package, "w") as z:
+        z.writestr("step/data/aotinductor/model/cabc.wrapper.so", b"x")
+        z.writestr("step/data/aotinductor/model/cabc.wrapper.cpp", b"")
+    monkeypatch.setattr(cache_dir_utils, "cache_dir", lambda: str(cache))
+    compiled_module._remove_cached_libraries(package)
+    assert not ours.exists() and theirs.exists()
+
+
+def test_cli_compile_flag_gives_the_same_text() -> None:
+    from typer.testing import CliRunner
+
+    from tnlm.cli.main import app
+
+    args = ["generate", "tnl-tiny", "-n", "8", "--prompt", "hello"]
+    runs = [CliRunner().invoke(app, args + flag) for flag in ([], ["--compile"])]
+    assert [r.exit_code for r in runs] == [0, 0], runs[0].output + runs[1].output
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.strip()
+    assert "compiles the model" in runs[1].stderr and "eager fast step" not in runs[1].stderr
