@@ -2,7 +2,7 @@
 matrix-product rate, and peak memory, for TransNormerLLM vs tnlm's Transformer vs Hugging Face Llama
 (SDPA) of the same shape, side by side in one run.
 
-For each (model, prompt length) a fresh child process builds the model, warms up on a short prompt,
+For each (model, prompt length) a fresh child process builds the model, warms up on a prompt of up to 2048 tokens,
 then prefills a random prompt --rounds times, each through a new decoding state as generate() does:
 tnlm's models with FastDecodeState (the prompt in chunks of --chunk tokens, logits of the last
 position only), HF Llama with one forward (logits_to_keep=1). "TTFT" is the best round's time
@@ -73,6 +73,9 @@ def prefill_flops(kind: str, model, T: int, shape: dict) -> float:
     return flops
 
 
+WARMUP = 2048
+
+
 def measure(kind: str, T: int, *, shape: dict, rounds: int, chunk: int, threads: int) -> dict:
     """Runs in a child process: warm up, then `rounds` timed prefills of T random tokens."""
     import torch
@@ -85,7 +88,10 @@ def measure(kind: str, T: int, *, shape: dict, rounds: int, chunk: int, threads:
     new = (lambda: DecodeState(model)) if kind == "hf-llama" else (lambda: FastDecodeState(model))
     ids = torch.randint(8, shape["vocab"], (1, T), generator=torch.Generator().manual_seed(T))
     mask = torch.ones_like(ids)
-    new().prefill(ids[:, :128], mask[:, :128], chunk_size=chunk)  # warm-up: first-call allocations, tables
+    # warm-up: first-call allocations and tables, at the working size of the timed prefills (a prompt up to
+    # WARMUP tokens: a chunk's activations, a short prompt whole), as in a process that has served prompts before
+    warm = min(T, WARMUP)
+    new().prefill(ids[:, :warm], mask[:, :warm], chunk_size=None if kind == "hf-llama" else chunk)
     _release_freed_memory()
     base_mb = _rss_mb()
     times = []
