@@ -53,7 +53,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("repetition-penalty-nan", ["generate", "tnl-tiny", "hi", "--repetition-penalty", "nan"], "repetition_penalty must be a finite number"),
     ("repetition-penalty-zero", ["generate", "tnl-tiny", "hi", "--repetition-penalty", "0"], "repetition_penalty must be > 0"),
     ("chat-temperature-nan", ["chat", "tnl-tiny", "--temperature", "nan"], "temperature must be a finite number"),
-    ("compile-and-reference", ["generate", "tnl-tiny", "hi", "--compile", "--reference"], "reference and compile exclude each other"),
+    ("compile-and-reference", ["generate", "tnl-tiny", "hi", "--compile", "--reference"], "--reference and --compile exclude each other"),
     ("chat-compile-and-reference", ["chat", "tnl-tiny", "--compile", "--reference"], "--reference and --compile exclude each other"),
     # prompts
     ("no-prompt", ["generate", "tnl-tiny"], "give a prompt"),

@@ -136,3 +136,14 @@ def test_cli_compile_flag_gives_the_same_text() -> None:
     assert [r.exit_code for r in runs] == [0, 0], runs[0].output + runs[1].output
     assert runs[0].stdout == runs[1].stdout and runs[0].stdout.strip()
     assert "compiles the model" in runs[1].stderr and "eager fast step" not in runs[1].stderr
+
+
+def test_cli_says_upfront_when_compile_does_not_apply() -> None:
+    from typer.testing import CliRunner
+
+    from tnlm.cli.main import app
+
+    result = CliRunner().invoke(app, ["generate", "transformer-tiny", "-n", "3", "--prompt", "hi", "--compile"])
+    assert result.exit_code == 0, result.output
+    assert "[--compile: the compiled step is made for TransNormer models only" in result.stderr
+    assert "compiles the model" not in result.stderr

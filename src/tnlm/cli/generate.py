@@ -29,9 +29,25 @@ COMPILE = typer.Option(False, "--compile", help="Compile the decode step first (
                        "then ~1.3x faster per token; for long outputs).")  # fmt: skip
 
 
-def _compile_notice(compile: bool) -> None:
-    if compile:
-        typer.echo("[--compile: the first decode step compiles the model, 15-30 s]", err=True)
+def _check_paths(reference: bool, compile: bool) -> None:
+    if reference and compile:
+        from tnlm.errors import ConfigError
+
+        raise ConfigError("--reference and --compile exclude each other: the reference is the uncompiled forward pass")
+
+
+def _compile_notice(compile: bool, model) -> bool:
+    """Whether to compile: with --compile, says what happens (or why it cannot) before decoding starts."""
+    if not compile:
+        return False
+    from tnlm.generation.compiled import model_unsupported
+
+    reason = model_unsupported(model)
+    if reason is not None:
+        typer.echo(f"[--compile: {reason}; decoding with the eager fast step]", err=True)
+        return False
+    typer.echo("[--compile: the first decode step compiles the model, 15-30 s]", err=True)
+    return True
 
 
 def _sampling(temperature: float, top_k: int, top_p: float, repetition_penalty: float) -> SamplingParams:
@@ -101,11 +117,12 @@ def generate(
 
     text = _prompt_text(prompt_arg, prompt)
     sampling = _sampling(temperature, top_k, top_p, repetition_penalty)
+    _check_paths(reference, compile)
     m, tok = load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
     result = GenerationResult(sequences=[], stats=GenerationStats())
+    compile = _compile_notice(compile, m)
     pieces = stream(m, tok, text, max_new_tokens=max_new_tokens, sampling=sampling, stop=stop, seed=seed, result=result,
                     reference=reference, compile=compile)  # fmt: skip
-    _compile_notice(compile)
     _to_terminal(pieces)
     _report(result.stats)
 
@@ -166,15 +183,11 @@ def chat(
     from tnlm.generation.engine import check_text
 
     sampling = _sampling(temperature, top_k, top_p, repetition_penalty)
-    if reference and compile:
-        from tnlm.errors import ConfigError
-
-        raise ConfigError("--reference and --compile exclude each other: the reference is the uncompiled forward pass")
+    _check_paths(reference, compile)
     if system is not None:
         check_text(system, "the system message")
     m, tok = load_model(model, tokenizer=tokenizer, dtype=dtype, device=device)
-    session = ChatSession(m, tok, system=system, reference=reference, compile=compile)
-    _compile_notice(compile)
+    session = ChatSession(m, tok, system=system, reference=reference, compile=_compile_notice(compile, m))
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # a line that is not UTF-8 gets an error, not a crash
     typer.echo("chat: type a message; /reset starts over, /exit (or Ctrl-D) quits, Ctrl-C stops a reply.", err=True)

@@ -55,6 +55,16 @@ def unsupported(decoder: nn.Module, lm_head: nn.Linear) -> str | None:
     return None
 
 
+def model_unsupported(model: nn.Module) -> str | None:
+    """unsupported() for a whole causal LM, from anywhere (a model from outside tnlm has no fast step)."""
+    from tnlm.generation.fast import _decoder, _own_modules
+
+    decoder = _decoder(model)
+    if decoder is None or not _own_modules(model):
+        return "the compiled step is made for tnlm's own TransNormer models only"
+    return unsupported(decoder, model.lm_head)
+
+
 class _States:
     """What _TransnormerStep reads the states from: an object with .layers."""
 
