@@ -32,28 +32,36 @@ def _best(fn, *, rounds: int, reps: int) -> float:
 
 @torch.inference_mode()
 def matvec_rate(*, rounds: int = 5) -> float:
-    """Bytes/s of float32 weights read by one-row products, the faster of the two layouts a decode step
-    may use (generation/layouts.py measures and picks per layer): x @ W^T on (out, in) rows (F.linear) and
-    x @ W on an input-major (in, out) copy. Cycles through MATVEC_BYTES of distinct matrices so that
-    nothing is served from cache."""
+    """Bytes/s of float32 weights read by one-row products, the fastest of the layouts a decode step may
+    use (generation/layouts.py measures and picks per layer; the compiled step uses the packed one): x @ W^T
+    on (out, in) rows (F.linear), x @ W on an input-major (in, out) copy, and oneDNN's packed layout.
+    Cycles through MATVEC_BYTES of distinct matrices so that nothing is served from cache."""
     return max(matvec_rates(rounds=rounds).values())
 
 
 @torch.inference_mode()
 def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
-    """{"rows": bytes/s of F.linear(x, W), "columns": bytes/s of x @ W with W input-major}."""
+    """{"rows": bytes/s of F.linear(x, W), "columns": bytes/s of x @ W with W input-major, "packed": bytes/s
+    of oneDNN's product on W in its packed layout for one row (where oneDNN is available)}."""
     rows, cols = MATVEC_SHAPE
     count = max(1, MATVEC_BYTES // (rows * cols * 4))
     x = torch.randn(1, cols)
+    products = {
+        "rows": (lambda: torch.randn(rows, cols), torch.nn.functional.linear),
+        "columns": (lambda: torch.randn(cols, rows), torch.mm),
+    }
+    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        products["packed"] = (lambda: torch.ops.mkldnn._reorder_linear_weight(torch.randn(rows, cols), 1),
+                              lambda x, w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""))  # fmt: skip
     rates = {}
-    for layout in ("rows", "columns"):
-        mats = [torch.randn(rows, cols) if layout == "rows" else torch.randn(cols, rows) for _ in range(count)]
+    for layout, (make, product) in products.items():
+        mats = [make() for _ in range(count)]
 
-        def sweep(mats=mats, layout=layout) -> None:
+        def sweep(mats=mats, product=product) -> None:
             for w in mats:
-                torch.nn.functional.linear(x, w) if layout == "rows" else torch.mm(x, w)
+                product(x, w)
 
-        rates[layout] = sum(w.numel() * 4 for w in mats) / _best(sweep, rounds=rounds, reps=2)
+        rates[layout] = count * rows * cols * 4 / _best(sweep, rounds=rounds, reps=2)
         del mats
     return rates
 
@@ -68,8 +76,9 @@ def matmul_rate(*, n: int = 1024, rounds: int = 5) -> float:
 
 def main() -> None:
     mv = {k: f"{v / 1e9:.1f}" for k, v in matvec_rates().items()}
+    packed = f", {mv['packed']} GB/s (oneDNN packed)" if "packed" in mv else ""
     print(f"{torch.get_num_threads()} threads: matrix-vector {mv['rows']} GB/s (W rows), {mv['columns']} GB/s "
-          f"(W input-major), matrix product {matmul_rate() / 1e9:.1f} GFLOP/s (float32)")  # fmt: skip
+          f"(W input-major){packed}, matrix product {matmul_rate() / 1e9:.1f} GFLOP/s (float32)")  # fmt: skip
 
 
 if __name__ == "__main__":
