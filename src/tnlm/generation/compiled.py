@@ -107,10 +107,20 @@ class CompiledSteps:
         self._steps: dict[int, _Compiled | None] = {}  # batch size -> step (None: compiling failed)
         self._warned: set[str] = set()
         self.compile_s: dict[int, float] = {}  # batch size -> seconds its last compilation took
+        self._slots: list[tuple[dict, str]] | None = None  # (a module's _parameters or _buffers, name)
 
     def _made_from(self) -> tuple:
-        tensors = [self.lm_head.weight, *self.decoder.parameters(), *self.decoder.buffers()]
-        return tuple((t.data_ptr(), _version(t)) for t in tensors)
+        """(storage, version) of every parameter and buffer, read through their modules, so that a tensor
+        replaced (a load with assign=True) is seen as well as one changed in place."""
+        if self._slots is None:  # walking the module tree each step costs ~100 us, nn.Module.__getattr__ ~1 us a name
+            modules = [self.lm_head, *self.decoder.modules()]
+            self._slots = [(m._parameters, name) for m in modules for name in m._parameters]
+            self._slots += [(m._buffers, name) for m in modules for name in m._buffers]
+        out = []
+        for tensors, name in self._slots:
+            t = tensors[name]
+            out.append(None if t is None else (t.data_ptr(), _version(t)))
+        return tuple(out)
 
     def nbytes(self) -> int:
         """Bytes of the weights frozen into the compiled steps kept now (one copy per batch size)."""

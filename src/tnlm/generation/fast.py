@@ -149,7 +149,7 @@ class FastDecodeState(DecodeState):
             self.mask = self._mask_buf.mask
         for row, tok in zip(self.tokens, tokens.tolist()):
             row.append(tok)
-        logits = self._step(tokens.to(self.device), positions=self._positions, mask=self.mask, cache=self.cache,
+        logits = self._step(tokens.to(self._positions.device), positions=self._positions, mask=self.mask, cache=self.cache,
                             compile=self.compile)
         self.cache.seen_tokens += 1
         self._positions += 1
