@@ -26,7 +26,7 @@ REP_PENALTY = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages re
 SEED = typer.Option(None, min=0, max=2**63 - 1, help="Seed for reproducible sampling.")
 REFERENCE = typer.Option(False, "--reference", help="Decode with the general forward pass instead of the fast step (same tokens, slower).")
 COMPILE = typer.Option(False, "--compile", help="Compile the decode step first (TransNormer on CPUs, float32: 15-30 s once, "
-                       "then ~1.3x faster per token; for long outputs).")  # fmt: skip
+                       "then ~1.4x faster per token; for long outputs).")  # fmt: skip
 
 
 def _check_paths(reference: bool, compile: bool) -> None:
