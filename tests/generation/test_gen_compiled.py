@@ -23,6 +23,19 @@ from tnlm.models.registry import create_model
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")  # a fallback warning fails the equality tests
 
 
+def _compiler() -> str | None:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception:  # no C++ compiler on this machine (or a PyTorch without this helper)
+        return None
+
+
+# the tests that compile need a C++ compiler; without one the fallback tests below still run
+compiles = pytest.mark.skipif(_compiler() is None, reason="no C++ compiler found for PyTorch's Inductor")
+
+
 @functools.lru_cache(maxsize=None)
 def _odd_tnl() -> torch.nn.Module:
     preset, overrides = VARIANTS["tnl-odd"]  # LayerNorm, biases, 1+elu, LRPE in 3 of 4 layers, odd sizes
@@ -35,6 +48,7 @@ def _compiled(model) -> compiled_module.CompiledSteps:
     return steps
 
 
+@compiles
 @torch.no_grad()
 def test_compiled_step_matches_reference_left_padded() -> None:
     model = _odd_tnl()
@@ -55,6 +69,7 @@ def test_compiled_step_matches_reference_left_padded() -> None:
     assert left == []
 
 
+@compiles
 @torch.no_grad()
 def test_compiled_step_follows_changed_weights(monkeypatch) -> None:
     model = create_model("tnl-tiny", seed=1).eval()
@@ -90,6 +105,8 @@ def test_unsupported_models_take_the_eager_step_with_a_warning() -> None:
 
 
 def test_compile_failure_falls_back_once(monkeypatch) -> None:
+    from torch._inductor import cpp_builder
+
     model = create_model("tnl-tiny", seed=2).eval()
     calls = []
 
@@ -98,6 +115,7 @@ def test_compile_failure_falls_back_once(monkeypatch) -> None:
         raise RuntimeError("no C++ compiler found\ndetails")
 
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", broken)
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "c++")  # a compiler is there, compiling fails
     ids, mask = _prompts(model.config.vocab_size, (9,), seed=2)
     ref_logits = _greedy(DecodeState(model), ids, mask, 4)[1]
     with pytest.warns(UserWarning, match=r"batch size 1 failed \(no C\+\+ compiler found\).*eager fast step"):
@@ -126,6 +144,7 @@ def test_only_this_packages_libraries_leave_the_cache(tmp_path, monkeypatch) -> 
     assert not ours.exists() and theirs.exists()
 
 
+@compiles
 def test_cli_compile_flag_gives_the_same_text() -> None:
     from typer.testing import CliRunner
 
@@ -147,3 +166,18 @@ def test_cli_says_upfront_when_compile_does_not_apply() -> None:
     assert result.exit_code == 0, result.output
     assert "[--compile: the compiled step is made for TransNormer models only" in result.stderr
     assert "compiles the model" not in result.stderr
+
+
+def test_no_compiler_is_said_before_compiling(monkeypatch) -> None:
+    from torch._inductor import cpp_builder
+
+    def missing():
+        raise RuntimeError("No working C++ compiler found")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", lambda *a, **k: pytest.fail("compiled anyway"))
+    model = create_model("tnl-tiny", seed=3).eval()
+    assert "needs a C++ compiler" in compiled_module.model_unsupported(model)
+    ids, mask = _prompts(model.config.vocab_size, (7,), seed=4)
+    with pytest.warns(UserWarning, match="needs a C\\+\\+ compiler.*eager fast step"):
+        _greedy(FastDecodeState(model, compile=True), ids, mask, 2)

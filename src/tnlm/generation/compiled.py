@@ -52,6 +52,12 @@ def unsupported(decoder: nn.Module, lm_head: nn.Linear) -> str | None:
         return "the compiled step runs on CPUs only (the model is on another device)"
     if any(t.dtype != torch.float32 for t in tensors):
         return "the compiled step needs float32 weights (load the model in float32)"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:
+        return "compiling needs a C++ compiler and none was found (install g++, or set CXX to one)"
     return None
 
 
