@@ -6,8 +6,8 @@ PyTorch's dispatcher, and switches thread counts around its products. Exported o
 and compiled with the weights frozen in, the same arithmetic becomes a handful of fused loops around
 oneDNN products that read weights packed for that batch size, with the residual additions fused into
 the products, all called from C++ with no Python in between. Measured with the issue-20 shape
-(d=512, 4 layers, vocabulary 32000) on a 2-core EPYC: batch 1 ~4.5 ms a token against ~6.5 ms for the
-eager fast step, batch 8 ~7.7 ms against ~10 ms (benchmarks/decode.py, model "tnl-compiled").
+(d=512, 4 layers, vocabulary 32000) on a 2-core EPYC: batch 1 5.0-5.3 ms a token against 6.9-7.6 ms for
+the eager fast step, batch 8 8.0-9.3 ms against 10.3-12.2 ms (benchmarks/decode.py, model "tnl-compiled").
 
 What it costs, and why it is not the default:
 - compiling takes 15-30 s per batch size (export, C++ code generation, a C++ compiler), once per
@@ -180,7 +180,6 @@ class CompiledSteps:
             shutil.rmtree(workdir, ignore_errors=True)  # the loaded library no longer needs the file
         self.compile_s[tokens.shape[0]] = time.perf_counter() - t0
         return _Compiled(runner, made_from)
-
 
 
 def _remove_cached_libraries(package: Path) -> None:
