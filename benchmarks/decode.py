@@ -238,12 +238,6 @@ def _run_cell(args: tuple) -> dict:
     return measure(kind, context, **kwargs)
 
 
-def _rate_in_child(threads: int) -> float:
-    """_measure_rate in a fresh process (its own OpenMP runtime, under the wait policy set for the cells)."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_rate, (threads,))
-
-
 def _measure_rate(threads: int) -> float:
     import torch
 
@@ -380,12 +374,12 @@ def main() -> None:
     shape = SHAPES[args.shape]
     out = args.out or RESULTS / (("decode" if args.shape == "tiny" else f"decode-{args.shape}") + waitpolicy.suffix(args.wait_policy))
     kwargs = dict(shape=shape, new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, threads=args.threads)
-    rate = _rate_in_child(args.threads)
+    rate = waitpolicy.in_child(_measure_rate, args.threads)
     print(f"shape {shape}, {args.threads} threads, {args.rounds} x {args.new_tokens} decode steps per cell, "
           f"prefill chunks of {args.chunk}, {policy}; "
           f"matrix-vector rate before the cells {rate / 1e9:.1f} GB/s")  # fmt: skip
     rows = run_all(args.models, args.contexts, args.batches, rate=rate, **kwargs)
-    after = _rate_in_child(args.threads)  # again: a busy moment must not lower the floor
+    after = waitpolicy.in_child(_measure_rate, args.threads)  # again: a busy moment must not lower the floor
     print(f"matrix-vector rate measured again after the cells: {after / 1e9:.1f} GB/s; the floor uses the higher")
     if after > rate:
         rate = after

@@ -117,12 +117,6 @@ def _run_cell(args: tuple) -> dict:
     return measure(kind, T, **kwargs)
 
 
-def _rate_in_child(threads: int) -> float:
-    """_measure_rate in a fresh process (its own OpenMP runtime, under the wait policy set for the cells)."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure_rate, (threads,))
-
-
 def _measure_rate(threads: int) -> float:
     import torch
 
@@ -238,11 +232,11 @@ def main() -> None:
     from tnlm.generation.fast import PREFILL_CHUNK
 
     chunk = args.chunk or PREFILL_CHUNK
-    rate = _rate_in_child(args.threads)
+    rate = waitpolicy.in_child(_measure_rate, args.threads)
     print(f"shape {SHAPE}, {args.threads} threads, best of {args.rounds} prefills per cell, tnlm chunks of {chunk}, "
           f"matrix-product rate before the cells {rate / 1e9:.1f} GFLOP/s, {policy}")  # fmt: skip
     rows = run_all(args.models, args.lengths, shape=SHAPE, rounds=args.rounds, chunk=chunk, threads=args.threads)
-    after = _rate_in_child(args.threads)  # again: a busy moment must not flatter the FLOP rates
+    after = waitpolicy.in_child(_measure_rate, args.threads)  # again: a busy moment must not flatter the FLOP rates
     print(f"matrix-product rate measured again after the cells: {after / 1e9:.1f} GFLOP/s; the rates use the higher")
     rate = max(rate, after)
     text = table(rows, args.models, rate)

@@ -18,6 +18,7 @@ process starts (children are spawned and inherit the environment); the table and
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 
 POLICIES = {"inherit": None, "passive": "PASSIVE", "active": "ACTIVE"}
@@ -45,3 +46,10 @@ def describe() -> str:
 def suffix(policy: str) -> str:
     """The results-file suffix: none for the default, else '-passive' / '-active'."""
     return "" if policy == "inherit" else f"-{policy}"
+
+
+def in_child(fn, *args):
+    """fn(*args) in a fresh spawned process: its own OpenMP runtime, under the policy set for the cells
+    (how both benchmarks measure the machine's rate before and after their cells)."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)

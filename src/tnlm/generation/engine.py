@@ -210,12 +210,16 @@ def _decode_loop(
         seq.text = stream.text
 
 
+def _check_paths(reference: bool, compile: bool) -> None:
+    if reference and compile:
+        raise ConfigError("reference and compile exclude each other: the reference is the uncompiled forward pass")
+
+
 def new_state(model: nn.Module, *, reference: bool = False, compile: bool = False) -> DecodeState:
     """The decoding state generate() uses: the fast step (FastDecodeState; compile=True: its compiled
     form where it applies, see generation/compiled.py), or with reference=True the general forward pass
     they are tested against (DecodeState). All give the same tokens."""
-    if reference and compile:
-        raise ConfigError("reference and compile exclude each other: the reference is the uncompiled forward pass")
+    _check_paths(reference, compile)
     return DecodeState(model) if reference else FastDecodeState(model, compile=compile)
 
 
@@ -241,8 +245,7 @@ def _request(
                                            or prefill_chunk_size < 1):
         raise ConfigError(f"prefill_chunk_size must be a whole number >= 1 (or None: the whole prompt at once), "
                           f"got {prefill_chunk_size!r}")
-    if reference and compile:
-        raise ConfigError("reference and compile exclude each other: the reference is the uncompiled forward pass")
+    _check_paths(reference, compile)
     if isinstance(stop, str) or any(not isinstance(s, str) or not s for s in stop):
         raise ConfigError(f"stop must be a list of non-empty strings, got {stop!r}")
     if eos_token_ids is None:

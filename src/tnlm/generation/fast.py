@@ -190,7 +190,6 @@ class FastStep:
         self.layers = _family_step(decoder, self.layouts)
         _mark_norms(decoder)
         self.head = Linears([lm_head], self.layouts)
-        self._lm_head = lm_head
         self.compiled = None  # CompiledSteps, made when a caller first asks for the compiled step
         self.widest = max(m.out_features for m in decoder.modules() if isinstance(m, nn.Linear))
 
@@ -208,7 +207,7 @@ class FastStep:
             if self.compiled is None:
                 from tnlm.generation.compiled import CompiledSteps
 
-                self.compiled = CompiledSteps(self.decoder, self._lm_head)
+                self.compiled = CompiledSteps(self.decoder, self.head.modules[0])
             logits = self.compiled(tokens, positions, cache)
             if logits is not None:
                 return logits
