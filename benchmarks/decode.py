@@ -18,7 +18,8 @@ into the compiled library, and "ops/step" counts only what still goes through Py
 The floor: the parent measures the machine's matrix-vector rate before and after the cells and keeps
 the higher (a busy moment during one measurement would otherwise lower the floor) (benchmarks/hardware.py: GB/s of
 float32 weights streamed through one-row products, larger than any cache, in the fastest of the weight
-layouts the fast and compiled steps may use: rows, input-major, oneDNN's packed), and each cell counts the
+layouts the fast step may use (rows, input-major, oneDNN's packed), and at least the rate of a plain
+streaming read of the same bytes, which no product's kernel can beat), and each cell counts the
 bytes one decode step must read: every weight matrix once (the tied embedding as the LM head; the
 lookup reads B rows) plus the decoding state (TransNormer's fixed recurrent state, a Transformer's keys
 and values of the whole context). floor = bytes / rate; "x floor" is ms/step over it. A batch of B

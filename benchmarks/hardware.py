@@ -1,7 +1,8 @@
 """The machine's measured rates that the inference benchmarks compare against (float32, this process's
 thread count): the matrix-vector rate (GB/s of weights streamed through one-row products, the bound of
-a batch-1 decode step; the faster of the two weight layouts a decode step may use) and the
-matrix-product rate (GFLOP/s of large products, the bound of a prefill).
+a batch-1 decode step: the fastest of the weight layouts a decode step may use, and never below the
+rate at which the machine streams the same bytes through a plain sum) and the matrix-product rate
+(GFLOP/s of large products, the bound of a prefill).
 
 Each rate is the best of several rounds (timeit's rule: slower rounds are other processes interfering).
 Used by benchmarks/decode.py and benchmarks/prefill.py; `python benchmarks/hardware.py` prints both.
@@ -33,16 +34,19 @@ def _best(fn, *, rounds: int, reps: int) -> float:
 @torch.inference_mode()
 def matvec_rate(*, rounds: int = 5) -> float:
     """Bytes/s of float32 weights read by one-row products, the fastest of the layouts a decode step may
-    use (generation/layouts.py measures and picks per layer; the compiled step uses the packed one): x @ W^T
-    on (out, in) rows (F.linear), x @ W on an input-major (in, out) copy, and oneDNN's packed layout.
-    Cycles through MATVEC_BYTES of distinct matrices so that nothing is served from cache."""
+    use (generation/layouts.py measures and picks per layer): x @ W^T on (out, in) rows (F.linear),
+    x @ W on an input-major (in, out) copy, and oneDNN's packed layout; and at least the plain streaming
+    read rate of the same bytes (a sum), which bounds any product whatever its kernel (the compiled step
+    generates its own, and they read at about that rate). Cycles through MATVEC_BYTES of distinct
+    matrices so that nothing is served from cache."""
     return max(matvec_rates(rounds=rounds).values())
 
 
 @torch.inference_mode()
 def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
     """{"rows": bytes/s of F.linear(x, W), "columns": bytes/s of x @ W with W input-major, "packed": bytes/s
-    of oneDNN's product on W in its packed layout for one row (where oneDNN is available)}."""
+    of oneDNN's product on W in its packed layout for one row (where oneDNN is available), "read": bytes/s
+    of W.sum(), a pure streaming read}."""
     rows, cols = MATVEC_SHAPE
     count = max(1, MATVEC_BYTES // (rows * cols * 4))
     x = torch.randn(1, cols)
@@ -53,6 +57,7 @@ def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         products["packed"] = (lambda: torch.ops.mkldnn._reorder_linear_weight(torch.randn(rows, cols), 1),
                               lambda x, w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""))  # fmt: skip
+    products["read"] = (lambda: torch.randn(rows, cols), lambda x, w: w.sum())
     rates = {}
     for layout, (make, product) in products.items():
         mats = [make() for _ in range(count)]
@@ -78,7 +83,8 @@ def main() -> None:
     mv = {k: f"{v / 1e9:.1f}" for k, v in matvec_rates().items()}
     packed = f", {mv['packed']} GB/s (oneDNN packed)" if "packed" in mv else ""
     print(f"{torch.get_num_threads()} threads: matrix-vector {mv['rows']} GB/s (W rows), {mv['columns']} GB/s "
-          f"(W input-major){packed}, matrix product {matmul_rate() / 1e9:.1f} GFLOP/s (float32)")  # fmt: skip
+          f"(W input-major){packed}, streaming read {mv['read']} GB/s (sum), "
+          f"matrix product {matmul_rate() / 1e9:.1f} GFLOP/s (float32)")  # fmt: skip
 
 
 if __name__ == "__main__":

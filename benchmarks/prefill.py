@@ -3,7 +3,10 @@ matrix-product rate, and peak memory, for TransNormerLLM vs tnlm's Transformer v
 (SDPA) of the same shape, side by side in one run.
 
 For each (model, prompt length) a fresh child process builds the model, warms up on a prompt of up to 2048 tokens,
-then prefills a random prompt --rounds times, each through a new decoding state as generate() does:
+then prefills a random prompt --rounds times, half a second apart and each after the same warm-up (a
+round starts hot, as the matrix-product rate it is compared with is measured hot: measured here, a
+512-token prefill right after half a second idle took up to 20% longer), each through a new decoding
+state as generate() does:
 tnlm's models with FastDecodeState (the prompt in chunks of --chunk tokens, logits of the last
 position only), HF Llama with one forward (logits_to_keep=1). "TTFT" is the best round's time
 (timeit's rule: slower rounds are other processes interfering); the first token is the argmax of the
@@ -91,15 +94,22 @@ def measure(kind: str, T: int, *, shape: dict, rounds: int, chunk: int, threads:
     # warm-up: first-call allocations and tables, at the working size of the timed prefills (a prompt up to
     # WARMUP tokens: a chunk's activations, a short prompt whole), as in a process that has served prompts before
     warm = min(T, WARMUP)
-    new().prefill(ids[:, :warm], mask[:, :warm], chunk_size=None if kind == "hf-llama" else chunk)
+    chunk = None if kind == "hf-llama" else chunk
+
+    def warm_up() -> None:
+        new().prefill(ids[:, :warm], mask[:, :warm], chunk_size=chunk)
+
+    warm_up()
     _release_freed_memory()
     base_mb = _rss_mb()
     times = []
     for r in range(rounds):
-        time.sleep(0.5 if r else 0.0)
+        if r:  # rounds apart in time, each starting hot, as the matrix-product rate it is compared with is measured
+            time.sleep(0.5)
+            warm_up()
         state = new()
         t0 = time.perf_counter()
-        first = state.prefill(ids, mask, chunk_size=None if kind == "hf-llama" else chunk).argmax(-1)
+        first = state.prefill(ids, mask, chunk_size=chunk).argmax(-1)
         times.append(time.perf_counter() - t0)
         del state, first
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

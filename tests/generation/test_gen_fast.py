@@ -148,8 +148,8 @@ def test_chunked_prefill_equals_one_shot(monkeypatch) -> None:
     one_shot = DecodeState(model)
     a = one_shot.prefill(ids, mask)
     calls = []
-    forward = model.forward
-    monkeypatch.setattr(model, "forward", lambda *args, **kw: calls.append(1) or forward(*args, **kw))
+    forward = model.model.forward  # the fast state runs the decoder, then its own LM head on the last position
+    monkeypatch.setattr(model.model, "forward", lambda *args, **kw: calls.append(1) or forward(*args, **kw))
     chunked = FastDecodeState(model)
     b = chunked.prefill(ids, mask)
     assert len(calls) == 5  # ceil(203 / 45)
