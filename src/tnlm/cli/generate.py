@@ -59,9 +59,10 @@ def _sampling(temperature: float, top_k: int, top_p: float, repetition_penalty: 
 def _report(stats: GenerationStats) -> None:
     cached = f" (+{stats.cached_tokens} kept from earlier turns)" if stats.cached_tokens else ""
     state = "" if stats.state_bytes is None else f", state {stats.state_bytes / 2**20:.2f} MiB"
+    compiled = f", plus {stats.compile_s:.1f} s compiling" if stats.compile_s else ""
     typer.echo(
         f"[{stats.prompt_tokens} prompt tokens{cached}, {stats.generated_tokens} generated in "
-        f"{stats.prefill_s + stats.decode_s:.2f} s: {stats.tokens_per_s:.1f} tokens/s, "
+        f"{stats.prefill_s + stats.decode_s:.2f} s{compiled}: {stats.tokens_per_s:.1f} tokens/s, "
         f"{stats.ms_per_token:.1f} ms/token after the first{state}]",
         err=True,
     )

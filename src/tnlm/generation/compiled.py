@@ -125,7 +125,7 @@ class CompiledSteps:
         self.decoder, self.lm_head = decoder, lm_head
         self._steps: dict[int, _Compiled | None] = {}  # batch size -> step (None: compiling failed)
         self._warned: set[str] = set()
-        self.compile_s: dict[int, float] = {}  # batch size -> seconds its last compilation took
+        self.compile_s: dict[int, float] = {}  # batch size -> seconds spent compiling for it (failures too)
         self._slots: list[tuple[dict, str]] | None = None  # (a module's _parameters or _buffers, name)
 
     def _made_from(self) -> tuple:
@@ -191,7 +191,8 @@ class CompiledSteps:
             return None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # the loaded library no longer needs the file
-        self.compile_s[tokens.shape[0]] = time.perf_counter() - t0
+            batch = tokens.shape[0]
+            self.compile_s[batch] = self.compile_s.get(batch, 0.0) + time.perf_counter() - t0
         return _Compiled(runner, made_from)
 
 
