@@ -25,8 +25,8 @@ TOP_P = typer.Option(1.0, help="Sample only from the smallest set of tokens with
 REP_PENALTY = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeating tokens (1 = off).")
 SEED = typer.Option(None, min=0, max=2**63 - 1, help="Seed for reproducible sampling.")
 REFERENCE = typer.Option(False, "--reference", help="Decode with the general forward pass instead of the fast step (same tokens, slower).")
-COMPILE = typer.Option(False, "--compile", help="Compile the decode step first (TransNormer on CPUs, float32: 15-30 s once, "
-                       "then ~1.4x faster per token; for long outputs).")  # fmt: skip
+COMPILE = typer.Option(False, "--compile", help="Compile the decode step first (TransNormer on CPUs, float32: 20-30 s once, "
+                       "then ~1.7x faster per token; for long outputs).")  # fmt: skip
 
 
 def _check_paths(reference: bool, compile: bool) -> None:
@@ -46,7 +46,7 @@ def _compile_notice(compile: bool, model) -> bool:
     if reason is not None:
         typer.echo(f"[--compile: {reason}; decoding with the eager fast step]", err=True)
         return False
-    typer.echo("[--compile: the first decode step compiles the model, 15-30 s]", err=True)
+    typer.echo("[--compile: the first decode step compiles the model, 20-30 s]", err=True)
     return True
 
 

@@ -4,13 +4,14 @@ function (PyTorch's AOTInductor), chosen with FastDecodeState(model, compile=Tru
 The eager fast step (fast.py) still dispatches ~120 small operators a token, each through Python and
 PyTorch's dispatcher, and switches thread counts around its products. Exported once for a batch size
 and compiled with the weights frozen in, the same arithmetic becomes a handful of fused loops around
-oneDNN products that read weights packed for that batch size, with the residual additions fused into
-the products, all called from C++ with no Python in between. Measured with the issue-20 shape
-(d=512, 4 layers, vocabulary 32000) on a 2-core EPYC: batch 1 5.0-5.3 ms a token against 6.9-7.6 ms for
-the eager fast step, batch 8 8.0-9.3 ms against 10.3-12.2 ms (benchmarks/decode.py, model "tnl-compiled").
+Inductor's C++ GEMM micro-kernels, generated for that batch size and reading weights blocked for them,
+all called from C++ with no Python in between. Measured with the issue-20 shape (d=512, 4 layers,
+vocabulary 32000) on a 2-core EPYC, in one run: batch 1 4.3-5.1 ms a token (1.00-1.21x the time of
+reading every weight once at the machine's streaming-read rate) against 7.8-9.9 ms for the eager fast
+step, batch 8 8.3-9.3 ms against 10.5-14.3 ms (benchmarks/decode.py, model "tnl-compiled").
 
 What it costs, and why it is not the default:
-- compiling takes 15-30 s per batch size (export, C++ code generation, a C++ compiler), once per
+- compiling takes 20-30 s per batch size (export, C++ code generation, a C++ compiler), once per
   process; it pays off after a few thousand tokens, so it suits long generations and benchmarks;
 - the weights are copied into the compiled library (the model's size again, in memory and briefly
   in a temporary file, removed once loaded);
@@ -41,11 +42,11 @@ from torch import nn
 from tnlm.generation.layouts import _version
 
 
-# freezing: the weights become constants, packed once for the batch size. The products are Inductor's own
-# C++ GEMM template (micro-kernels generated for this batch size, the weights pre-blocked) instead of
-# oneDNN calls: measured side by side at batch 1 it reads the weights ~10-20% faster (33 GB/s against
-# 28-31 for oneDNN's packed product on this machine), and with a single candidate nothing is
-# benchmarked while compiling. A product the template cannot take falls back to ATen.
+# freezing: the weights become constants, blocked once for the batch size. The products are Inductor's own
+# C++ GEMM template (micro-kernels generated for this batch size) instead of oneDNN calls: measured at
+# batch 1 on the 2-core machine the step got 10-20% faster (one-row products at 31-34 GB/s, the plain
+# streaming-read rate, against 28-31 for oneDNN's packed product; batch 8 unchanged). With a single
+# candidate nothing is benchmarked while compiling; a product the template cannot take falls back to ATen.
 INDUCTOR_CONFIGS = {
     "freezing": True,
     "max_autotune": True,

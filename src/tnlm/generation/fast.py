@@ -105,7 +105,7 @@ class FastDecodeState(DecodeState):
     """DecodeState with the fast one-token step for tnlm models (see the module docstring); same
     interface, same results. The prefill is the reference's forward, in chunks by default for TransNormer.
     compile=True: steps take the compiled step where it applies (compiled.py: TransNormer on CPUs in
-    float32; 15-30 s to compile per batch size, once per process), else the eager fast step."""
+    float32; 20-30 s to compile per batch size, once per process), else the eager fast step."""
 
     def __init__(self, model: nn.Module, *, compile: bool = False) -> None:
         super().__init__(model)
