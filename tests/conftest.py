@@ -27,3 +27,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _compile_cache(tmp_path_factory, monkeypatch) -> None:
+    """Compiled decode steps are kept in a folder of each test's own, never in the user's ~/.cache, and
+    no test finds another test's compilation there."""
+    monkeypatch.setenv("TNLM_COMPILE_CACHE", str(tmp_path_factory.mktemp("compile-cache")))

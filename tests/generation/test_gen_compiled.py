@@ -95,6 +95,85 @@ def test_compiled_step_follows_changed_weights(monkeypatch) -> None:
     assert len(compiles) == 2
 
 
+@compiles
+@torch.no_grad()
+def test_compiled_step_is_kept_for_the_next_process(tmp_path, monkeypatch) -> None:
+    """A model with the same weights, as the next process would load it, takes the kept library without
+    compiling; other weights do not; a damaged file is compiled again and replaced."""
+    monkeypatch.setenv("TNLM_COMPILE_CACHE", str(tmp_path))
+    ids, mask = _prompts(create_model("tnl-tiny", seed=3).config.vocab_size, (17, 11), seed=4)
+    tokens, first = _greedy(FastDecodeState(create_model("tnl-tiny", seed=3).eval(), compile=True), ids, mask, 3)
+    kept = list(tmp_path.glob("*.pt2"))
+    assert len(kept) == 1 and kept[0].stat().st_size > 0
+
+    compiles = []
+    original = torch._inductor.aoti_compile_and_package
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package",
+                        lambda *a, **k: compiles.append(1) or original(*a, **k))  # fmt: skip
+    again = create_model("tnl-tiny", seed=3).eval()
+    _, second = _greedy(FastDecodeState(again, compile=True), ids, mask, 3, teacher=tokens)
+    assert compiles == [] and isinstance(_compiled(again)._steps.get(2), compiled_module._Compiled)
+    # the same library: the steps' logits bit for bit (the prefill's LM head takes a measured layout)
+    assert all(torch.equal(a, b) for a, b in zip(first[1:], second[1:]))
+
+    def refuse(*args, **kwargs):
+        compiles.append("other")
+        raise RuntimeError("refused by the test")
+
+    other = create_model("tnl-tiny", seed=4).eval()  # other weights: another key, so it compiles (refused here)
+    with monkeypatch.context() as patch, pytest.warns(UserWarning, match="batch size 2 failed"):
+        patch.setattr(torch._inductor, "aoti_compile_and_package", refuse)
+        _greedy(FastDecodeState(other, compile=True), ids, mask, 1)
+    assert compiles == ["other"] and len(list(tmp_path.glob("*.pt2"))) == 1
+
+    kept[0].write_bytes(b"cut short")  # a damaged file
+    third = create_model("tnl-tiny", seed=3).eval()
+    _, logits = _greedy(FastDecodeState(third, compile=True), ids, mask, 3, teacher=tokens)
+    assert compiles == ["other", 1] and kept[0].stat().st_size > 1000
+    assert all(torch.equal(a, b) for a, b in zip(first[1:], logits[1:]))
+
+
+def test_cache_folder_setting(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TNLM_COMPILE_CACHE", "off")
+    assert compiled_module.cache_dir() is None
+    monkeypatch.setenv("TNLM_COMPILE_CACHE", "~/steps")
+    assert compiled_module.cache_dir() == Path("~/steps").expanduser()
+    monkeypatch.delenv("TNLM_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compiled_module.cache_dir() == tmp_path / "tnlm" / "compiled-steps"
+
+
+def test_cache_keeps_the_most_recently_used_within_its_limit(tmp_path) -> None:
+    import os
+
+    now = time.time()
+    for i, size in enumerate([300, 300, 300]):  # a.pt2 oldest ... c.pt2 newest
+        f = tmp_path / f"{'abc'[i]}.pt2"
+        f.write_bytes(b"x" * size)
+        os.utime(f, (now - 100 + i, now - 100 + i))
+    stale, fresh = tmp_path / "d.pt2.12.tmp", tmp_path / "e.pt2.13.tmp"  # copies of interrupted processes
+    for f, age in ((stale, 7200), (fresh, 10)):
+        f.write_bytes(b"x")
+        os.utime(f, (now - age, now - age))
+    compiled_module._evict(tmp_path, 650)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt2", "c.pt2", "e.pt2.13.tmp"]
+    compiled_module._evict(tmp_path, 100)  # a package larger than the limit on its own is not kept either
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.pt2.13.tmp"]
+
+
+def test_unwritable_cache_warns_once(tmp_path) -> None:
+    model = create_model("tnl-tiny", seed=5).eval()
+    steps = compiled_module.CompiledSteps(model.model, model.lm_head)
+    package = tmp_path / "step.pt2"
+    package.write_bytes(b"library")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.warns(UserWarning, match="could not keep the compiled step") as record:
+        steps._keep(package, blocked / "step-1.pt2")
+        steps._keep(package, blocked / "step-2.pt2")
+    assert len(record) == 1
+
+
 def test_unsupported_models_take_the_eager_step_with_a_warning() -> None:
     model = tiny_model("transformer-tiny")
     ids, mask = _prompts(model.config.vocab_size, (12,), seed=1)

@@ -26,7 +26,7 @@ REP_PENALTY = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages re
 SEED = typer.Option(None, min=0, max=2**63 - 1, help="Seed for reproducible sampling.")
 REFERENCE = typer.Option(False, "--reference", help="Decode with the general forward pass instead of the fast step (same tokens, slower).")
 COMPILE = typer.Option(False, "--compile", help="Compile the decode step first (TransNormer on CPUs, float32: 20-30 s once, "
-                       "then ~1.7x faster per token; for long outputs).")  # fmt: skip
+                       "then ~1.7x faster per token; kept on disk for the next run: TNLM_COMPILE_CACHE).")  # fmt: skip
 
 
 def _check_paths(reference: bool, compile: bool) -> None:
@@ -46,7 +46,11 @@ def _compile_notice(compile: bool, model) -> bool:
     if reason is not None:
         typer.echo(f"[--compile: {reason}; decoding with the eager fast step]", err=True)
         return False
-    typer.echo("[--compile: the first decode step compiles the model, 20-30 s]", err=True)
+    from tnlm.generation.compiled import cache_dir
+
+    folder = cache_dir()
+    kept = f"; kept in {folder}, the next run loads it in about a second" if folder is not None else ""
+    typer.echo(f"[--compile: the first decode step compiles the model, 20-30 s{kept}]", err=True)
     return True
 
 
