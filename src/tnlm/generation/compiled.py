@@ -108,6 +108,18 @@ def _cache_key(program, args: tuple) -> str:
     return h.hexdigest()[:32]
 
 
+def _cache_file(program, args: tuple) -> Path | None:
+    """Where this step's library is kept; None with the cache off, or if the key cannot be computed (a
+    tensor hashlib cannot read, say): then the step is compiled as without a cache."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        return folder / f"step-{_cache_key(program, args)}.pt2"
+    except Exception:
+        return None
+
+
 def _load_cached(path: Path | None):
     """The runner of a kept compiled step, or None (not kept, or unreadable: then the file is removed)."""
     if path is None or not path.is_file():
@@ -298,8 +310,7 @@ class CompiledSteps:
                 # example inputs outside inference mode (export refuses inference tensors); only shapes matter
                 args = (tokens.clone(), positions.to(torch.long).clone(), *(s.clone() for s in states))
                 program = torch.export.export(_StepModule(self.decoder, self.lm_head), args, strict=False)
-                folder = cache_dir()
-                kept = folder / f"step-{_cache_key(program, args)}.pt2" if folder is not None else None
+                kept = _cache_file(program, args)
                 runner = _load_cached(kept)
                 if runner is None:
                     path = torch._inductor.aoti_compile_and_package(
