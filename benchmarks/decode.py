@@ -12,8 +12,9 @@ Models: "tnl" and "transformer" decode with tnlm's fast step (FastDecodeState, w
 "tnl-ref" and "transformer-ref" with the reference step (DecodeState, the general forward pass),
 "hf-llama" with Hugging Face's forward, and "tnl-compiled" with the fast step compiled for the batch
 size (FastDecodeState(compile=True), `generate --compile`; generation/compiled.py). Its compilation
-is the cell's untimed first step (first_step_s in the JSON; a load from the compile cache, TNLM_COMPILE_CACHE, when an earlier run kept it); its "copies MB" is the weights frozen
-into the compiled library, and "ops/step" counts only what still goes through PyTorch's dispatcher.
+is the cell's untimed first step (first_step_s in the JSON; a load from TNLM_COMPILE_CACHE when an
+earlier run kept the step); its "copies MB" is the weights frozen into the compiled library, and
+"ops/step" counts only what still goes through PyTorch's dispatcher.
 
 The floor: the parent measures the machine's matrix-vector rate before and after the cells and keeps
 the higher (a busy moment during one measurement would otherwise lower the floor) (benchmarks/hardware.py: GB/s of

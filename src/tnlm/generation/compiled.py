@@ -137,22 +137,19 @@ def _load_cached(path: Path | None):
     return runner
 
 
-def _keep(package: Path, path: Path) -> None:
-    """Copy the package into the cache under a temporary name, rename it into place (a copy cut short
-    never looks complete), then evict the least recently used files beyond the size limit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
+def _store(package: Path, path: Path) -> None:
+    """Copy the package into the cache (atomically: a copy cut short never looks complete), then evict
+    the least recently used files beyond the size limit."""
+    from tnlm.data.files import atomic_path
+
+    with atomic_path(path) as tmp:
         shutil.copyfile(package, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     _evict(path.parent, _cache_limit())
 
 
 def _evict(folder: Path, limit: int) -> None:
     """Remove the least recently used packages until the folder holds at most `limit` bytes (a package
-    larger than the limit on its own goes too), and temporary copies left by an interrupted process."""
+    larger than the limit on its own goes too), and temporary copies left by a killed process."""
     now = time.time()
     for tmp in folder.glob("*.tmp"):
         try:
@@ -295,7 +292,7 @@ class CompiledSteps:
 
     def _keep(self, package: Path, path: Path) -> None:
         try:
-            _keep(package, path)
+            _store(package, path)
         except OSError as err:  # a read-only or full disk: the step works, only the next process compiles again
             if "cache" not in self._warned:
                 self._warned.add("cache")

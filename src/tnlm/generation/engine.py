@@ -175,13 +175,6 @@ def _accept_all(
                 yield i, piece
 
 
-def _compile_seconds(state: DecodeState) -> float:
-    """Seconds the state's model has spent compiling decode steps so far (0 without compile=True)."""
-    step = getattr(state, "_step", None)
-    compiled = getattr(step, "compiled", None)
-    return sum(compiled.compile_s.values()) if compiled is not None else 0.0
-
-
 def _decode_loop(
     model: nn.Module, prompts: Sequence[Prompt], req: _Request, result: GenerationResult,
     state: DecodeState | None = None,
@@ -198,7 +191,7 @@ def _decode_loop(
     streams = [TextStream(req.tokenizer, stop=req.stop) for _ in seqs]
     stats, gens = result.stats, _generators(req.seed, len(seqs))
     stats.prompt_tokens, stats.cached_tokens = int(mask.sum()), len(history)
-    compiled_before = _compile_seconds(state)
+    compiled_before = state.compile_s
     t0 = time.perf_counter()
     logits = state.prefill(ids, mask, chunk_size=req.prefill_chunk_size)
     seen = _seen_mask(ids, mask, logits.shape[-1]).to(logits.device)
@@ -210,7 +203,7 @@ def _decode_loop(
         now = time.perf_counter()
         if step == 0:
             stats.prefill_s, t0 = now - t0, now
-        stats.compile_s = _compile_seconds(state) - compiled_before
+        stats.compile_s = state.compile_s - compiled_before
         stats.decode_s = now - t0 - stats.compile_s
         if all(s.finish_reason is not None for s in seqs):
             break

@@ -105,7 +105,8 @@ class FastDecodeState(DecodeState):
     """DecodeState with the fast one-token step for tnlm models (see the module docstring); same
     interface, same results. The prefill is the reference's forward, in chunks by default for TransNormer.
     compile=True: steps take the compiled step where it applies (compiled.py: TransNormer on CPUs in
-    float32; 20-30 s to compile per batch size, once per process), else the eager fast step."""
+    float32; 20-30 s to compile per batch size, then kept on disk for later processes), else the eager
+    fast step."""
 
     def __init__(self, model: nn.Module, *, compile: bool = False) -> None:
         super().__init__(model)
@@ -119,6 +120,12 @@ class FastDecodeState(DecodeState):
     def fast(self) -> bool:
         """Whether steps take the fast path (False for a model from outside tnlm)."""
         return self._step is not None
+
+    @property
+    def compile_s(self) -> float:
+        """Seconds spent so far compiling (or loading kept) decode steps for this model, every batch size."""
+        compiled = self._step.compiled if self._step is not None else None
+        return sum(compiled.compile_s.values()) if compiled is not None else 0.0
 
     def extra_nbytes(self) -> int:
         """Bytes of the weight copies the fast step keeps for this model (see FastStep.extra_nbytes)."""

@@ -80,6 +80,12 @@ class DecodeState:
             row.append(tok)
         return self._forward(tokens.to(self.device).view(-1, 1), self.mask)
 
+    @property
+    def compile_s(self) -> float:
+        """Seconds spent so far compiling decode steps for this state's model (none here; FastDecodeState
+        with compile=True)."""
+        return 0.0
+
     def nbytes(self) -> int | None:
         """Memory of the decoding state right now, as the model's cache measures it (LayerCache.nbytes);
         None for a cache that does not report its size (a model from outside tnlm)."""
