@@ -49,7 +49,7 @@ def _compile_notice(compile: bool, model) -> bool:
     from tnlm.generation.compiled import cache_dir
 
     folder = cache_dir()
-    kept = f"; kept in {folder}, the next run loads it in about a second" if folder is not None else ""
+    kept = f", or loads it in about a second where an earlier run kept it in {folder}" if folder is not None else ""
     typer.echo(f"[--compile: the first decode step compiles the model, 20-30 s{kept}]", err=True)
     return True
 
