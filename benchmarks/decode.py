@@ -362,19 +362,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--contexts", type=int, nargs="+", default=[256, 1024, 4096, 16384, 32768])
-    p.add_argument("--batches", type=int, nargs="+", default=[1], help="sequences decoded together")
-    p.add_argument("--new-tokens", type=int, default=32, help="timed decode steps per round")
-    p.add_argument("--rounds", type=int, default=6,
+    p.add_argument("--contexts", type=waitpolicy.positive_int, nargs="+", default=[256, 1024, 4096, 16384, 32768])
+    p.add_argument("--batches", type=waitpolicy.positive_int, nargs="+", default=[1], help="sequences decoded together")
+    p.add_argument("--new-tokens", type=waitpolicy.positive_int, default=32, help="timed decode steps per round")
+    p.add_argument("--rounds", type=waitpolicy.positive_int, default=6,
                    help="rounds per cell, a second apart; the best round's mean is reported")  # fmt: skip
-    p.add_argument("--chunk", type=int, default=256, help="prefill chunk size (all models)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--chunk", type=waitpolicy.positive_int, default=256, help="prefill chunk size (all models)")
+    p.add_argument("--threads", type=waitpolicy.positive_int, default=2)
     p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/decode[-SHAPE][-POLICY]")
     waitpolicy.add_argument(p)
     args = p.parse_args()
     policy = waitpolicy.apply(args.wait_policy)  # before any child process starts
     shape = SHAPES[args.shape]
     out = args.out or RESULTS / (("decode" if args.shape == "tiny" else f"decode-{args.shape}") + waitpolicy.suffix(args.wait_policy))
+    waitpolicy.output_folder(p, out)
     kwargs = dict(shape=shape, new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, threads=args.threads)
     rate = waitpolicy.in_child(_measure_rate, args.threads)
     print(f"shape {shape}, {args.threads} threads, {args.rounds} x {args.new_tokens} decode steps per cell, "
@@ -392,7 +393,6 @@ def main() -> None:
     print("\n" + text + "\n")
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(shape=shape, threads=args.threads, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
                 new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, matvec_rate_gbs=rate / 1e9,
                 cpu=platform.processor() or platform.machine(), torch=__import__("torch").__version__)  # fmt: skip

@@ -228,17 +228,18 @@ def plot(rows: list[dict], models: list[str], rate: float, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
+    p.add_argument("--lengths", type=waitpolicy.positive_int, nargs="+", default=LENGTHS)
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--rounds", type=int, default=3, help="timed prefills per cell; the best is reported")
-    p.add_argument("--chunk", type=int, default=None,
+    p.add_argument("--rounds", type=waitpolicy.positive_int, default=3, help="timed prefills per cell; the best is reported")
+    p.add_argument("--chunk", type=waitpolicy.positive_int, default=None,
                    help="prefill chunk of tnlm's models (default: FastDecodeState's)")  # fmt: skip
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=waitpolicy.positive_int, default=2)
     p.add_argument("--out", type=Path, default=None, help="default benchmarks/results/prefill[-POLICY]")
     waitpolicy.add_argument(p)
     args = p.parse_args()
     policy = waitpolicy.apply(args.wait_policy)  # before any child process starts
     args.out = args.out or RESULTS / ("prefill" + waitpolicy.suffix(args.wait_policy))
+    waitpolicy.output_folder(p, args.out)
     from tnlm.generation.fast import PREFILL_CHUNK
 
     chunk = args.chunk or PREFILL_CHUNK
@@ -254,7 +255,6 @@ def main() -> None:
     print("\n" + text + "\n")
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(shape=SHAPE, threads=args.threads, rounds=args.rounds, chunk=chunk, matmul_rate_gflops=rate / 1e9,
                 omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), cpu=platform.processor() or platform.machine(),
                 torch=__import__("torch").__version__)  # fmt: skip

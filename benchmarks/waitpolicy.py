@@ -48,6 +48,27 @@ def suffix(policy: str) -> str:
     return "" if policy == "inherit" else f"-{policy}"
 
 
+def positive_int(text: str) -> int:
+    """argparse type of the child-process benchmarks' counts (lengths, contexts, batches, rounds, threads):
+    a clear usage error for 0 or a negative number, not a traceback from deep inside a cell."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def output_folder(parser: argparse.ArgumentParser, out) -> None:
+    """Make --out's folder before the cells run (minutes), so that a path that cannot be written is a
+    usage error at once, not a traceback after the measurements."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"--out {out}: cannot make its folder {out.parent} ({err.strerror})")
+
+
 def in_child(fn, *args):
     """fn(*args) in a fresh spawned process: its own OpenMP runtime, under the policy set for the cells
     (how both benchmarks measure the machine's rate before and after their cells)."""
