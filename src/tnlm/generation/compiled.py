@@ -50,11 +50,17 @@ from tnlm.generation.layouts import _version
 # batch 1 on the 2-core machine the step got 10-20% faster (one-row products at 31-34 GB/s, the plain
 # streaming-read rate, against 28-31 for oneDNN's packed product; batch 8 unchanged). With a single
 # candidate nothing is benchmarked while compiling; a product the template cannot take falls back to ATen.
+# No precompiled headers: Inductor would leave two of ~140 MB each per Python environment in
+# /tmp/torchinductor_$USER. Measured on the issue-20 model: the first compile takes 29 s without them
+# against 37 s with them (making them costs more than they save once), later ones 22 s against 19 s, and
+# later runs of the same model load from the disk cache below without compiling at all.
 INDUCTOR_CONFIGS = {
     "freezing": True,
     "max_autotune": True,
     "max_autotune_gemm_backends": "CPP",
     "autotune_fallback_to_aten": True,
+    "aot_inductor.precompile_headers": False,
+    "cpp_cache_precompile_headers": False,
 }
 
 
@@ -333,8 +339,7 @@ def _remove_cached_libraries(package: Path) -> None:
     compiled library there, and with the weights frozen in, each compilation of the step would leave a
     file the size of the model (measured: 188 MB for a 121 MB model, again for every process and batch
     size). Once loaded the library needs no file; only this package's own files are removed (found by
-    name), so another process's compilation is not disturbed, and the precompiled headers that make
-    the next compilation faster stay."""
+    name), so another process's compilation is not disturbed."""
     try:
         from torch._inductor.runtime.cache_dir_utils import cache_dir
 
