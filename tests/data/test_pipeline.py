@@ -226,6 +226,25 @@ def test_refuses_to_write_into_a_folder_with_other_files(tmp_path, english_docs)
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
 
 
+def test_a_run_killed_while_writing_its_marker_is_not_mistaken_for_other_files(tmp_path, english_docs):
+    """Seen in CI: a datatrove run stopped by Ctrl-C (its child process gets SIGTERM, so no cleanup runs)
+    right as it wrote the run's marker left `_work/.config.json.*.tmp`; the rerun then refused the
+    folder as "not empty" instead of resuming."""
+    make_corpus(tmp_path / "in", english_docs)
+    run_pipeline(config(tmp_path / "in", tmp_path / "clean"), progress=False)
+    (tmp_path / "out" / "_work").mkdir(parents=True)
+    (tmp_path / "out" / ".lock").write_text("12345\n")  # the killed run's lock, stale
+    (tmp_path / "out" / "_work" / ".config.json.k1ll3d.tmp").write_text('{"source": ')  # cut short
+    run_pipeline(config(tmp_path / "in", tmp_path / "out"), progress=False)
+    assert output_docs(tmp_path / "out") == output_docs(tmp_path / "clean")
+    assert not list((tmp_path / "out").rglob(".*.tmp*"))
+    (tmp_path / "other" / "_work").mkdir(parents=True)  # a _work folder with anything else still is not ours
+    (tmp_path / "other" / "_work" / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not empty"):
+        run_pipeline(config(tmp_path / "in", tmp_path / "other"), progress=False)
+    assert (tmp_path / "other" / "_work" / "notes.txt").read_text() == "keep me"
+
+
 def test_refuses_an_output_folder_its_inputs_reach(tmp_path, english_docs):
     """Issue 19.2: an output folder inside the input folder doubled the data on a rerun."""
     make_corpus(tmp_path / "in", english_docs)

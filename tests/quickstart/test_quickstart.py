@@ -15,7 +15,7 @@ from tnlm.cli.main import app, main
 from tnlm.data.files import write_documents
 from tnlm.data.sources import BuiltinSource
 from tnlm.quickstart import Options, Scale, quickstart, stages
-from tnlm.quickstart.plan import STAGES
+from tnlm.quickstart.plan import STAGES, STATE, State
 from tnlm.quickstart.summary import SUMMARY
 
 TNL = {"decoder_embed_dim": 32, "hidden_dim": 32, "decoder_attention_heads": 2, "glu_dim": 64, "decoder_layers": 2,
@@ -170,6 +170,14 @@ def test_a_folder_holding_something_else_is_refused_untouched(tmp_path, capsys):
     assert main(["quickstart", "--output", str(out)]) == 2
     assert re.search(r"is not empty and holds no quickstart", capsys.readouterr().err)
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_quickstart_killed_while_writing_its_first_state_is_not_something_else(tmp_path):
+    out = tmp_path / "qs"
+    out.mkdir()
+    (out / f".{STATE}.x7k2.tmp").write_text('{"sett')  # SIGKILL between the write and the rename
+    state = State.claim(out, {"minutes": 1})
+    assert sorted(p.name for p in out.iterdir()) == [STATE] and state.data["settings"] == {"minutes": 1}
 
 
 def test_data_in_an_empty_folder_is_refused(tmp_path, capsys):

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from multiprocessing.pool import Pool
 from pathlib import Path
@@ -186,6 +186,11 @@ class Pipeline:
         """Refuse a folder that holds something else, another config's run, or a run of another engine
         (or of the datatrove engine with another task count: its work files are per task)."""
         marker = self.output / PIPELINE_MARKER
+        if not marker.exists():  # a run killed while writing the marker leaves its temporary file: no data
+            for stale in marker.parent.glob(f".{marker.name}.*.tmp"):
+                stale.unlink()
+            with suppress(OSError):
+                marker.parent.rmdir()  # only if empty
         if not marker.exists() and any(p.name != LOCK_NAME for p in self.output.iterdir()):
             raise DataError(f"output folder {self.output} is not empty and holds no tnlm pipeline run; "
                             "give an empty or new folder")

@@ -115,6 +115,9 @@ class State:
                                   "rerun it with its own options to continue it, or give --output NEW_DIR")  # fmt: skip
             state.data = saved
             return state
+        if out.is_dir():  # a quickstart killed while writing its first state leaves only the temporary file
+            for stale in out.glob(f".{STATE}.*.tmp"):
+                stale.unlink()
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"{out} is not empty and holds no quickstart: give a new or empty folder with "
                               "--output DIR (nothing in it was touched)")  # fmt: skip
