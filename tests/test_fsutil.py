@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from tnlm.data.files import write_json_atomic, write_text_atomic
+from tnlm.data.files import remove_unfinished, write_json_atomic, write_text_atomic
 from tnlm.fsutil import current_umask, follow_umask
 
 
@@ -48,3 +48,13 @@ def test_config_paths_expand_the_home_folder(tmp_path, monkeypatch):
     assert expand_home({"a": ["~/x", "y~"], "b": "~", "c": 3}) == {"a": [f"{tmp_path}/x", "y~"], "b": str(tmp_path), "c": 3}
     cfg = load_train_config(None, ["output=~/runs/a", "data.path=~/packed"])
     assert (cfg.output, cfg.data.path) == (f"{tmp_path}/runs/a", f"{tmp_path}/packed")
+
+
+def test_remove_unfinished_deletes_only_the_leftovers_of_that_file(tmp_path):
+    mine = [tmp_path / ".state.json.ab12.tmp", tmp_path / ".state.json.cd34.tmp.gz"]
+    others = [tmp_path / ".other.json.ab12.tmp", tmp_path / "state.json.tmp", tmp_path / ".state.json"]
+    for path in mine + others:
+        path.write_text("x")
+    remove_unfinished(tmp_path / "state.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in others)
+    remove_unfinished(tmp_path / "missing" / "state.json")  # no folder: nothing to do

@@ -260,6 +260,16 @@ def test_an_output_folder_holding_something_else_is_refused_untouched(corpus, tm
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
+def test_a_comparison_killed_while_writing_its_first_state_starts_again(corpus, tmp_path):
+    from tnlm.compare.run import STATE, prepare
+
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / f".{STATE}.k1ll.tmp").write_text("{")  # SIGKILL between the write and the rename
+    plan = prepare(load_compare_config(None, raw=tiny_compare(out, corpus)), log=lambda s: None)
+    assert plan.steps > 0 and sorted(p.name for p in out.iterdir()) == [STATE]
+
+
 def test_another_comparison_in_the_same_folder_is_refused(finished, corpus):
     out, config, _ = finished
     raw = yaml.safe_load(config.read_text())

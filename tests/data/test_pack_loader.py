@@ -9,6 +9,7 @@ from tnlm.data.document import Document
 from tnlm.data.files import DataError, write_documents
 from tnlm.data.loader import TokenLoader
 from tnlm.data.pack import is_validation, pack, read_split, token_dtype
+from tnlm.data.paths import PACK_MARKER
 from tnlm.data.tokenizer import save_tokenizer, train_tokenizer
 
 
@@ -54,6 +55,15 @@ def test_pack_resumes_and_checks_inputs(packed, tmp_path):
     assert pack([str(root / "in")], root / "tok", root / "out", val_fraction=0.1, progress=False) == meta
     with pytest.raises(DataError, match="no tokenizer"):
         pack([str(root / "in")], tmp_path, tmp_path / "o", progress=False)
+
+
+def test_pack_into_a_folder_left_by_a_run_killed_while_writing_its_marker(packed, tmp_path):
+    root, _, _, meta = packed
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".{PACK_MARKER}.k1ll.tmp").write_text("{")  # SIGKILL between the write and the rename
+    assert pack([str(root / "in")], root / "tok", out, val_fraction=0.1, progress=False)["splits"] == meta["splits"]
+    assert not list(out.glob(".*.tmp"))
 
 
 def collect(loader, n):

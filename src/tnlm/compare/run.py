@@ -88,10 +88,12 @@ def prepare(config: CompareConfig, *, log: Log) -> Plan:
             raise ConfigError(f"{out} holds another comparison (its {', '.join(changed)} differ): rerun with its "
                               "own configuration to continue it, or set output=NEW_DIR")  # fmt: skip
         return Plan(**saved["plan"])
+    from tnlm.data.files import remove_unfinished, write_json_atomic
+
+    remove_unfinished(state)  # a comparison killed while writing its first state leaves only that
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no comparison: give an empty or new folder (output=NEW_DIR)")
     plan = make_plan(config, log=log)
-    from tnlm.data.files import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state, {"fingerprint": fingerprint, "plan": asdict(plan)})

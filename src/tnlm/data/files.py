@@ -70,6 +70,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def remove_unfinished(path: str | Path) -> None:
+    """Delete the temporary files atomic_path(path) left when its process was killed before the rename
+    (SIGKILL, or SIGTERM without a handler): a folder holding only such a file holds no data."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

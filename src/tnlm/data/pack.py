@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from tnlm.data.document import Document
 from tnlm.errors import DataError
-from tnlm.data.files import atomic_path, write_json_atomic
+from tnlm.data.files import atomic_path, remove_unfinished, write_json_atomic
 from tnlm.data.lock import LOCK_NAME, folder_lock
 from tnlm.data.paths import PACK_MARKER
 from tnlm.data.sources import FileSource
@@ -132,6 +132,7 @@ def _claim(folder: Path, settings: dict[str, Any], *, overwrite: bool) -> None:
             path.unlink()
     record = folder / PACK_MARKER
     if not record.exists():
+        remove_unfinished(record)  # a packing killed while writing its marker leaves only that
         if any(p.name != LOCK_NAME for p in folder.iterdir()):
             raise DataError(f"{folder} is not empty and holds no tnlm packing (no {PACK_MARKER}): give an empty or "
                             "new folder, or pass --overwrite to replace the packed shards in it")

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from tnlm.data.document import Document
 from tnlm.fsutil import expand_home
 from tnlm.errors import DataError
-from tnlm.data.files import atomic_path, read_documents, write_documents, write_json_atomic
+from tnlm.data.files import atomic_path, read_documents, remove_unfinished, write_documents, write_json_atomic
 from tnlm.data.lock import LOCK_NAME, folder_lock
 from tnlm.data.paths import PIPELINE_MARKER
 from tnlm.data.registry import build_step
@@ -187,8 +187,7 @@ class Pipeline:
         (or of the datatrove engine with another task count: its work files are per task)."""
         marker = self.output / PIPELINE_MARKER
         if not marker.exists():  # a run killed while writing the marker leaves its temporary file: no data
-            for stale in marker.parent.glob(f".{marker.name}.*.tmp"):
-                stale.unlink()
+            remove_unfinished(marker)
             with suppress(OSError):
                 marker.parent.rmdir()  # only if empty
         if not marker.exists() and any(p.name != LOCK_NAME for p in self.output.iterdir()):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tnlm.data.files import write_json_atomic
+from tnlm.data.files import remove_unfinished, write_json_atomic
 from tnlm.errors import ConfigError, DataError
 
 STATE = "quickstart.json"
@@ -115,9 +115,7 @@ class State:
                                   "rerun it with its own options to continue it, or give --output NEW_DIR")  # fmt: skip
             state.data = saved
             return state
-        if out.is_dir():  # a quickstart killed while writing its first state leaves only the temporary file
-            for stale in out.glob(f".{STATE}.*.tmp"):
-                stale.unlink()
+        remove_unfinished(state.path)  # a quickstart killed while writing its first state leaves only that
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"{out} is not empty and holds no quickstart: give a new or empty folder with "
                               "--output DIR (nothing in it was touched)")  # fmt: skip
