@@ -3,7 +3,9 @@ matrix-product rate, and peak memory, for TransNormerLLM vs tnlm's Transformer v
 (SDPA) of the same shape, side by side in one run.
 
 For each (model, prompt length) a fresh child process builds the model, warms up on a prompt of up to 2048 tokens,
-then prefills a random prompt --rounds times, half a second apart and each after the same warm-up (a
+then prefills a random prompt --rounds times, and more for a short prompt until the timed prefills
+add up to --min-seconds (timeit's autorange: a 0.1 s prefill gets ~20 tries, not 3, so one busy moment
+cannot decide its cell), at most MAX_ROUNDS; half a second apart and each after the same warm-up (a
 round starts hot, as the matrix-product rate it is compared with is measured hot: measured here, a
 512-token prefill right after half a second idle took up to 20% longer), each through a new decoding
 state as generate() does:
@@ -77,10 +79,12 @@ def prefill_flops(kind: str, model, T: int, shape: dict) -> float:
 
 
 WARMUP = 2048
+MAX_ROUNDS = 20
 
 
-def measure(kind: str, T: int, *, shape: dict, rounds: int, chunk: int, threads: int) -> dict:
-    """Runs in a child process: warm up, then `rounds` timed prefills of T random tokens."""
+def measure(kind: str, T: int, *, shape: dict, rounds: int, min_seconds: float, chunk: int, threads: int) -> dict:
+    """Runs in a child process: warm up, then at least `rounds` timed prefills of T random tokens, more
+    (up to MAX_ROUNDS) until they add up to `min_seconds`."""
     import torch
 
     from decode import _make_model, _release_freed_memory
@@ -103,8 +107,8 @@ def measure(kind: str, T: int, *, shape: dict, rounds: int, chunk: int, threads:
     _release_freed_memory()
     base_mb = _rss_mb()
     times = []
-    for r in range(rounds):
-        if r:  # rounds apart in time, each starting hot, as the matrix-product rate it is compared with is measured
+    while len(times) < rounds or (sum(times) < min_seconds and len(times) < MAX_ROUNDS):
+        if times:  # rounds apart in time, each starting hot, as the matrix-product rate it is compared with is measured
             time.sleep(0.5)
             warm_up()
         state = new()
@@ -115,7 +119,7 @@ def measure(kind: str, T: int, *, shape: dict, rounds: int, chunk: int, threads:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     flops = prefill_flops(kind, model, T, shape)
     best = min(times)
-    return dict(model=kind, length=T, ttft_s=best, ttft_median_s=sorted(times)[len(times) // 2], flops=flops,
+    return dict(model=kind, length=T, rounds=len(times), ttft_s=best, ttft_median_s=sorted(times)[len(times) // 2], flops=flops,
                 gflops=flops / best / 1e9, peak_rss_mb=peak, base_rss_mb=base_mb, over_model_mb=peak - base_mb)  # fmt: skip
 
 
@@ -230,7 +234,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=waitpolicy.positive_int, nargs="+", default=LENGTHS)
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--rounds", type=waitpolicy.positive_int, default=3, help="timed prefills per cell; the best is reported")
+    p.add_argument("--rounds", type=waitpolicy.positive_int, default=3, help="timed prefills per cell at least; the best is reported")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help=f"more rounds (at most {MAX_ROUNDS}) until a cell's timed prefills add up to this")  # fmt: skip
     p.add_argument("--chunk", type=waitpolicy.positive_int, default=None,
                    help="prefill chunk of tnlm's models (default: FastDecodeState's)")  # fmt: skip
     p.add_argument("--threads", type=waitpolicy.positive_int, default=2)
@@ -244,9 +250,11 @@ def main() -> None:
 
     chunk = args.chunk or PREFILL_CHUNK
     rate = waitpolicy.in_child(_measure_rate, args.threads)
-    print(f"shape {SHAPE}, {args.threads} threads, best of {args.rounds} prefills per cell, tnlm chunks of {chunk}, "
+    print(f"shape {SHAPE}, {args.threads} threads, best of {args.rounds}+ prefills per cell (more until {args.min_seconds:g} s "
+          f"of prefills, at most {MAX_ROUNDS}), tnlm chunks of {chunk}, "
           f"matrix-product rate before the cells {rate / 1e9:.1f} GFLOP/s, {policy}")  # fmt: skip
-    rows = run_all(args.models, args.lengths, shape=SHAPE, rounds=args.rounds, chunk=chunk, threads=args.threads)
+    rows = run_all(args.models, args.lengths, shape=SHAPE, rounds=args.rounds, min_seconds=args.min_seconds, chunk=chunk,
+                   threads=args.threads)  # fmt: skip
     after = waitpolicy.in_child(_measure_rate, args.threads)  # again: a busy moment must not flatter the FLOP rates
     print(f"matrix-product rate measured again after the cells: {after / 1e9:.1f} GFLOP/s; the rates use the higher")
     rate = max(rate, after)
@@ -255,7 +263,7 @@ def main() -> None:
     print("\n" + text + "\n")
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
-    meta = dict(shape=SHAPE, threads=args.threads, rounds=args.rounds, chunk=chunk, matmul_rate_gflops=rate / 1e9,
+    meta = dict(shape=SHAPE, threads=args.threads, rounds=args.rounds, min_seconds=args.min_seconds, chunk=chunk, matmul_rate_gflops=rate / 1e9,
                 omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), cpu=platform.processor() or platform.machine(),
                 torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])
