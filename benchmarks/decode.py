@@ -16,8 +16,12 @@ is the cell's untimed first step (first_step_s in the JSON; a load from TNLM_COM
 earlier run kept the step); its "copies MB" is the weights frozen into the compiled library, and
 "ops/step" counts only what still goes through PyTorch's dispatcher.
 
-The floor: the parent measures the machine's matrix-vector rate before and after the cells and keeps
-the higher (a busy moment during one measurement would otherwise lower the floor) (benchmarks/hardware.py: GB/s of
+The floor: the parent measures the machine's matrix-vector rate (in a child process of its own) before
+the first cell and after every cell, and each cell's floor uses the higher of the two measurements
+around it: a busy moment during one measurement cannot lower a floor, and a cell is compared with the
+machine as it was while it ran (on the 2-core VM the rate moved between 33 and 50 GB/s from one
+quarter hour to the next, so one floor for a 25-minute run compared most cells with another machine)
+(benchmarks/hardware.py: GB/s of
 float32 weights streamed through one-row products, larger than any cache, in the fastest of the weight
 layouts the fast step may use (rows, input-major, oneDNN's packed), and at least the rate of a plain
 streaming read of the same bytes, which no product's kernel can beat), and each cell counts the
@@ -250,6 +254,8 @@ def _measure_rate(threads: int) -> float:
 
 
 def run_all(models: list[str], contexts: list[int], batches: list[int], *, rate: float, **kwargs) -> list[dict]:
+    """Every cell, each in a fresh process; `rate` is the matrix-vector rate measured just before the
+    first, and the rate is measured again after each cell (see the module docstring)."""
     ctx = mp.get_context("spawn")
     rows = []
     for batch in batches:
@@ -257,10 +263,13 @@ def run_all(models: list[str], contexts: list[int], batches: list[int], *, rate:
             for kind in models:
                 with ctx.Pool(1, maxtasksperchild=1) as pool:  # a fresh process: its peak memory is this cell's
                     row = pool.apply(_run_cell, ((kind, context, dict(kwargs, batch=batch)),))
-                row["floor_ms"] = 1000 * row["bytes_per_step"] / rate
+                after = waitpolicy.in_child(_measure_rate, kwargs["threads"])
+                row["matvec_rate_gbs"] = max(rate, after) / 1e9
+                row["floor_ms"] = 1000 * row["bytes_per_step"] / max(rate, after)
+                rate = after
                 print(f"  {kind:16s} B={batch:<3d} {context:6d}: {row['ms_per_step']:8.2f} ms/step "
-                      f"(floor {row['floor_ms']:6.2f}), prefill {row['prefill_s']:7.1f} s, "
-                      f"peak {row['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
+                      f"(floor {row['floor_ms']:6.2f} at {row['matvec_rate_gbs']:.1f} GB/s), prefill "
+                      f"{row['prefill_s']:7.1f} s, peak {row['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
                 rows.append(row)
     return rows
 
@@ -382,19 +391,16 @@ def main() -> None:
           f"prefill chunks of {args.chunk}, {policy}; "
           f"matrix-vector rate before the cells {rate / 1e9:.1f} GB/s")  # fmt: skip
     rows = run_all(args.models, args.contexts, args.batches, rate=rate, **kwargs)
-    after = waitpolicy.in_child(_measure_rate, args.threads)  # again: a busy moment must not lower the floor
-    print(f"matrix-vector rate measured again after the cells: {after / 1e9:.1f} GB/s; the floor uses the higher")
-    if after > rate:
-        rate = after
-        for row in rows:
-            row["floor_ms"] = 1000 * row["bytes_per_step"] / rate
+    rates = [r["matvec_rate_gbs"] for r in rows]
+    print(f"matrix-vector rate measured after each cell: {min(rates):.1f} to {max(rates):.1f} GB/s; each cell's "
+          "floor uses the higher of the rates measured just before and just after it")  # fmt: skip
     text = table(rows, args.models)
     checks = targets(rows, args.contexts, args.batches)
     print("\n" + text + "\n")
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
     meta = dict(shape=shape, threads=args.threads, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
-                new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, matvec_rate_gbs=rate / 1e9,
+                new_tokens=args.new_tokens, rounds=args.rounds, chunk=args.chunk, matvec_rate_gbs=max(rates),
                 cpu=platform.processor() or platform.machine(), torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
