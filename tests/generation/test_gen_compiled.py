@@ -72,6 +72,23 @@ def test_compiled_step_matches_reference_left_padded() -> None:
 
 @compiles
 @torch.no_grad()
+def test_compiled_step_above_the_template_batch_matches_reference() -> None:
+    """From TEMPLATE_MAX_BATCH + 1 rows the step is compiled with oneDNN's products instead of Inductor's
+    GEMM template (faster there): the same tokens and logits."""
+    batch = compiled_module.TEMPLATE_MAX_BATCH + 2
+    assert "max_autotune" in compiled_module.inductor_configs(1)
+    assert "max_autotune" not in compiled_module.inductor_configs(batch)
+    model = _odd_tnl()
+    ids, mask = _prompts(model.config.vocab_size, (41, 23, 30, 7, 19)[:batch], seed=5)
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, 6)
+    tokens, logits = _greedy(FastDecodeState(model, compile=True), ids, mask, 6, teacher=ref_tokens)
+    assert isinstance(_compiled(model)._steps.get(batch), compiled_module._Compiled)
+    for ref, got in zip(ref_logits, logits):
+        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
+@compiles
+@torch.no_grad()
 def test_compiled_step_follows_changed_weights(monkeypatch) -> None:
     model = create_model("tnl-tiny", seed=1).eval()
     compiles = []

@@ -4,7 +4,8 @@ function (PyTorch's AOTInductor), chosen with FastDecodeState(model, compile=Tru
 The eager fast step (fast.py) still dispatches ~120 small operators a token, each through Python and
 PyTorch's dispatcher, and switches thread counts around its products. Exported once for a batch size
 and compiled with the weights frozen in, the same arithmetic becomes a handful of fused loops around
-Inductor's C++ GEMM micro-kernels, generated for that batch size and reading weights blocked for them,
+the products (up to 3 rows Inductor's C++ GEMM micro-kernels, generated for that batch size and reading
+weights blocked for them; from 4 rows oneDNN's packed products, faster there: TEMPLATE_MAX_BATCH),
 all called from C++ with no Python in between. Measured with the issue-20 shape (d=512, 4 layers,
 vocabulary 32000) on a 2-core EPYC, in one run: batch 1 4.3-5.1 ms a token (1.00-1.21x the time of
 reading every weight once at the machine's streaming-read rate) against 7.8-9.9 ms for the eager fast
@@ -45,23 +46,26 @@ from torch import nn
 from tnlm.generation.layouts import _version
 
 
-# freezing: the weights become constants, blocked once for the batch size. The products are Inductor's own
-# C++ GEMM template (micro-kernels generated for this batch size) instead of oneDNN calls: measured at
-# batch 1 on the 2-core machine the step got 10-20% faster (one-row products at 31-34 GB/s, the plain
-# streaming-read rate, against 28-31 for oneDNN's packed product; batch 8 unchanged). With a single
-# candidate nothing is benchmarked while compiling; a product the template cannot take falls back to ATen.
-# No precompiled headers: Inductor would leave two of ~140 MB each per Python environment in
+# freezing: the weights become constants, blocked once for the batch size. Up to TEMPLATE_MAX_BATCH rows
+# the products are Inductor's own C++ GEMM template (micro-kernels generated for this batch size), above it
+# oneDNN's packed products. Measured on the issue-20 model on the 2-core EPYC VM, compiled each way and
+# timed alternately (ms per step, best round of 6 x 32 steps):
+#     batch        1          2          4          8
+#     template   4.3-4.8    4.0        4.0        7.9-8.1
+#     oneDNN     6.5-6.8    6.2        4.1        6.1-6.6
+# With a single candidate nothing is benchmarked while compiling; a product the template cannot take falls
+# back to ATen. No precompiled headers: Inductor would leave two of ~140 MB each per Python environment in
 # /tmp/torchinductor_$USER. Measured on the issue-20 model: the first compile takes 29 s without them
 # against 37 s with them (making them costs more than they save once), later ones 22 s against 19 s, and
 # later runs of the same model load from the disk cache below without compiling at all.
-INDUCTOR_CONFIGS = {
-    "freezing": True,
-    "max_autotune": True,
-    "max_autotune_gemm_backends": "CPP",
-    "autotune_fallback_to_aten": True,
-    "aot_inductor.precompile_headers": False,
-    "cpp_cache_precompile_headers": False,
-}
+TEMPLATE_MAX_BATCH = 3
+_BASE_CONFIGS = {"freezing": True, "aot_inductor.precompile_headers": False, "cpp_cache_precompile_headers": False}
+_TEMPLATE_CONFIGS = {"max_autotune": True, "max_autotune_gemm_backends": "CPP", "autotune_fallback_to_aten": True}
+
+
+def inductor_configs(batch: int) -> dict:
+    """AOTInductor's settings for a step of `batch` rows (a new dict: AOTInductor adds to the one it gets)."""
+    return {**_BASE_CONFIGS, **(_TEMPLATE_CONFIGS if batch <= TEMPLATE_MAX_BATCH else {})}
 
 
 # Compiled steps are kept on disk, so that the next process with the same model, batch size and software
@@ -102,8 +106,9 @@ def _cache_key(program, args: tuple) -> str:
     import tnlm
 
     h = hashlib.sha256()
-    parts = (torch.__version__, tnlm.__version__, str(isa.pick_vec_isa()), sorted(INDUCTOR_CONFIGS.items()),
-             program.graph_module.code, [(tuple(a.shape), a.dtype) for a in args])  # fmt: skip
+    configs = sorted(inductor_configs(args[0].shape[0]).items())
+    parts = (torch.__version__, tnlm.__version__, str(isa.pick_vec_isa()), configs, program.graph_module.code,
+             [(tuple(a.shape), a.dtype) for a in args])  # fmt: skip
     for part in parts:
         h.update(repr(part).encode() + b"\0")
     tensors = {**program.state_dict, **program.constants}
@@ -317,8 +322,8 @@ class CompiledSteps:
                 runner = _load_cached(kept)
                 if runner is None:
                     path = torch._inductor.aoti_compile_and_package(
-                        program, package_path=str(workdir / "step.pt2"), inductor_configs=dict(INDUCTOR_CONFIGS)
-                    )  # a copy: AOTInductor adds its own settings to the dict it is given
+                        program, package_path=str(workdir / "step.pt2"), inductor_configs=inductor_configs(len(tokens))
+                    )
                     runner = torch._inductor.aoti_load_package(path)
                     _remove_cached_libraries(Path(path))
                     if kept is not None:
