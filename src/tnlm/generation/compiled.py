@@ -7,9 +7,10 @@ and compiled with the weights frozen in, the same arithmetic becomes a handful o
 the products (up to 3 rows Inductor's C++ GEMM micro-kernels, generated for that batch size and reading
 weights blocked for them; from 4 rows oneDNN's packed products, faster there: TEMPLATE_MAX_BATCH),
 all called from C++ with no Python in between. Measured with the issue-20 shape (d=512, 4 layers,
-vocabulary 32000) on a 2-core EPYC, in one run: batch 1 4.3-5.1 ms a token (1.00-1.21x the time of
-reading every weight once at the machine's streaming-read rate) against 7.8-9.9 ms for the eager fast
-step, batch 8 8.3-9.3 ms against 10.5-14.3 ms (benchmarks/decode.py, model "tnl-compiled").
+vocabulary 32000) on a 2-core EPYC, in one run: batch 1 3.9-4.2 ms a token (0.98-1.08x the time of
+reading every weight once at the machine's streaming-read rate of that moment, where it held still)
+against 7.4-9.1 ms for the eager fast step, batch 8 5.6-6.7 ms against 7.8-9.3 ms (benchmarks/decode.py,
+model "tnl-compiled").
 
 What it costs, and why it is not the default:
 - compiling takes 20-30 s per batch size (export, C++ code generation, a C++ compiler); the library is
