@@ -119,8 +119,9 @@ def measure(kind: str, T: int, *, shape: dict, rounds: int, min_seconds: float, 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     flops = prefill_flops(kind, model, T, shape)
     best = min(times)
-    return dict(model=kind, length=T, rounds=len(times), ttft_s=best, ttft_median_s=sorted(times)[len(times) // 2], flops=flops,
-                gflops=flops / best / 1e9, peak_rss_mb=peak, base_rss_mb=base_mb, over_model_mb=peak - base_mb)  # fmt: skip
+    return dict(model=kind, length=T, rounds=len(times), ttft_s=best, ttft_median_s=sorted(times)[len(times) // 2],
+                flops=flops, gflops=flops / best / 1e9, peak_rss_mb=peak, base_rss_mb=base_mb,
+                over_model_mb=peak - base_mb)  # fmt: skip
 
 
 def _run_cell(args: tuple) -> dict:
@@ -234,7 +235,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=waitpolicy.positive_int, nargs="+", default=LENGTHS)
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--rounds", type=waitpolicy.positive_int, default=3, help="timed prefills per cell at least; the best is reported")
+    p.add_argument("--rounds", type=waitpolicy.positive_int, default=3,
+                   help="timed prefills per cell at least; the best is reported")  # fmt: skip
     p.add_argument("--min-seconds", type=float, default=2.0,
                    help=f"more rounds (at most {MAX_ROUNDS}) until a cell's timed prefills add up to this")  # fmt: skip
     p.add_argument("--chunk", type=waitpolicy.positive_int, default=None,
@@ -263,8 +265,8 @@ def main() -> None:
     print("\n" + text + "\n")
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.2f}")
-    meta = dict(shape=SHAPE, threads=args.threads, rounds=args.rounds, min_seconds=args.min_seconds, chunk=chunk, matmul_rate_gflops=rate / 1e9,
-                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), cpu=platform.processor() or platform.machine(),
+    meta = dict(shape=SHAPE, threads=args.threads, rounds=args.rounds, min_seconds=args.min_seconds, chunk=chunk,
+                matmul_rate_gflops=rate / 1e9, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), cpu=platform.processor() or platform.machine(),
                 torch=__import__("torch").__version__)  # fmt: skip
     record = dict(meta=meta, rows=rows, table=text, targets=[dict(name=n, value=v, met=ok) for n, v, ok in checks])
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2))

@@ -30,7 +30,7 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
-def _compile_cache(tmp_path_factory, monkeypatch) -> None:
-    """Compiled decode steps are kept in a folder of each test's own, never in the user's ~/.cache, and
-    no test finds another test's compilation there."""
-    monkeypatch.setenv("TNLM_COMPILE_CACHE", str(tmp_path_factory.mktemp("compile-cache")))
+def _compile_cache(tmp_path, monkeypatch) -> None:
+    """Compiled decode steps are kept in a folder of each test's own (made only when a step is kept, and
+    gone with the test's tmp_path), never in the user's ~/.cache, and no test finds another's there."""
+    monkeypatch.setenv("TNLM_COMPILE_CACHE", str(tmp_path / "compile-cache"))

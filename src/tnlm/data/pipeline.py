@@ -186,13 +186,13 @@ class Pipeline:
         """Refuse a folder that holds something else, another config's run, or a run of another engine
         (or of the datatrove engine with another task count: its work files are per task)."""
         marker = self.output / PIPELINE_MARKER
-        if not marker.exists():  # a run killed while writing the marker leaves its temporary file: no data
-            remove_unfinished(marker)
+        if not marker.exists():
+            remove_unfinished(marker)  # a run killed while writing the marker leaves its temporary file: no data
             with suppress(OSError):
                 marker.parent.rmdir()  # only if empty
-        if not marker.exists() and any(p.name != LOCK_NAME for p in self.output.iterdir()):
-            raise DataError(f"output folder {self.output} is not empty and holds no tnlm pipeline run; "
-                            "give an empty or new folder")
+            if any(p.name != LOCK_NAME for p in self.output.iterdir()):
+                raise DataError(f"output folder {self.output} is not empty and holds no tnlm pipeline run; "
+                                "give an empty or new folder")
         if marker.exists():
             previous = json.loads(marker.read_text(encoding="utf-8"))
             if previous != json.loads(json.dumps(self.config.fingerprint())):

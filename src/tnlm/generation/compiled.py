@@ -32,6 +32,7 @@ within float32 rounding (tests/generation/test_gen_compiled.py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -99,7 +100,7 @@ def _cache_limit() -> int:
     return int(max(gb, 0.0) * 2**30)
 
 
-def _cache_key(program, args: tuple) -> str:
+def _cache_key(program, args: tuple, configs: dict) -> str:
     """What the compiled library depends on: the software and the CPU's vector instructions it is built
     for, the settings, the exported graph, the input shapes, and the bytes of every weight and constant."""
     import torch._inductor.cpu_vec_isa as isa
@@ -107,9 +108,8 @@ def _cache_key(program, args: tuple) -> str:
     import tnlm
 
     h = hashlib.sha256()
-    configs = sorted(inductor_configs(args[0].shape[0]).items())
-    parts = (torch.__version__, tnlm.__version__, str(isa.pick_vec_isa()), configs, program.graph_module.code,
-             [(tuple(a.shape), a.dtype) for a in args])  # fmt: skip
+    parts = (torch.__version__, tnlm.__version__, str(isa.pick_vec_isa()), sorted(configs.items()),
+             program.graph_module.code, [(tuple(a.shape), a.dtype) for a in args])  # fmt: skip
     for part in parts:
         h.update(repr(part).encode() + b"\0")
     tensors = {**program.state_dict, **program.constants}
@@ -120,14 +120,14 @@ def _cache_key(program, args: tuple) -> str:
     return h.hexdigest()[:32]
 
 
-def _cache_file(program, args: tuple) -> Path | None:
+def _cache_file(program, args: tuple, configs: dict) -> Path | None:
     """Where this step's library is kept; None with the cache off, or if the key cannot be computed (a
     tensor hashlib cannot read, say): then the step is compiled as without a cache."""
     folder = cache_dir()
     if folder is None:
         return None
     try:
-        return folder / f"step-{_cache_key(program, args)}.pt2"
+        return folder / f"step-{_cache_key(program, args, configs)}.pt2"
     except Exception:
         return None
 
@@ -142,10 +142,8 @@ def _load_cached(path: Path | None):
         path.unlink(missing_ok=True)
         return None
     _remove_cached_libraries(path)
-    try:
+    with contextlib.suppress(OSError):
         os.utime(path)  # recently used: evicted last
-    except OSError:
-        pass
     return runner
 
 
@@ -319,11 +317,12 @@ class CompiledSteps:
                 # example inputs outside inference mode (export refuses inference tensors); only shapes matter
                 args = (tokens.clone(), positions.to(torch.long).clone(), *(s.clone() for s in states))
                 program = torch.export.export(_StepModule(self.decoder, self.lm_head), args, strict=False)
-                kept = _cache_file(program, args)
+                configs = inductor_configs(len(tokens))
+                kept = _cache_file(program, args, configs)
                 runner = _load_cached(kept)
                 if runner is None:
                     path = torch._inductor.aoti_compile_and_package(
-                        program, package_path=str(workdir / "step.pt2"), inductor_configs=inductor_configs(len(tokens))
+                        program, package_path=str(workdir / "step.pt2"), inductor_configs=configs
                     )
                     runner = torch._inductor.aoti_load_package(path)
                     _remove_cached_libraries(Path(path))
