@@ -182,3 +182,16 @@ def test_a_bug_still_shows_its_traceback(monkeypatch) -> None:
     monkeypatch.setattr("tnlm.cli.info._forward_pass", broken)
     with pytest.raises(RuntimeError, match="an internal error"):
         main(["info", "tnl-tiny", "--forward"])
+
+
+def test_the_command_shows_a_user_warning_as_one_line(monkeypatch) -> None:
+    import warnings
+
+    from tnlm.cli import one_line_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    one_line_warnings()
+    shown = warnings.formatwarning("could not keep the compiled step", UserWarning, "/x/_contextlib.py", 124)
+    assert shown == "warning: could not keep the compiled step\n"
+    other = warnings.formatwarning("old API", DeprecationWarning, "/x/lib.py", 7)
+    assert "/x/lib.py:7" in other and "DeprecationWarning" in other
