@@ -23,7 +23,7 @@ machine as it was while it ran (on the 2-core VM the rate moved between 33 and 5
 quarter hour to the next, so one floor for a 25-minute run compared most cells with another machine)
 (benchmarks/hardware.py: GB/s of
 float32 weights streamed through one-row products, larger than any cache, in the fastest of the weight
-layouts the fast step may use (rows, input-major, oneDNN's packed), and at least the rate of a plain
+layouts the fast step may use (rows, input-major, oneDNN's packed, tnlm's panels), and at least the rate of a plain
 streaming read of the same bytes, which no product's kernel can beat), and each cell counts the
 bytes one decode step must read: every weight matrix once (the tied embedding as the LM head; the
 lookup reads B rows) plus the decoding state (TransNormer's fixed recurrent state, a Transformer's keys

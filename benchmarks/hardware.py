@@ -35,7 +35,7 @@ def _best(fn, *, rounds: int, reps: int) -> float:
 def matvec_rate(*, rounds: int = 5) -> float:
     """Bytes/s of float32 weights read by one-row products, the fastest of the layouts a decode step may
     use (generation/layouts.py measures and picks per layer): x @ W^T on (out, in) rows (F.linear),
-    x @ W on an input-major (in, out) copy, and oneDNN's packed layout; and at least the plain streaming
+    x @ W on an input-major (in, out) copy, oneDNN's packed layout and tnlm's panel kernel; and at least the plain streaming
     read rate of the same bytes (a sum), which bounds any product whatever its kernel (the compiled step
     generates its own, and they read at about that rate). Cycles through MATVEC_BYTES of distinct
     matrices so that nothing is served from cache."""
@@ -45,8 +45,11 @@ def matvec_rate(*, rounds: int = 5) -> float:
 @torch.inference_mode()
 def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
     """{"rows": bytes/s of F.linear(x, W), "columns": bytes/s of x @ W with W input-major, "packed": bytes/s
-    of oneDNN's product on W in its packed layout for one row (where oneDNN is available), "read": bytes/s
-    of W.sum(), a pure streaming read}."""
+    of oneDNN's product on W in its packed layout for one row (where oneDNN is available), "panels": bytes/s
+    of tnlm's panel kernel (ops/panel_gemv.py, where it builds), "read": bytes/s of W.sum(), a pure
+    streaming read}."""
+    from tnlm.ops import panel_gemv
+
     rows, cols = MATVEC_SHAPE
     count = max(1, MATVEC_BYTES // (rows * cols * 4))
     x = torch.randn(1, cols)
@@ -57,6 +60,9 @@ def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         products["packed"] = (lambda: torch.ops.mkldnn._reorder_linear_weight(torch.randn(rows, cols), 1),
                               lambda x, w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""))  # fmt: skip
+    if panel_gemv.available():
+        products["panels"] = (lambda: panel_gemv.pack(torch.randn(rows, cols)),
+                              lambda x, w: panel_gemv.linear(x, w, rows))  # fmt: skip
     products["read"] = (lambda: torch.randn(rows, cols), lambda x, w: w.sum())
     rates = {}
     for layout, (make, product) in products.items():
@@ -82,6 +88,7 @@ def matmul_rate(*, n: int = 1024, rounds: int = 5) -> float:
 def main() -> None:
     mv = {k: f"{v / 1e9:.1f}" for k, v in matvec_rates().items()}
     packed = f", {mv['packed']} GB/s (oneDNN packed)" if "packed" in mv else ""
+    packed += f", {mv['panels']} GB/s (tnlm panels)" if "panels" in mv else ""
     print(f"{torch.get_num_threads()} threads: matrix-vector {mv['rows']} GB/s (W rows), {mv['columns']} GB/s "
           f"(W input-major){packed}, streaming read {mv['read']} GB/s (sum), "
           f"matrix product {matmul_rate() / 1e9:.1f} GFLOP/s (float32)")  # fmt: skip

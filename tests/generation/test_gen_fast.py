@@ -64,7 +64,7 @@ def _prompts(vocab: int, lengths: tuple[int, ...], seed: int):
 
 # the linear layers' weight layouts (layouts.LAYOUT): "rows" everywhere; the others where the step uses
 # them (every family but Infini-attention, which takes its blocks' own forward), in fewer steps
-LAYOUTS = [("rows", m) for m in MODELS] + [(lay, m) for lay in ("columns", "packed") for m in MODELS if "infini" not in m]
+LAYOUTS = [("rows", m) for m in MODELS] + [(lay, m) for lay in ("columns", "packed", "panels") for m in MODELS if "infini" not in m]
 
 
 @pytest.mark.parametrize(("layout", "name"), LAYOUTS)
@@ -226,7 +226,7 @@ def test_an_unknown_layout_is_refused_with_the_choices(monkeypatch) -> None:
     from tnlm.errors import ConfigError
 
     monkeypatch.setattr(layouts_module, "LAYOUT", "fastest")
-    with pytest.raises(ConfigError, match="TNLM_DECODE_LAYOUT must be one of auto, rows, columns, packed"):
+    with pytest.raises(ConfigError, match="TNLM_DECODE_LAYOUT must be one of auto, rows, columns, packed, panels"):
         FastDecodeState(create_model("tnl-tiny", seed=0).eval())
 
 

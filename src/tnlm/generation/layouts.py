@@ -4,13 +4,15 @@ batch size, and products that share an input fused into one.
 nn.Linear keeps W as (out, in) rows and computes x @ W^T. For the few rows of a decode step a math
 library may do much better with another layout: MKL on an AMD EPYC streams an input-major (in, out)
 copy of the 512 x 32000 LM head 1.8-2x faster at one row, and oneDNN's packed (blocked) layout computes
-eight rows ~1.3x faster than either. Which wins depends on the library, the CPU, the shape and the batch
-size, so "auto" measures the candidates side by side, interleaved, on the step's own input, once per
-weight shape and batch-size bucket (powers of two), and keeps a derived copy of a weight only while
-some bucket uses it, within a budget (Layouts: at most twice the weights and MAX_COPY_FRACTION of the
-memory available; past it a layer keeps the plain layout). "rows", "columns" or "packed" force one
-layout (tests compare each); "rows" keeps no copy. The environment variable TNLM_DECODE_LAYOUT sets it
-for a process.
+eight rows ~1.3x faster than either. tnlm's own panel kernel (ops/panel_gemv.py: W in contiguous panels of
+16 outputs, a small C loop built on first use) reads the weights at about a plain streaming read's rate
+at one or two rows, 1.3-1.9x oneDNN's packed rate there. Which wins depends on the library, the CPU, the
+shape and the batch size, so "auto" measures the candidates side by side, interleaved, on the step's own
+input, once per weight shape and batch-size bucket (powers of two), and keeps a derived copy of a weight
+only while some bucket uses it, within a budget (Layouts: at most twice the weights and MAX_COPY_FRACTION
+of the memory available; past it a layer keeps the plain layout). "rows", "columns", "packed" or
+"panels" force one layout (tests compare each); "rows" keeps no copy. The environment variable
+TNLM_DECODE_LAYOUT sets it for a process.
 
 Products that read the same input (SGLU's l1 and l2, SwiGLU's gate and up, the Transformer's q, k
 and v) are one `Linears`: in a derived layout their weights are concatenated into one copy and
@@ -44,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnlm.devices import available_bytes
+from tnlm.ops import panel_gemv
 
-LAYOUTS = ("auto", "rows", "columns", "packed")
+LAYOUTS = ("auto", "rows", "columns", "packed", "panels")
 LAYOUT = os.environ.get("TNLM_DECODE_LAYOUT", "auto")
 _ROUNDS = 10
 MAX_COPY_FRACTION = 0.25  # derived copies take at most this share of the memory available at the start
@@ -165,7 +168,7 @@ class Linears:
         return self._product(layout, x)
 
     def _product(self, layout: str, x: torch.Tensor) -> Callable:
-        if layout == "packed" and x.dtype != torch.float32:
+        if layout in ("packed", "panels") and x.dtype != torch.float32 or layout == "panels" and not panel_gemv.available():
             layout = "rows"
         kept = self._copy(layout) if layout != "rows" else None
         if kept is None:  # the plain layout (or over the budget: the copy was dropped)
@@ -174,7 +177,9 @@ class Linears:
                 return lambda x, m=mods[0]: F.linear(x, m.weight, m.bias)
             return lambda x: tuple(F.linear(x, m.weight, m.bias) for m in mods)
         w, b = kept
-        if layout == "packed":
+        if layout == "panels":
+            fn = panel_gemv.product(w, sum(self.sizes), b)
+        elif layout == "packed":
             fn = lambda x: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")  # noqa: E731
         elif b is None:
             fn = lambda x: torch.mm(x, w)  # noqa: E731
@@ -204,7 +209,12 @@ class Linears:
         b = None
         if self.modules[0].bias is not None:
             b = torch.cat([m.bias.detach() for m in self.modules])
-        w = w.t().contiguous() if layout == "columns" else torch.ops.mkldnn._reorder_linear_weight(w, 8)
+        if layout == "columns":
+            w = w.t().contiguous()
+        elif layout == "panels":
+            w = panel_gemv.pack(w)
+        else:
+            w = torch.ops.mkldnn._reorder_linear_weight(w, 8)
         self._copies[layout] = (made_from, w, b)
         self.shared.used += _copy_bytes(w, b)
         return w, b
@@ -214,7 +224,9 @@ class Linears:
             return ["rows"]
         if not self._copies and self.shared.used + self._weight_bytes() > self.shared.limit:
             return ["rows"]
-        return ["rows", "columns"] + (["packed"] if x.dtype == torch.float32 and _packed_available() else [])
+        if x.dtype != torch.float32:
+            return ["rows", "columns"]
+        return ["rows", "columns"] + ["packed"] * _packed_available() + ["panels"] * panel_gemv.available()
 
     def _measure(self, x: torch.Tensor) -> str:
         """The layout with the fastest single call for this input (best of _ROUNDS, interleaved); the
