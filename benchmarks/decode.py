@@ -16,16 +16,16 @@ is the cell's untimed first step (first_step_s in the JSON; a load from TNLM_COM
 earlier run kept the step); its "copies MB" is the weights frozen into the compiled library, and
 "ops/step" counts only what still goes through PyTorch's dispatcher.
 
-The floor: the parent measures the machine's matrix-vector rate (in a child process of its own) before
-the first cell and after every cell, and each cell's floor uses the higher of the two measurements
-around it: a busy moment during one measurement cannot lower a floor, and a cell is compared with the
-machine as it was while it ran (on the 2-core VM the rate moved between 33 and 50 GB/s from one
-quarter hour to the next, so one floor for a 25-minute run compared most cells with another machine)
-(benchmarks/hardware.py: GB/s of
-float32 weights streamed through one-row products, larger than any cache, in the fastest of the weight
-layouts the fast step may use (rows, input-major, oneDNN's packed, tnlm's panels), and at least the rate of a plain
-streaming read of the same bytes, which no product's kernel can beat), and each cell counts the
-bytes one decode step must read: every weight matrix once (the tied embedding as the LM head; the
+The floor: after each timed round the child measures the machine's streaming-read rate (the best of three
+sums over a 256 MB buffer, resident the whole time and left out of the memory columns), and the cell's
+floor uses the highest of these rates: the step is compared with the memory as it was while the step ran,
+beside each round. On the 2-core VM the rate flips between about 31 and about 46-50 GB/s from one
+minute to the next; a floor measured between cells (as this benchmark did before) compared a cell run
+in one phase with a rate from the other, and decided the worst cells. The parent still measures the
+matrix-vector rate of every layout the fast step may use (rows, input-major, oneDNN's packed, tnlm's
+panels) and of a plain sum, in a child process of its own, before the first cell and after each one
+(benchmarks/hardware.py; the JSON's matvec_rate_gbs); a product's rate is not above the read rate.
+Each cell counts the bytes one decode step must read: every weight matrix once (the tied embedding as the LM head; the
 lookup reads B rows) plus the decoding state (TransNormer's fixed recurrent state, a Transformer's keys
 and values of the whole context). floor = bytes / rate; "x floor" is ms/step over it. A batch of B
 reads the weights once per step, so its tokens/s may be up to B times batch 1's. "ops/step" counts the
@@ -62,6 +62,7 @@ from pathlib import Path
 import waitpolicy
 
 RESULTS = Path(__file__).resolve().parent / "results"
+READ_BYTES = 256 * 2**20  # the read-rate buffer of each cell: much larger than any cache
 MODELS = ("tnl", "tnl-ref", "transformer", "transformer-ref", "hf-llama", "tnl-compiled")
 SHORT = {"tnl": "tnl", "tnl-ref": "tnl-ref", "transformer": "tfm", "transformer-ref": "tfm-ref", "hf-llama": "llama",
          "tnl-compiled": "tnl-c"}
@@ -197,22 +198,44 @@ def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int
     first_step_s = time.perf_counter() - t0
     _release_freed_memory()
     steps, rss, round_means = [], [], []
+    round_steps, round_rss, logits = _timed_steps(state, logits, new_tokens)  # the memory columns' round
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    buffer = torch.ones(READ_BYTES // 4)  # for the read rate: touched, so resident, and subtracted below
+    buffer_mb = buffer.nbytes / 2**20
+    read_rates = []
     for r in range(rounds):
-        time.sleep(1.0 if r else 0.0)
-        round_steps, round_rss, logits = _timed_steps(state, logits, new_tokens)
+        if r:
+            time.sleep(1.0)
+            round_steps, round_rss, logits = _timed_steps(state, logits, new_tokens)
+            round_rss = [m - buffer_mb for m in round_rss]
+        read_rates.append(read_rate(buffer))  # the memory's rate at this moment, beside the round
         steps, rss = steps + round_steps, rss + round_rss
         round_means.append(statistics.fmean(round_steps))
+    del buffer
+    bytes_per_step = weight_bytes(model, batch) + state_read_bytes(state.cache)
     return dict(
         model=kind, context=context, batch=batch, prefill_s=prefill_s, first_step_s=first_step_s,
         ms_per_step=1000 * min(round_means), ms_per_step_median=1000 * statistics.median(steps),
         ms_per_step_mean=1000 * statistics.fmean(steps), ms_per_step_min=1000 * min(steps),
+        round_ms=[1000 * m for m in round_means], read_rates_gbs=[r / 1e9 for r in read_rates],
+        read_rate_gbs=max(read_rates) / 1e9, floor_ms=1000 * bytes_per_step / max(read_rates),
         tokens_per_s=batch / min(round_means),
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, decode_rss_mb=max(rss),
+        peak_rss_mb=max(peak_mb, max(rss)), decode_rss_mb=max(rss),
         state_mb=(state.nbytes() if kind != "hf-llama" else _dynamic_cache_bytes(state.cache)) / 2**20,
-        bytes_per_step=weight_bytes(model, batch) + state_read_bytes(state.cache),
-        ops_per_step=ops_per_step(state, logits),
+        bytes_per_step=bytes_per_step, ops_per_step=ops_per_step(state, logits),
         copies_mb=(state.extra_nbytes() if hasattr(state, "extra_nbytes") else 0) / 2**20,
     )  # fmt: skip
+
+
+def read_rate(buffer, sweeps: int = 3) -> float:
+    """Bytes/s of a plain streaming read (a sum) of `buffer`, larger than any cache: the best of `sweeps`."""
+    buffer.sum()
+    best = float("inf")
+    for _ in range(sweeps):
+        t0 = time.perf_counter()
+        buffer.sum()
+        best = min(best, time.perf_counter() - t0)
+    return buffer.nbytes / best
 
 
 def _dynamic_cache_bytes(cache) -> int:
@@ -264,11 +287,11 @@ def run_all(models: list[str], contexts: list[int], batches: list[int], *, rate:
                 with ctx.Pool(1, maxtasksperchild=1) as pool:  # a fresh process: its peak memory is this cell's
                     row = pool.apply(_run_cell, ((kind, context, dict(kwargs, batch=batch)),))
                 after = waitpolicy.in_child(_measure_rate, kwargs["threads"])
-                row["matvec_rate_gbs"] = max(rate, after) / 1e9
-                row["floor_ms"] = 1000 * row["bytes_per_step"] / max(rate, after)
+                row["matvec_rate_gbs"] = max(rate, after) / 1e9  # around the cell, for comparison
                 rate = after
                 print(f"  {kind:16s} B={batch:<3d} {context:6d}: {row['ms_per_step']:8.2f} ms/step "
-                      f"(floor {row['floor_ms']:6.2f} at {row['matvec_rate_gbs']:.1f} GB/s), prefill "
+                      f"(floor {row['floor_ms']:6.2f} at {row['read_rate_gbs']:.1f} GB/s; "
+                      f"{', '.join(f'{r:.0f}' for r in row['read_rates_gbs'])} beside the rounds), prefill "
                       f"{row['prefill_s']:7.1f} s, peak {row['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
                 rows.append(row)
     return rows
@@ -392,8 +415,10 @@ def main() -> None:
           f"matrix-vector rate before the cells {rate / 1e9:.1f} GB/s")  # fmt: skip
     rows = run_all(args.models, args.contexts, args.batches, rate=rate, **kwargs)
     rates = [r["matvec_rate_gbs"] for r in rows]
-    print(f"matrix-vector rate measured after each cell: {min(rates):.1f} to {max(rates):.1f} GB/s; each cell's "
-          "floor uses the higher of the rates measured just before and just after it")  # fmt: skip
+    reads = [r for row in rows for r in row["read_rates_gbs"]]
+    print(f"matrix-vector rate measured after each cell: {min(rates):.1f} to {max(rates):.1f} GB/s; streaming-read "
+          f"rate beside the cells' rounds: {min(reads):.1f} to {max(reads):.1f} GB/s; each cell's floor uses the "
+          "highest read rate measured beside its own rounds")  # fmt: skip
     text = table(rows, args.models)
     checks = targets(rows, args.contexts, args.batches)
     print("\n" + text + "\n")
