@@ -195,7 +195,7 @@ def test_fast_step_matches_reference_in_bfloat16(name: str) -> None:
         assert (a - b).abs().max().item() <= 1e-3 * b.abs().max().item()  # below one bfloat16 step
 
 
-@pytest.mark.parametrize("forced", ["columns", "packed"])
+@pytest.mark.parametrize("forced", ["columns", "packed", "panels"])
 def test_layouts_are_measured_once_per_batch_bucket_and_follow_new_weights(forced: str, monkeypatch) -> None:
     """LAYOUT "auto": one measurement per layer and batch-size bucket, copies kept only for chosen
     layouts; a derived copy is rebuilt when the weights change (never read stale)."""
@@ -208,7 +208,7 @@ def test_layouts_are_measured_once_per_batch_bucket_and_follow_new_weights(force
     state.step(torch.tensor([9, 10]))
     state.step(torch.tensor([11, 12]))
     head = step.head
-    assert set(head._choice) == {2} and head._choice[2] in {"rows", "columns", "packed"}
+    assert set(head._choice) == {2} and head._choice[2] in {"rows", "columns", "packed", "panels"}
     assert set(head._copies) == {head._choice[2]} - {"rows"}
     monkeypatch.setattr(layouts_module, "LAYOUT", forced)
     state.step(torch.tensor([13, 14]))
