@@ -46,9 +46,9 @@ def matvec_rate(*, rounds: int = 5) -> float:
 def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
     """{"rows": bytes/s of F.linear(x, W), "columns": bytes/s of x @ W with W input-major, "packed": bytes/s
     of oneDNN's product on W in its packed layout for one row (where oneDNN is available), "panels": bytes/s
-    of tnlm's panel kernel (ops/panel_gemv.py, where it builds), "read": bytes/s of W.sum(), a pure
+    of tnlm's panel kernel (ops/decode_kernels.py, where it builds), "read": bytes/s of W.sum(), a pure
     streaming read}."""
-    from tnlm.ops import panel_gemv
+    from tnlm.ops import decode_kernels
 
     rows, cols = MATVEC_SHAPE
     count = max(1, MATVEC_BYTES // (rows * cols * 4))
@@ -60,9 +60,9 @@ def matvec_rates(*, rounds: int = 5) -> dict[str, float]:
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         products["packed"] = (lambda: torch.ops.mkldnn._reorder_linear_weight(torch.randn(rows, cols), 1),
                               lambda x, w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""))  # fmt: skip
-    if panel_gemv.available():
-        products["panels"] = (lambda: panel_gemv.pack(torch.randn(rows, cols)),
-                              lambda x, w: panel_gemv.linear(x, w, rows))  # fmt: skip
+    if decode_kernels.available():
+        products["panels"] = (lambda: decode_kernels.pack(torch.randn(rows, cols)),
+                              lambda x, w: decode_kernels.linear(x, w, rows))  # fmt: skip
     products["read"] = (lambda: torch.randn(rows, cols), lambda x, w: w.sum())
     rates = {}
     for layout, (make, product) in products.items():

@@ -326,6 +326,7 @@ def test_small_operators_run_on_one_thread_and_products_on_all(name: str, serial
     product = layouts_module.Linears._product
     monkeypatch.setattr(layouts_module.Linears, "_product", lambda self, layout, x: spy("product", product(self, layout, x)))
     monkeypatch.setattr(fast_module, "_recurrence", spy("recurrence", fast_module._recurrence))
+    monkeypatch.setattr(fast_module, "_recurrence_fused", spy("recurrence", fast_module._recurrence_fused))
     monkeypatch.setattr(fast_module, "_attention", spy("attention", fast_module._attention))
     monkeypatch.setattr(fast_module, "_norm", spy("norm", fast_module._norm))
     model = _model(name)
@@ -370,3 +371,25 @@ def test_serial_does_nothing_without_the_openmp_backend(two_threads, monkeypatch
             assert torch.get_num_threads() == 2
     finally:
         layouts_module._openmp.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["tnl-tiny", "tnl-odd"])
+@torch.no_grad()
+def test_without_the_c_kernels_the_step_uses_pytorch_and_still_matches(name: str, monkeypatch) -> None:
+    """No C compiler (or a failed build): the panels layout is not a candidate and the state update is
+    PyTorch's; the step still equals the reference."""
+    from tnlm.ops import decode_kernels
+
+    monkeypatch.setattr(decode_kernels, "available", lambda: False)
+    model = _model(name)
+    fast_module._STEPS.pop(model, None)
+    ids, mask = _prompts(model.config.vocab_size, (33, 20), seed=9)
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, 6)
+    fast = FastDecodeState(model)
+    _, logits = _greedy(fast, ids, mask, 6, teacher=ref_tokens)
+    for a, b in zip(logits, ref_logits):
+        assert (a - b).abs().max().item() <= ATOL
+    step = fast._step
+    assert step.layers.recurrence is fast_module._recurrence
+    assert all("panels" not in lin._choice.values() for block in step.layers.lin for lin in block.values())
+    fast_module._STEPS.pop(model, None)  # later tests get a step with the kernels

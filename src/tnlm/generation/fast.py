@@ -12,7 +12,8 @@ what a step needs:
     logits = lm_head(final_norm(x))                              (B, V)
 
 - TransNormer: SRMSNorm, one qkvu product, LRPE from a per-row position counter, the recurrent update
-  S = S + (lambda - 1) S + k^T v done in place on the layer's state, o = q S, SGLU.
+  S = S + (lambda - 1) S + k^T v done in place on the layer's state and o = q S read in the same pass (a C kernel,
+  ops/decode_kernels.py, where it builds), SGLU.
 - Transformer: the same attention code as the reference on the keys and values appended in place, the
   rotary angles computed once per step for all layers.
 - Infini-attention (and any other tnlm family): the blocks' own forward, called directly with inputs
@@ -48,6 +49,7 @@ from tnlm.errors import ConfigError
 from tnlm.generation import layouts
 from tnlm.generation.layouts import LAYOUTS, Layouts, Linears
 from tnlm.generation.state import DecodeState
+from tnlm.ops import decode_kernels
 
 # A TransNormer prompt longer than this goes through the model in chunks of this many tokens: the result
 # is the same (the recurrent state carries over), the activations stay bounded by the chunk whatever
@@ -306,6 +308,9 @@ class _TransnormerStep:
         self.act_qk_together = [block.token_mixer.act in elementwise for block in self.blocks]
         self.lin = [_block_linears(b, shared, qkvu="token_mixer.qkvu_proj", out="token_mixer.out_proj",
                                    l12=("channel_mixer.l1", "channel_mixer.l2"), l3="channel_mixer.l3") for b in self.blocks]  # fmt: skip
+        # the state update and read-out in one pass (ops/decode_kernels.py) where the C kernels built; the
+        # compiled step's trace (shared None) keeps PyTorch's operators, which the compiler fuses itself
+        self.recurrence = _recurrence_fused if shared is not None and decode_kernels.available() else _recurrence
 
     def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:
         lam = self.lam_m1[i]
@@ -321,14 +326,16 @@ class _TransnormerStep:
                 state = cache.layers[i] = state.float().contiguous()
             h = _norm(block.token_norm, x)
             lin = self.lin[i]
-            x = x + self._mixer(block.token_mixer, lin, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
+            x = x + self._mixer(block.token_mixer, lin, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i],
+                                self.recurrence)  # fmt: skip
             gate, value = lin["l12"](_norm(block.channel_norm, x))  # SGLU: l3(act(l1 h) * l2 h), one product for l1, l2
             act = block.channel_mixer.act
             x = x + lin["l3"]((gate if act is None else act(gate)) * value)
         return x
 
     @staticmethod
-    def _mixer(mixer, lin: dict, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool) -> torch.Tensor:
+    def _mixer(mixer, lin: dict, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool,
+               recurrence) -> torch.Tensor:  # fmt: skip
         """h (B, d) -> (B, d); state (B, H, Dk, Dv) updated in place."""
         B, H, hd = h.shape[0], mixer.num_heads, mixer.head_dim
         qkvu = lin["qkvu"](h)  # (B, 4 hidden): q, k, v, u
@@ -347,7 +354,7 @@ class _TransnormerStep:
             q, k = torch.cat([q * cos, q * sin], dim=-1), torch.cat([k * cos, k * sin], dim=-1)
             if dtype != torch.float32:  # the reference rounds LRPE's output to the model's dtype
                 q, k = q.to(dtype).float(), k.to(dtype).float()
-        o = _sized(state.numel(), _recurrence, state, lam_m1, q, k, v)
+        o = _sized(state.numel(), recurrence if state.device.type == "cpu" else _recurrence, state, lam_m1, q, k, v)
         return lin["out"](u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
 
 
@@ -358,9 +365,12 @@ def _sized(numbers: int, fn, *args):
 
 def _recurrence(state, lam_m1, q, k, v) -> torch.Tensor:
     """S = S + (lambda - 1) S + k^T v in place on state (B, H, Dk, Dv); returns o = q S as (B, H * Dv)."""
-    B, H = state.shape[:2]
-    state.addcmul_(state, lam_m1).addcmul_(k.view(B, H, -1, 1), v.view(B, H, 1, -1))
-    return torch.matmul(q.view(B, H, 1, -1), state).view(B, -1)
+    return decode_kernels.decay_step_reference(state, lam_m1, q, k, v)
+
+
+def _recurrence_fused(state, lam_m1, q, k, v) -> torch.Tensor:
+    """_recurrence in one pass over the state (a C kernel; the same arithmetic, o summed in another order)."""
+    return decode_kernels.decay_step(state, lam_m1, q, k, v)
 
 
 class _TransformerStep:

@@ -4,7 +4,7 @@ batch size, and products that share an input fused into one.
 nn.Linear keeps W as (out, in) rows and computes x @ W^T. For the few rows of a decode step a math
 library may do much better with another layout: MKL on an AMD EPYC streams an input-major (in, out)
 copy of the 512 x 32000 LM head 1.8-2x faster at one row, and oneDNN's packed (blocked) layout computes
-eight rows ~1.3x faster than either. tnlm's own panel kernel (ops/panel_gemv.py: W in contiguous panels of
+eight rows ~1.3x faster than either. tnlm's own panel kernel (ops/decode_kernels.py: W in contiguous panels of
 16 outputs, a small C loop built on first use) reads the weights at about a plain streaming read's rate
 at one or two rows, 1.3-1.9x oneDNN's packed rate there. Which wins depends on the library, the CPU, the
 shape and the batch size, so "auto" measures the candidates side by side, interleaved, on the step's own
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnlm.devices import available_bytes
-from tnlm.ops import panel_gemv
+from tnlm.ops import decode_kernels
 
 LAYOUTS = ("auto", "rows", "columns", "packed", "panels")
 LAYOUT = os.environ.get("TNLM_DECODE_LAYOUT", "auto")
@@ -168,7 +168,7 @@ class Linears:
         return self._product(layout, x)
 
     def _product(self, layout: str, x: torch.Tensor) -> Callable:
-        if layout in ("packed", "panels") and x.dtype != torch.float32 or layout == "panels" and not panel_gemv.available():
+        if layout in ("packed", "panels") and x.dtype != torch.float32 or layout == "panels" and not decode_kernels.available():
             layout = "rows"
         kept = self._copy(layout) if layout != "rows" else None
         if kept is None:  # the plain layout (or over the budget: the copy was dropped)
@@ -178,7 +178,7 @@ class Linears:
             return lambda x: tuple(F.linear(x, m.weight, m.bias) for m in mods)
         w, b = kept
         if layout == "panels":
-            fn = panel_gemv.product(w, sum(self.sizes), b)
+            fn = decode_kernels.product(w, sum(self.sizes), b)
         elif layout == "packed":
             fn = lambda x: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")  # noqa: E731
         elif b is None:
@@ -212,7 +212,7 @@ class Linears:
         if layout == "columns":
             w = w.t().contiguous()
         elif layout == "panels":
-            w = panel_gemv.pack(w)
+            w = decode_kernels.pack(w)
         else:
             w = torch.ops.mkldnn._reorder_linear_weight(w, 8)
         self._copies[layout] = (made_from, w, b)
@@ -226,7 +226,7 @@ class Linears:
             return ["rows"]
         if x.dtype != torch.float32:
             return ["rows", "columns"]
-        return ["rows", "columns"] + ["packed"] * _packed_available() + ["panels"] * panel_gemv.available()
+        return ["rows", "columns"] + ["packed"] * _packed_available() + ["panels"] * decode_kernels.available()
 
     def _measure(self, x: torch.Tensor) -> str:
         """The layout with the fastest single call for this input (best of _ROUNDS, interleaved); the

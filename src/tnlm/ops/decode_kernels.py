@@ -1,22 +1,28 @@
-"""Products of a few rows with a weight matrix, at the rate the memory streams the weights: the decode
-step's linear layers (generation/layouts.py, layout "panels").
+"""The decode step's own CPU kernels (decode_kernels.c), for what PyTorch's operators do slowly at a
+decode step's few rows:
 
-A decode step multiplies one row (or a few) by every weight matrix of the model, so its time is the time
-to read the weights. Measured on a 2-core EPYC with the issue-20 shapes (512 -> 2048, 512 -> 2816,
-1408 -> 512, 512 -> 32000), cycling through more weights than the caches hold: oneDNN's packed product
-reads them at 24-34 GB/s, MKL's at 11-27, a plain `W.sum()` at 31-49. This small C kernel
-(panel_gemv.c) reads them at 30-44 GB/s, 1.3-1.9x oneDNN's rate at one row, about oneDNN's at four, and
-below it at eight, so the layout is one candidate that the decode step measures per shape and batch
-size, not a replacement. F.linear is its reference (tests/ops/test_panel_gemv.py).
+1. Products of a few rows with a weight matrix, at the rate the memory streams the weights (the linear
+   layers' layout "panels", generation/layouts.py). A decode step multiplies one row (or a few) by every
+   weight matrix of the model, so its time is the time to read the weights. Measured on a 2-core EPYC
+   with the issue-20 shapes (512 -> 2048, 512 -> 2816, 1408 -> 512, 512 -> 32000), cycling through more
+   weights than the caches hold: oneDNN's packed product reads them at 24-34 GB/s, MKL's at 11-27, a
+   plain `W.sum()` at 31-49; this kernel at 30-44 GB/s, 1.3-1.9x oneDNN's rate at one row, about
+   oneDNN's at four, and below it at eight. So the layout is one candidate that the decode step measures
+   per shape and batch size, not a replacement. The weights are repacked once into panels of 16 outputs
+   (`pack`), each one contiguous block. Reference: F.linear.
+2. TransNormer's recurrent update and read-out in one pass over the state (`decay_step`): PyTorch takes
+   three (two in-place updates and a product); measured 25 -> 8 us a layer at batch 1 and 158 -> 33 us at
+   batch 8 (d=512, 8 heads). Reference: `decay_step_reference`, the fast step's former code.
 
-The weights are repacked once into panels of 16 outputs (`pack`), each one contiguous block; see the C
-source for the loop. Inference only: the product has no gradient (`linear` refuses tensors that need one).
+Tests: tests/ops/test_decode_kernels.py, on odd sizes, against the references. Inference only: neither
+has a gradient (both refuse tensors that need one).
 
-The kernel is compiled with the machine's C compiler (CC, else cc, gcc or clang) the first time a process
-needs it, in about 0.2 s, for this CPU's vector instructions (-march=native), and kept beside the compiled
-decode steps (generation/compiled.py: TNLM_COMPILE_CACHE, subfolder "kernels"), keyed by the source, the
-compiler, its flags and the CPU, so a later process loads it. Without a compiler, or where every build
-fails, `available()` is False and the decode step keeps the other layouts; `unavailable()` says why.
+The kernels are compiled with the machine's C compiler (CC, else cc, gcc or clang) the first time a
+process needs them, in about 0.2 s, for this CPU's vector instructions (-march=native), and kept beside
+the compiled decode steps (generation/compiled.py: TNLM_COMPILE_CACHE, subfolder "kernels"), keyed by the
+source, the compiler, its flags and the CPU, so a later process loads them. Without a compiler, or where
+every build fails, `available()` is False and the decode step uses PyTorch's operators; `unavailable()`
+says why.
 """
 
 from __future__ import annotations
@@ -33,12 +39,12 @@ import tempfile
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 PANEL = 16
-SOURCE = "panel_gemv.c"
-_SYMBOL = "tnlm_panel_gemv"
+SOURCE = "decode_kernels.c"
 # tried in order until one builds: this CPU's vector instructions with OpenMP threads, then without
 # -march=native (a compiler that does not know it), then single-threaded (a compiler without OpenMP)
 _FLAG_SETS = (
@@ -72,12 +78,13 @@ def linear(x: torch.Tensor, panels: torch.Tensor, out_features: int, bias: torch
 def product(panels: torch.Tensor, out_features: int, bias: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """linear(x, panels, out_features, bias) as a function of x, the weights checked once (a decode step
     binds each layer's product once and calls it every token)."""
-    fn, reason = _library()
-    if fn is None:
-        raise RuntimeError(f"the panel kernel is not available: {reason}")
+    kernels, reason = _library()
+    if kernels is None:
+        raise RuntimeError(f"the decode kernels are not available: {reason}")
+    fn = kernels.panel_gemv
     if panels.dim() != 3 or panels.shape[2] != PANEL or panels.dtype != torch.float32 or not panels.is_contiguous() \
             or panels.device.type != "cpu":  # fmt: skip
-        raise ValueError("panels must come from panel_gemv.pack (contiguous float32 on the CPU, shape (P, K, 16))")
+        raise ValueError("panels must come from decode_kernels.pack (contiguous float32 on the CPU, shape (P, K, 16))")
     K = panels.shape[1]
     if not 0 < out_features <= panels.shape[0] * PANEL:
         raise ValueError(f"{out_features} outputs do not fit panels of shape {tuple(panels.shape)}")
@@ -102,19 +109,49 @@ def product(panels: torch.Tensor, out_features: int, bias: torch.Tensor | None =
     return apply
 
 
+def decay_step(state: torch.Tensor, lam_m1: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """decay_step_reference in one pass over the state (see the module docstring): state (B, H, Dk, Dv)
+    float32, contiguous, updated in place; lam_m1 (H values): lambda - 1 per head; q, k (B, H, Dk); v
+    (B, H, Dv). Returns o (B, H * Dv). On this process's thread count (torch.get_num_threads())."""
+    kernels, reason = _library()
+    if kernels is None:
+        raise RuntimeError(f"the decode kernels are not available: {reason}")
+    B, H, Dk, Dv = state.shape
+    tensors = (state, lam_m1, q, k, v)
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors) or not state.is_contiguous():
+        raise ValueError("decay_step takes float32 CPU tensors and a contiguous state")
+    if lam_m1.numel() != H or q.shape != (B, H, Dk) or k.shape != (B, H, Dk) or v.shape != (B, H, Dv):
+        raise ValueError(f"shapes do not match the state {tuple(state.shape)}: lam_m1 {tuple(lam_m1.shape)}, "
+                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")  # fmt: skip
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise RuntimeError("decay_step has no gradient: call it under torch.no_grad() or inference_mode()")
+    lam_m1, q, k, v = (t.contiguous() for t in (lam_m1, q, k, v))
+    o = torch.empty(B, H * Dv, dtype=torch.float32)
+    kernels.decay_step(state.data_ptr(), B * H, H, Dk, Dv, lam_m1.data_ptr(), q.data_ptr(), k.data_ptr(),
+                       v.data_ptr(), o.data_ptr(), torch.get_num_threads())  # fmt: skip
+    return o
+
+
+def decay_step_reference(state, lam_m1, q, k, v) -> torch.Tensor:
+    """S = S + (lambda - 1) S + k^T v in place on state (B, H, Dk, Dv); returns o = q S as (B, H * Dv)."""
+    B, H = state.shape[:2]
+    state.addcmul_(state, lam_m1.view(1, H, 1, 1)).addcmul_(k.reshape(B, H, -1, 1), v.reshape(B, H, 1, -1))
+    return torch.matmul(q.reshape(B, H, 1, -1), state).view(B, -1)
+
+
 def available() -> bool:
-    """Whether the kernel is loaded in this process (built or taken from the kernel cache on first call)."""
+    """Whether the kernels are loaded in this process (built or taken from the kernel cache on first call)."""
     return _library()[0] is not None
 
 
 def unavailable() -> str | None:
-    """Why the kernel is not available, or None when it is."""
+    """Why the kernels are not available, or None when they are."""
     return _library()[1]
 
 
 @functools.cache
-def _library():
-    """(the kernel's C function, None), from the kept library, built first if needed; or (None, why not)."""
+def _library() -> tuple[_Kernels | None, str | None]:
+    """(the kernels, None), from the kept library, built first if needed; or (None, why not)."""
     compiler = _compiler()
     if compiler is None:
         return None, "no C compiler found (install gcc or clang, or set CC to one)"
@@ -136,7 +173,7 @@ def _open(compiler: str, flags: list[str], source: bytes, key: str):
     unreadable; with no writable cache, build into a temporary folder removed once the library is loaded."""
     folder = _cache_folder()
     if folder is not None:
-        path = folder / f"panel_gemv-{key}.so"
+        path = folder / f"decode_kernels-{key}.so"
         if path.is_file():
             try:
                 return _symbol(path)
@@ -152,7 +189,7 @@ def _open(compiler: str, flags: list[str], source: bytes, key: str):
         else:
             return _symbol(path)
     with tempfile.TemporaryDirectory(prefix="tnlm-kernel-") as tmp:
-        path = Path(tmp) / "panel_gemv.so"
+        path = Path(tmp) / "decode_kernels.so"
         _build(compiler, flags, source, path)
         return _symbol(path)  # the loaded library stays mapped after its file is gone
 
@@ -167,12 +204,19 @@ def _build(compiler: str, flags: list[str], source: bytes, out: Path) -> None:
         raise subprocess.SubprocessError(done.stderr.strip() or f"{compiler} exited with {done.returncode}")
 
 
-def _symbol(path: Path):
-    fn = getattr(ctypes.CDLL(str(path)), _SYMBOL)
-    c_long, ptr = ctypes.c_long, ctypes.c_void_p
-    fn.argtypes = [ptr, c_long, c_long, c_long, ptr, c_long, ptr, ptr, c_long, ctypes.c_int]
-    fn.restype = None
-    return fn
+class _Kernels(NamedTuple):
+    panel_gemv: Callable
+    decay_step: Callable
+
+
+def _symbol(path: Path) -> _Kernels:
+    lib = ctypes.CDLL(str(path))
+    c_long, ptr, c_int = ctypes.c_long, ctypes.c_void_p, ctypes.c_int
+    gemv, decay = lib.tnlm_panel_gemv, lib.tnlm_decay_step
+    gemv.argtypes = [ptr, c_long, c_long, c_long, ptr, c_long, ptr, ptr, c_long, c_int]
+    decay.argtypes = [ptr, c_long, c_long, c_long, c_long, ptr, ptr, ptr, ptr, ptr, c_int]
+    gemv.restype = decay.restype = None
+    return _Kernels(gemv, decay)
 
 
 def _cache_folder() -> Path | None:

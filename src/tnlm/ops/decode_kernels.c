@@ -1,6 +1,7 @@
-/* Products of a few rows with a weight matrix stored in panels, for decode steps (panel_gemv.py).
+/* The decode step's own kernels (decode_kernels.py): products of a few rows with a weight matrix stored in
+   panels, and TransNormer's recurrent state update fused with its read-out.
 
-   y[b][n] = bias[n] + sum_k x[b][k] * W[n][k]   for b < B, n < N
+   1. tnlm_panel_gemv:  y[b][n] = bias[n] + sum_k x[b][k] * W[n][k]   for b < B, n < N
 
    The weights are stored as wp[p][k][j] = W[16 p + j][k] (zero rows pad the last panel), so each panel of
    16 outputs is one contiguous block of 16 K floats: a thread reads its panels front to back, as a
@@ -10,7 +11,12 @@
 
    With AVX2 and FMA (compiled with -march=native on such a CPU): one row keeps four 8-wide accumulators,
    two for even and two for odd k, and prefetches PREFETCH floats ahead; up to four rows share each
-   panel's loads. Elsewhere a plain loop the compiler vectorises as it can. */
+   panel's loads. Elsewhere a plain loop the compiler vectorises as it can.
+
+   2. tnlm_decay_step: for each row b and head h, with S = state[b][h] (Dk x Dv),
+        S = S + (lambda_h - 1) S + k^T v        (in place)
+        o = q S                                 (1 x Dv, the updated S)
+   in one pass over S (PyTorch needs three: two in-place updates and a product). */
 
 #include <stddef.h>
 
@@ -108,6 +114,38 @@ void tnlm_panel_gemv(const float *x, long B, long K, long ldx, const float *wp, 
         }
         for (long r = 0; r < B; r += 4)
             panel_four_rows(x + r * ldx, ldx, B - r < 4 ? B - r : 4, K, w, width, b, y + r * ldy + n, ldy);
+    }
+    (void)threads;
+}
+
+/* state: BH = B * H blocks of Dk x Dv floats (row b * H + h), updated in place; lam_m1: H floats;
+   q, k: BH rows of Dk floats; v, o: BH rows of Dv floats. */
+#define DV_BLOCK 256
+void tnlm_decay_step(float *state, long BH, long H, long Dk, long Dv, const float *lam_m1, const float *q,
+                     const float *k, const float *v, float *o, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (long bh = 0; bh < BH; bh++) {
+        const float l = lam_m1[bh % H], *qs = q + bh * Dk, *ks = k + bh * Dk, *vs = v + bh * Dv;
+        for (long j0 = 0; j0 < Dv; j0 += DV_BLOCK) {
+            const long width = Dv - j0 < DV_BLOCK ? Dv - j0 : DV_BLOCK;
+            float acc[DV_BLOCK] = {0};
+            for (long i = 0; i < Dk; i++) {
+                float *row = state + (bh * Dk + i) * Dv + j0;
+                const float ki = ks[i], qi = qs[i], *vj = vs + j0;
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+                for (long j = 0; j < width; j++) {
+                    float x = row[j];
+                    x = (x + x * l) + ki * vj[j];
+                    row[j] = x;
+                    acc[j] += qi * x;
+                }
+            }
+            for (long j = 0; j < width; j++) o[bh * Dv + j0 + j] = acc[j];
+        }
     }
     (void)threads;
 }

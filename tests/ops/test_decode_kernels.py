@@ -1,0 +1,197 @@
+"""The decode step's C kernels (tnlm.ops.decode_kernels) against their references, and how they are built and kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tnlm.ops import decode_kernels
+
+pytestmark = pytest.mark.skipif(not decode_kernels.available(), reason=f"decode kernels unavailable: {decode_kernels.unavailable()}")
+
+# odd sizes: a last panel of 1, 7 or 15 outputs, K odd (the one-row loop's tail), one output, one input
+SHAPES = [(1001, 333), (17, 2), (1, 1), (15, 64), (48, 1409), (512, 7)]
+ROWS = [1, 2, 3, 4, 5, 9]
+
+
+def _reference(x, w, b):
+    return F.linear(x.double(), w.double(), None if b is None else b.double())
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize(("n", "k"), SHAPES)
+@torch.no_grad()
+def test_matches_linear(rows: int, n: int, k: int) -> None:
+    g = torch.Generator().manual_seed(rows * 1000 + n + k)
+    w, b, x = torch.randn(n, k, generator=g), torch.randn(n, generator=g), torch.randn(rows, k, generator=g)
+    panels = decode_kernels.pack(w)
+    assert panels.shape == (-(-n // 16), k, 16)
+    for bias in (b, None):
+        got = decode_kernels.linear(x, panels, n, bias)
+        assert got.shape == (rows, n) and got.dtype == torch.float32
+        # float32 rounding of a K-term dot product, measured against float64
+        tol = 1e-5 * (k**0.5) * x.abs().max() * w.abs().max() + 1e-6
+        assert (got.double() - _reference(x, w, bias)).abs().max().item() <= tol
+        assert (F.linear(x, w, bias).double() - _reference(x, w, bias)).abs().max().item() <= tol  # the tolerance is float32's
+
+
+@torch.no_grad()
+def test_strided_input_and_thread_count_do_not_change_the_result() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(300, 129, generator=g)
+    wide = torch.randn(5, 400, generator=g)
+    panels = decode_kernels.pack(w)
+    rows_apart = wide[:, 10:139]  # rows 400 floats apart
+    columns_apart = wide[:, ::3][:, :129]  # not contiguous within a row
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(decode_kernels.linear(rows_apart, panels, 300))
+        for r in results[1:]:  # each output is computed by one thread in a fixed order
+            assert torch.equal(r, results[0])
+        assert torch.equal(results[0], decode_kernels.linear(rows_apart.contiguous(), panels, 300))
+        assert torch.allclose(decode_kernels.linear(columns_apart, panels, 300), F.linear(columns_apart, w), atol=1e-4)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_refuses_what_it_cannot_compute() -> None:
+    w = torch.randn(20, 8)
+    panels = decode_kernels.pack(w)
+    x = torch.randn(2, 8)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        decode_kernels.linear(x.requires_grad_(), panels, 20)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"\(rows, 8\) float32"):
+            decode_kernels.linear(torch.randn(2, 9), panels, 20)
+        with pytest.raises(ValueError, match=r"\(rows, 8\) float32"):
+            decode_kernels.linear(torch.randn(2, 8, dtype=torch.float64), panels, 20)
+        with pytest.raises(ValueError, match="do not fit"):
+            decode_kernels.linear(torch.randn(2, 8), panels, 33)
+        with pytest.raises(ValueError, match="must come from decode_kernels.pack"):
+            decode_kernels.linear(torch.randn(2, 8), w, 20)
+        with pytest.raises(ValueError, match="bias must be"):
+            decode_kernels.linear(torch.randn(2, 8), panels, 20, torch.randn(19))
+    with pytest.raises(ValueError, match="weight matrix"):
+        decode_kernels.pack(torch.randn(3))
+
+
+@torch.no_grad()
+def test_the_portable_loop_matches_too(tmp_path) -> None:
+    """Built without -march=native (on x86-64: without AVX2, so the plain C loop rather than the
+    intrinsics), the kernel gives the same products."""
+    compiler = decode_kernels._compiler()
+    source = decode_kernels.files("tnlm.ops").joinpath(decode_kernels.SOURCE).read_bytes()
+    out = tmp_path / "plain.so"
+    decode_kernels._build(compiler, ["-O2", "-fopenmp"], source, out)
+    kernels = decode_kernels._symbol(out)
+    g = torch.Generator().manual_seed(1)
+    for rows, (n, k) in [(1, (1001, 333)), (3, (17, 2)), (6, (48, 1409))]:
+        w, b, x = torch.randn(n, k, generator=g), torch.randn(n, generator=g), torch.randn(rows, k, generator=g)
+        panels, y = decode_kernels.pack(w), torch.empty(rows, n)
+        kernels.panel_gemv(x.data_ptr(), rows, k, k, panels.data_ptr(), n, b.data_ptr(), y.data_ptr(), n, 2)
+        tol = 1e-5 * (k**0.5) * x.abs().max() * w.abs().max() + 1e-6
+        assert (y.double() - _reference(x, w, b)).abs().max().item() <= tol
+    for B, H, Dk, Dv in [(1, 8, 128, 64), (3, 5, 7, 300)]:
+        state, lam, q, k, v = _decay_inputs(B, H, Dk, Dv, seed=B)
+        expected_state = state.clone()
+        expected = decode_kernels.decay_step_reference(expected_state, lam, q, k, v)
+        o = torch.empty(B, H * Dv)
+        kernels.decay_step(state.data_ptr(), B * H, H, Dk, Dv, lam.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                           o.data_ptr(), 2)  # fmt: skip
+        assert torch.allclose(state, expected_state, rtol=1e-6, atol=1e-6)
+        assert torch.allclose(o, expected, rtol=1e-5, atol=1e-4)
+
+
+def _decay_inputs(B: int, H: int, Dk: int, Dv: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    state = torch.randn(B, H, Dk, Dv, generator=g)
+    lam_m1 = torch.expm1(-torch.rand(H, generator=g) * 0.5)  # lambda in (0.6, 1]: lambda - 1 in (-0.4, 0]
+    q, k, v = torch.randn(B, H, Dk, generator=g), torch.randn(B, H, Dk, generator=g), torch.randn(B, H, Dv, generator=g)
+    return state, lam_m1, q, k, v
+
+
+# odd sizes: one head, one key dimension, a value width past the kernel's 256-column block, an odd batch
+@pytest.mark.parametrize(("B", "H", "Dk", "Dv"), [(1, 8, 128, 64), (3, 5, 7, 300), (2, 1, 1, 1), (5, 3, 33, 257)])
+@torch.no_grad()
+def test_decay_step_matches_the_reference_over_steps(B: int, H: int, Dk: int, Dv: int) -> None:
+    state, lam, *_ = _decay_inputs(B, H, Dk, Dv, seed=B * H + Dk)
+    ref_state = state.clone()
+    g = torch.Generator().manual_seed(7)
+    for step in range(5):  # the state carries over: errors would compound
+        q, k, v = torch.randn(B, H, Dk, generator=g), torch.randn(B, H, Dk, generator=g), torch.randn(B, H, Dv, generator=g)
+        expected = decode_kernels.decay_step_reference(ref_state, lam, q, k, v)
+        got = decode_kernels.decay_step(state, lam, q, k, v)
+        assert got.shape == (B, H * Dv)
+        assert torch.allclose(state, ref_state, rtol=1e-6, atol=1e-5), step
+        scale = (q.abs().max() * state.abs().max() * Dk).item()
+        assert (got - expected).abs().max().item() <= 1e-6 * scale + 1e-5, step
+
+
+@torch.no_grad()
+def test_decay_step_takes_strided_inputs_and_any_thread_count() -> None:
+    state, lam, q, k, v = _decay_inputs(4, 6, 20, 24, seed=3)
+    qk = torch.stack([q, k], dim=1)  # (B, 2, H, Dk): q and k as views, as the fast step splits them
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            s = state.clone()
+            outs.append((decode_kernels.decay_step(s, lam.view(1, -1, 1, 1), qk[:, 0], qk[:, 1], v), s))
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+        ref = state.clone()
+        assert torch.allclose(outs[0][0], decode_kernels.decay_step_reference(ref, lam, q, k, v), atol=1e-4)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_decay_step_refuses_what_it_cannot_compute() -> None:
+    state, lam, q, k, v = _decay_inputs(2, 3, 4, 5, seed=0)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        decode_kernels.decay_step(state, lam, q, k, v[:, :, :4])
+    with pytest.raises(ValueError, match="contiguous state"):
+        decode_kernels.decay_step(state.transpose(2, 3), lam, q, k, v)
+    with pytest.raises(ValueError, match="float32"):
+        decode_kernels.decay_step(state.double(), lam, q, k, v)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        decode_kernels.decay_step(state, lam, q.requires_grad_(), k, v)
+
+
+_PROBE = """
+import sys
+from tnlm.ops import decode_kernels
+built = []
+real = decode_kernels._build
+decode_kernels._build = lambda *a: (built.append(1), real(*a))
+print(decode_kernels.available(), len(built), decode_kernels.unavailable())
+"""
+
+
+def _probe(env: dict) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split(maxsplit=2)
+
+
+def test_built_once_then_loaded_from_the_cache(tmp_path, monkeypatch) -> None:
+    import os
+
+    env = {**os.environ, "TNLM_COMPILE_CACHE": str(tmp_path / "cache")}
+    assert _probe(env)[:2] == ["True", "1"]  # built
+    kept = list((tmp_path / "cache" / "kernels").glob("decode_kernels-*.so"))
+    assert len(kept) == 1 and not list((tmp_path / "cache" / "kernels").glob(".*tmp*"))
+    assert _probe(env)[:2] == ["True", "0"]  # loaded, not built
+    kept[0].write_bytes(b"not a library")  # cut short, or overwritten
+    assert _probe(env)[:2] == ["True", "1"]  # built again
+    assert _probe({**env, "TNLM_COMPILE_CACHE": "off"})[:2] == ["True", "1"]  # no cache: built in a temporary folder
+    (tmp_path / "a-file").write_text("x")
+    assert _probe({**env, "TNLM_COMPILE_CACHE": str(tmp_path / "a-file")})[:2] == ["True", "1"]  # cannot be written: the same
+    assert _probe({**env, "CC": "", "PATH": str(tmp_path)}) == ["False", "0", "no C compiler found (install gcc or clang, or set CC to one)\n"]
+    assert _probe({**env, "CC": str(tmp_path / "cc"), "PATH": str(tmp_path)})[0] == "False"  # CC names no program
