@@ -89,7 +89,10 @@ def test_the_portable_loop_matches_too(tmp_path) -> None:
     compiler = decode_kernels._compiler()
     source = decode_kernels.files("tnlm.ops").joinpath(decode_kernels.SOURCE).read_bytes()
     out = tmp_path / "plain.so"
-    decode_kernels._build(compiler, ["-O2", "-fopenmp"], source, out)
+    try:
+        decode_kernels._build(compiler, ["-O2", "-fopenmp"], source, out)
+    except Exception as err:  # a compiler without OpenMP: the single-threaded build the library falls back to
+        decode_kernels._build(compiler, ["-O2"], source, out)
     kernels = decode_kernels._symbol(out)
     g = torch.Generator().manual_seed(1)
     for rows, (n, k) in [(1, (1001, 333)), (3, (17, 2)), (6, (48, 1409))]:
@@ -195,3 +198,29 @@ def test_built_once_then_loaded_from_the_cache(tmp_path, monkeypatch) -> None:
     assert _probe({**env, "TNLM_COMPILE_CACHE": str(tmp_path / "a-file")})[:2] == ["True", "1"]  # cannot be written: the same
     assert _probe({**env, "CC": "", "PATH": str(tmp_path)}) == ["False", "0", "no C compiler found (install gcc or clang, or set CC to one)\n"]
     assert _probe({**env, "CC": str(tmp_path / "cc"), "PATH": str(tmp_path)})[0] == "False"  # CC names no program
+
+
+def test_a_cache_it_cannot_load_from_falls_back_to_a_temporary_build(tmp_path, monkeypatch) -> None:
+    """A cache folder whose files cannot be loaded (mounted noexec, say) or a library without the
+    kernels: built and loaded from a temporary folder, or reported unavailable; never an exception."""
+    monkeypatch.setenv("TNLM_COMPILE_CACHE", str(tmp_path / "cache"))
+    real = decode_kernels._symbol
+    loaded = []
+
+    def refuse_the_cache(path):
+        if str(path).startswith(str(tmp_path)):
+            raise OSError("failed to map segment from shared object")
+        loaded.append(path)
+        return real(path)
+
+    monkeypatch.setattr(decode_kernels, "_symbol", refuse_the_cache)
+    decode_kernels._library.cache_clear()
+    try:
+        assert decode_kernels.available() and len(loaded) == 1
+        monkeypatch.setattr(decode_kernels, "_symbol", lambda path: (_ for _ in ()).throw(AttributeError("no tnlm_decay_step")))
+        decode_kernels._library.cache_clear()
+        assert not decode_kernels.available() and "no tnlm_decay_step" in decode_kernels.unavailable()
+    finally:
+        monkeypatch.undo()
+        decode_kernels._library.cache_clear()
+    assert decode_kernels.available()

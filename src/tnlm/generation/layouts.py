@@ -168,7 +168,9 @@ class Linears:
         return self._product(layout, x)
 
     def _product(self, layout: str, x: torch.Tensor) -> Callable:
-        if layout in ("packed", "panels") and x.dtype != torch.float32 or layout == "panels" and not decode_kernels.available():
+        if layout in ("packed", "panels") and (x.dtype != torch.float32 or x.device.type != "cpu"):
+            layout = "rows"  # CPU float32 layouts (a forced TNLM_DECODE_LAYOUT may ask for them elsewhere)
+        elif layout == "panels" and not decode_kernels.available():
             layout = "rows"
         kept = self._copy(layout) if layout != "rows" else None
         if kept is None:  # the plain layout (or over the budget: the copy was dropped)

@@ -103,7 +103,7 @@ void tnlm_panel_gemv(const float *x, long B, long K, long ldx, const float *wp, 
                      float *y, long ldy, int threads) {
     long panels = (N + PANEL - 1) / PANEL;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
 #endif
     for (long p = 0; p < panels; p++) {
         long n = p * PANEL, width = N - n < PANEL ? N - n : PANEL;
@@ -124,7 +124,7 @@ void tnlm_panel_gemv(const float *x, long B, long K, long ldx, const float *wp, 
 void tnlm_decay_step(float *state, long BH, long H, long Dk, long Dv, const float *lam_m1, const float *q,
                      const float *k, const float *v, float *o, int threads) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
 #endif
     for (long bh = 0; bh < BH; bh++) {
         const float l = lam_m1[bh % H], *qs = q + bh * Dk, *ks = k + bh * Dk, *vs = v + bh * Dv;

@@ -22,7 +22,8 @@ process needs them, in about 0.2 s, for this CPU's vector instructions (-march=n
 the compiled decode steps (generation/compiled.py: TNLM_COMPILE_CACHE, subfolder "kernels"), keyed by the
 source, the compiler, its flags and the CPU, so a later process loads them. Without a compiler, or where
 every build fails, `available()` is False and the decode step uses PyTorch's operators; `unavailable()`
-says why.
+says why. The library asks for libgomp.so.1, which resolves to the OpenMP runtime PyTorch has already
+loaded (checked in /proc/self/maps: one runtime, one thread pool); the thread count is passed per call.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def product(panels: torch.Tensor, out_features: int, bias: torch.Tensor | None =
             raise RuntimeError("the panel product has no gradient: call it under torch.no_grad() or inference_mode()")
         if x.stride(1) != 1:
             x = x.contiguous()
-        y = torch.empty(x.shape[0], out_features, dtype=torch.float32)
+        y = torch.empty(x.shape[0], out_features, dtype=torch.float32, device="cpu")
         fn(x.data_ptr(), x.shape[0], K, x.stride(0), w_ptr, out_features, b_ptr, y.data_ptr(), out_features,
            torch.get_num_threads())  # fmt: skip
         return y
@@ -126,7 +127,7 @@ def decay_step(state: torch.Tensor, lam_m1: torch.Tensor, q: torch.Tensor, k: to
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         raise RuntimeError("decay_step has no gradient: call it under torch.no_grad() or inference_mode()")
     lam_m1, q, k, v = (t.contiguous() for t in (lam_m1, q, k, v))
-    o = torch.empty(B, H * Dv, dtype=torch.float32)
+    o = torch.empty(B, H * Dv, dtype=torch.float32, device="cpu")
     kernels.decay_step(state.data_ptr(), B * H, H, Dk, Dv, lam_m1.data_ptr(), q.data_ptr(), k.data_ptr(),
                        v.data_ptr(), o.data_ptr(), torch.get_num_threads())  # fmt: skip
     return o
@@ -163,7 +164,7 @@ def _library() -> tuple[_Kernels | None, str | None]:
                                    _cpu_features())).encode()).hexdigest()[:24]  # fmt: skip
         try:
             return _open(compiler, flags, source, key), None
-        except (OSError, subprocess.SubprocessError) as err:
+        except Exception as err:  # a failed build, a library without the symbols, ...: the next flags, or none
             errors.append(f"{' '.join(flags)}: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}")
     return None, f"building {SOURCE} with {compiler} failed ({'; '.join(errors)[:500]})"
 
@@ -179,15 +180,15 @@ def _open(compiler: str, flags: list[str], source: bytes, key: str):
                 return _symbol(path)
             except OSError:  # cut short or corrupted: build it again
                 path.unlink(missing_ok=True)
-        from tnlm.data.files import atomic_path
+        from tnlm.data.files import atomic_path, remove_unfinished
 
         try:
+            remove_unfinished(path)  # a build killed before its rename
             with atomic_path(path) as tmp:
                 _build(compiler, flags, source, tmp)
-        except OSError:  # the cache folder is not writable: build where we can
-            pass
-        else:
             return _symbol(path)
+        except OSError:  # the cache folder cannot be written, or its files not loaded (noexec): build elsewhere
+            pass
     with tempfile.TemporaryDirectory(prefix="tnlm-kernel-") as tmp:
         path = Path(tmp) / "decode_kernels.so"
         _build(compiler, flags, source, path)
@@ -198,8 +199,8 @@ def _build(compiler: str, flags: list[str], source: bytes, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="tnlm-kernel-src-") as tmp:
         src = Path(tmp) / SOURCE
         src.write_bytes(source)
-        done = subprocess.run([compiler, *flags, *_COMMON_FLAGS, str(src), "-o", str(out)],
-                              capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)  # fmt: skip
+        done = subprocess.run([compiler, *flags, *_COMMON_FLAGS, str(src), "-o", str(out)], capture_output=True,
+                              text=True, errors="replace", timeout=_BUILD_TIMEOUT_S)  # fmt: skip
     if done.returncode != 0:
         raise subprocess.SubprocessError(done.stderr.strip() or f"{compiler} exited with {done.returncode}")
 
@@ -222,7 +223,10 @@ def _symbol(path: Path) -> _Kernels:
 def _cache_folder() -> Path | None:
     from tnlm.generation.compiled import cache_dir
 
-    folder = cache_dir()
+    try:
+        folder = cache_dir()
+    except RuntimeError:  # no home folder to expand ~ in: nothing is kept
+        return None
     return None if folder is None else folder / "kernels"
 
 
@@ -235,7 +239,7 @@ def _compiler() -> str | None:
 
 def _compiler_version(compiler: str) -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run([compiler, "--version"], capture_output=True, text=True, errors="replace", timeout=30).stdout
     return ""
 
 
