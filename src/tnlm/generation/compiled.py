@@ -1,15 +1,15 @@
 """The compiled decode step: a TransNormer step for one batch size as one ahead-of-time compiled C++
 function (PyTorch's AOTInductor), chosen with FastDecodeState(model, compile=True) or `--compile`.
 
-The eager fast step (fast.py) still dispatches ~120 small operators a token, each through Python and
+The eager fast step (fast.py) still dispatches ~95 small operators a token, each through Python and
 PyTorch's dispatcher, and switches thread counts around its products. Exported once for a batch size
 and compiled with the weights frozen in, the same arithmetic becomes a handful of fused loops around
 the products (up to 3 rows Inductor's C++ GEMM micro-kernels, generated for that batch size and reading
 weights blocked for them; from 4 rows oneDNN's packed products, faster there: TEMPLATE_MAX_BATCH),
 all called from C++ with no Python in between. Measured with the issue-20 shape (d=512, 4 layers,
-vocabulary 32000) on a 2-core EPYC, in one run: batch 1 3.9-4.2 ms a token (0.98-1.08x the time of
-reading every weight once at the machine's streaming-read rate of that moment, where it held still)
-against 7.4-9.1 ms for the eager fast step, batch 8 5.6-6.7 ms against 7.8-9.3 ms (benchmarks/decode.py,
+vocabulary 32000) on a 2-core EPYC, in one run: batch 1 2.4-4.2 ms a token (0.86-1.29x the time of
+reading every weight once at the streaming-read rate measured beside each round) against 5.4-7.2 ms for
+the eager fast step (with its C kernels), batch 8 5.9-7.0 ms against 7.0-7.7 ms (benchmarks/decode.py,
 model "tnl-compiled").
 
 What it costs, and why it is not the default:
