@@ -64,10 +64,14 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     if weight.dim() != 2:
         raise ValueError(f"pack takes an (out, in) weight matrix, got shape {tuple(weight.shape)}")
     n, k = weight.shape
-    panels = -(-n // PANEL)
-    padded = weight.detach().float().new_zeros(panels * PANEL, k)
-    padded[:n] = weight.detach()
-    return padded.view(panels, PANEL, k).transpose(1, 2).contiguous()
+    w = weight.detach()
+    full, rest = divmod(n, PANEL)
+    out = torch.empty(full + (rest > 0), k, PANEL, dtype=torch.float32, device=w.device)  # the only copy made
+    out[:full] = w[: full * PANEL].view(full, PANEL, k).transpose(1, 2)
+    if rest:
+        out[full].zero_()
+        out[full, :, :rest] = w[full * PANEL :].t()
+    return out
 
 
 def linear(x: torch.Tensor, panels: torch.Tensor, out_features: int, bias: torch.Tensor | None = None) -> torch.Tensor:
