@@ -7,9 +7,9 @@ and compiled with the weights frozen in, the same arithmetic becomes a handful o
 the products (up to 3 rows Inductor's C++ GEMM micro-kernels, generated for that batch size and reading
 weights blocked for them; from 4 rows oneDNN's packed products, faster there: TEMPLATE_MAX_BATCH),
 all called from C++ with no Python in between. Measured with the issue-20 shape (d=512, 4 layers,
-vocabulary 32000) on a 2-core EPYC, in one run: batch 1 2.4-4.2 ms a token (0.86-1.29x the time of
-reading every weight once at the streaming-read rate measured beside each round) against 5.4-7.2 ms for
-the eager fast step (with its C kernels), batch 8 5.9-7.0 ms against 7.0-7.7 ms (benchmarks/decode.py,
+vocabulary 32000) on a 2-core EPYC, in one run: batch 1 3.1-3.8 ms a token (1.08-1.19x the time of
+reading every weight once at the streaming-read rate measured beside each round) against 3.3-5.4 ms for
+the eager fast step (with its C kernels; 1.41-1.69x), batch 8 5.1-6.3 ms against 6.4-7.5 ms (benchmarks/decode.py,
 model "tnl-compiled").
 
 What it costs, and why it is not the default:
