@@ -2,11 +2,16 @@
 
 `tempfile` creates files 0600 and folders 0700, whatever the user's umask: an output written to a
 temporary path and renamed into place would stay private. `follow_umask` gives such a path the mode
-a plain `open()` or `mkdir()` would have given it."""
+a plain `open()` or `mkdir()` would have given it. `atomic_path` writes through such a temporary path,
+`remove_unfinished` deletes what a killed writer left, and `compile_cache_dir` is where tnlm keeps what
+it compiles (decode steps, C kernels)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -39,3 +44,42 @@ def expand_home(value: object) -> object:
     if isinstance(value, dict):
         return {k: expand_home(v) for k, v in value.items()}
     return value
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `path` (named .{name}.XXXX{suffix}); on success rename it onto `path`,
+    on error delete it. A killed run leaves either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    follow_umask(tmp)  # the renamed file gets the mode open() would give it, not mkstemp's 0600
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def remove_unfinished(path: str | Path) -> None:
+    """Delete the temporary files atomic_path(path) left when its process was killed before the rename
+    (SIGKILL, or SIGTERM without a handler): a folder holding only such a file holds no data."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+
+
+COMPILE_CACHE_ENV = "TNLM_COMPILE_CACHE"
+_OFF = {"", "0", "off", "no", "none", "false"}
+
+
+def compile_cache_dir() -> Path | None:
+    """Where compiled decode steps (and, in its subfolder "kernels", the decode step's C kernels) are
+    kept: TNLM_COMPILE_CACHE, else $XDG_CACHE_HOME/tnlm/compiled-steps, else ~/.cache/...; None when
+    TNLM_COMPILE_CACHE turns the cache off."""
+    value = os.environ.get(COMPILE_CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in _OFF else Path(value).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "tnlm" / "compiled-steps"

@@ -5,19 +5,17 @@ run leaves either the old file or the complete new one, never a truncated one.""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from tnlm import fsutil
 from tnlm.data.document import Document
 from tnlm.errors import DataError
-from tnlm.fsutil import follow_umask
+from tnlm.fsutil import remove_unfinished  # noqa: F401  (re-exported: the data commands' callers use it)
 
 
 def compression_of(path: str | Path) -> str | None:
@@ -52,30 +50,11 @@ def open_text(path: str | Path, mode: str = "r") -> IO[str]:
     return io.TextIOWrapper(open_binary(path, mode), encoding="utf-8")
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`, on error delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the compression suffix so open_text() on the temporary path picks the right codec
-    codec_suffix = path.suffix if compression_of(path) else ""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + codec_suffix)
-    os.close(fd)
-    follow_umask(tmp)  # the renamed file gets the mode open() would give it, not mkstemp's 0600
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def remove_unfinished(path: str | Path) -> None:
-    """Delete the temporary files atomic_path(path) left when its process was killed before the rename
-    (SIGKILL, or SIGTERM without a handler): a folder holding only such a file holds no data."""
-    path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
-        stale.unlink(missing_ok=True)
+def atomic_path(path: str | Path):
+    """fsutil.atomic_path, the temporary name keeping a compression suffix, so that open_text() on the
+    temporary path picks the right codec."""
+    codec_suffix = Path(path).suffix if compression_of(path) else ""
+    return fsutil.atomic_path(path, suffix=".tmp" + codec_suffix)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tnlm.fsutil import COMPILE_CACHE_ENV, atomic_path, compile_cache_dir
 from tnlm.generation.layouts import _version
 
 
@@ -76,18 +77,10 @@ def inductor_configs(batch: int) -> dict:
 # $XDG_CACHE_HOME/tnlm/compiled-steps, else ~/.cache/...), or "off". Each file holds the frozen weights
 # (188 MB for a 121 MB model), so the folder is kept under TNLM_COMPILE_CACHE_GB (default 4), least
 # recently used out first.
-CACHE_ENV = "TNLM_COMPILE_CACHE"
+CACHE_ENV = COMPILE_CACHE_ENV
 CACHE_GB_ENV = "TNLM_COMPILE_CACHE_GB"
 CACHE_GB = 4.0
-_OFF = {"", "0", "off", "no", "none", "false"}
-
-
-def cache_dir() -> Path | None:
-    """Where compiled steps are kept, or None when TNLM_COMPILE_CACHE turns the cache off."""
-    value = os.environ.get(CACHE_ENV)
-    if value is not None:
-        return None if value.strip().lower() in _OFF else Path(value).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "tnlm" / "compiled-steps"
+cache_dir = compile_cache_dir  # where compiled steps are kept, or None with the cache off (tnlm.fsutil)
 
 
 def _cache_limit() -> int:
@@ -150,8 +143,6 @@ def _load_cached(path: Path | None):
 def _store(package: Path, path: Path) -> None:
     """Copy the package into the cache (atomically: a copy cut short never looks complete), then evict
     the least recently used files beyond the size limit."""
-    from tnlm.data.files import atomic_path
-
     with atomic_path(path) as tmp:
         shutil.copyfile(package, tmp)
     _evict(path.parent, _cache_limit())

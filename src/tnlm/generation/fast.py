@@ -326,16 +326,13 @@ class _TransnormerStep:
                 state = cache.layers[i] = state.float().contiguous()
             h = _norm(block.token_norm, x)
             lin = self.lin[i]
-            x = x + self._mixer(block.token_mixer, lin, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i],
-                                self.recurrence)  # fmt: skip
+            x = x + self._mixer(block.token_mixer, lin, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
             gate, value = lin["l12"](_norm(block.channel_norm, x))  # SGLU: l3(act(l1 h) * l2 h), one product for l1, l2
             act = block.channel_mixer.act
             x = x + lin["l3"]((gate if act is None else act(gate)) * value)
         return x
 
-    @staticmethod
-    def _mixer(mixer, lin: dict, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool,
-               recurrence) -> torch.Tensor:  # fmt: skip
+    def _mixer(self, mixer, lin: dict, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool) -> torch.Tensor:
         """h (B, d) -> (B, d); state (B, H, Dk, Dv) updated in place."""
         B, H, hd = h.shape[0], mixer.num_heads, mixer.head_dim
         qkvu = lin["qkvu"](h)  # (B, 4 hidden): q, k, v, u
@@ -354,7 +351,7 @@ class _TransnormerStep:
             q, k = torch.cat([q * cos, q * sin], dim=-1), torch.cat([k * cos, k * sin], dim=-1)
             if dtype != torch.float32:  # the reference rounds LRPE's output to the model's dtype
                 q, k = q.to(dtype).float(), k.to(dtype).float()
-        o = _sized(state.numel(), recurrence if state.device.type == "cpu" else _recurrence, state, lam_m1, q, k, v)
+        o = _sized(state.numel(), self.recurrence if state.device.type == "cpu" else _recurrence, state, lam_m1, q, k, v)
         return lin["out"](u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
 
 
@@ -363,14 +360,10 @@ def _sized(numbers: int, fn, *args):
     return layouts.parallel(fn, *args) if numbers > SERIAL_ELEMENTS else fn(*args)
 
 
-def _recurrence(state, lam_m1, q, k, v) -> torch.Tensor:
-    """S = S + (lambda - 1) S + k^T v in place on state (B, H, Dk, Dv); returns o = q S as (B, H * Dv)."""
-    return decode_kernels.decay_step_reference(state, lam_m1, q, k, v)
-
-
-def _recurrence_fused(state, lam_m1, q, k, v) -> torch.Tensor:
-    """_recurrence in one pass over the state (a C kernel; the same arithmetic, o summed in another order)."""
-    return decode_kernels.decay_step(state, lam_m1, q, k, v)
+# S = S + (lambda - 1) S + k^T v in place on the state (B, H, Dk, Dv), then o = q S as (B, H * Dv): PyTorch's
+# operators, and the same in one pass over the state (a C kernel; o summed in another order)
+_recurrence = decode_kernels.decay_step_reference
+_recurrence_fused = decode_kernels.decay_step
 
 
 class _TransformerStep:

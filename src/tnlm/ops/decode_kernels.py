@@ -44,6 +44,8 @@ from typing import NamedTuple
 
 import torch
 
+from tnlm.fsutil import atomic_path, compile_cache_dir, remove_unfinished
+
 PANEL = 16
 SOURCE = "decode_kernels.c"
 # tried in order until one builds: this CPU's vector instructions with OpenMP threads, then without
@@ -161,11 +163,10 @@ def _library() -> tuple[_Kernels | None, str | None]:
     if compiler is None:
         return None, "no C compiler found (install gcc or clang, or set CC to one)"
     source = files("tnlm.ops").joinpath(SOURCE).read_bytes()
-    version = _compiler_version(compiler)
+    built_for = (source, compiler, _compiler_version(compiler), _COMMON_FLAGS, platform.machine(), _cpu_features())
     errors = []
     for flags in _FLAG_SETS:
-        key = hashlib.sha256(repr((source, compiler, version, flags, _COMMON_FLAGS, platform.machine(),
-                                   _cpu_features())).encode()).hexdigest()[:24]  # fmt: skip
+        key = hashlib.sha256(repr((*built_for, flags)).encode()).hexdigest()[:24]
         try:
             return _open(compiler, flags, source, key), None
         except Exception as err:  # a failed build, a library without the symbols, ...: the next flags, or none
@@ -184,8 +185,6 @@ def _open(compiler: str, flags: list[str], source: bytes, key: str):
                 return _symbol(path)
             except OSError:  # cut short or corrupted: build it again
                 path.unlink(missing_ok=True)
-        from tnlm.data.files import atomic_path, remove_unfinished
-
         try:
             remove_unfinished(path)  # a build killed before its rename
             with atomic_path(path) as tmp:
@@ -225,10 +224,8 @@ def _symbol(path: Path) -> _Kernels:
 
 
 def _cache_folder() -> Path | None:
-    from tnlm.generation.compiled import cache_dir
-
     try:
-        folder = cache_dir()
+        folder = compile_cache_dir()
     except RuntimeError:  # no home folder to expand ~ in: nothing is kept
         return None
     return None if folder is None else folder / "kernels"
