@@ -14,15 +14,21 @@ from tnlm.generation import fast as fast_module
 from tnlm.generation import layouts as layouts_module
 from tnlm.generation.fast import FastDecodeState
 from tnlm.models.registry import create_model
+from tnlm.ops import decode_kernels
 
 ATOL = 1e-5
-# beyond the tiny presets: TransNormer with LayerNorm, a bias, 1+elu, LRPE in most layers and SGLU's
-# optional activation (odd sizes), a Transformer with ALiBi, grouped K/V heads and biases (the fused
+# beyond the tiny presets: TransNormer with LayerNorm (which the one-call layer kernel does not compute), a
+# bias, 1+elu, LRPE in most layers and SGLU's optional activation (odd sizes), a Transformer with ALiBi, grouped K/V heads and biases (the fused
 # q/k/v and gate/up products concatenate them)
 VARIANTS = {
     "tnl-odd": ("tnl-tiny", dict(decoder_embed_dim=60, hidden_dim=60, decoder_attention_heads=5, glu_dim=44,
                                  norm_type="layernorm", bias=True, linear_act_fun="1+elu",
                                  linear_use_lrpe_list=[1, 1, 0, 1], glu_act="silu")),
+    # what the one-call layer kernel computes (decode_kernels.TransnormerLayer), with its options: RMSNorm
+    # weights, biases, another feature map, LRPE in most layers, SGLU's activation, odd sizes
+    "tnl-rms-odd": ("tnl-tiny", dict(decoder_embed_dim=44, hidden_dim=45, decoder_attention_heads=3, glu_dim=37,
+                                     norm_type="rmsnorm", bias=True, linear_act_fun="gelu",
+                                     linear_use_lrpe_list=[1, 0, 1, 1], glu_act="sigmoid")),
     "transformer-alibi-gqa": ("transformer-tiny", dict(position_embedding="alibi", num_key_value_heads=2,
                                                        attention_bias=True, mlp_bias=True)),
 }  # fmt: skip
@@ -306,12 +312,12 @@ DEFAULT_SERIAL = fast_module.SERIAL_ELEMENTS
 
 
 @pytest.mark.skipif(not layouts_module._openmp(), reason="serial() needs PyTorch's OpenMP backend (this build has another)")
-@pytest.mark.parametrize("name", ["tnl-tiny", "tnl-odd", "transformer-tiny"])
-@pytest.mark.parametrize("serial_elements", [0, 2048, DEFAULT_SERIAL], ids=["all-parallel", "big-state-parallel", "default"])
+@pytest.mark.parametrize("name", ["tnl-tiny", "tnl-odd", "tnl-rms-odd", "transformer-tiny"])
+@pytest.mark.parametrize("serial_elements", [0, 2000, DEFAULT_SERIAL], ids=["all-parallel", "big-state-parallel", "default"])
 @torch.no_grad()
 def test_small_operators_run_on_one_thread_and_products_on_all(name: str, serial_elements: int, two_threads, monkeypatch) -> None:
     """A small batch's step runs its small operators on one thread, its products and any state or keys
-    over SERIAL_ELEMENTS numbers on all (0: nothing serial; 2048: serial, but the tiny models' states and
+    over SERIAL_ELEMENTS numbers on all (0: nothing serial; 2000: serial, but the tiny models' states and
     keys of this batch are larger), and gives the reference's logits in every arrangement."""
     monkeypatch.setattr(fast_module, "SERIAL_ELEMENTS", serial_elements)
     seen: dict[str, set[int]] = {"product": set(), "recurrence": set(), "attention": set(), "norm": set()}
@@ -325,6 +331,14 @@ def test_small_operators_run_on_one_thread_and_products_on_all(name: str, serial
 
     product = layouts_module.Linears._product
     monkeypatch.setattr(layouts_module.Linears, "_product", lambda self, layout, x: spy("product", product(self, layout, x)))
+    layer_call = decode_kernels.TransnormerLayer.__call__
+
+    def fused_layer(self, x, positions, state, *, threads=None, state_threads=None):  # its threads as arguments
+        seen["product"].add(threads)
+        seen["recurrence"].add(state_threads)
+        return layer_call(self, x, positions, state, threads=threads, state_threads=state_threads)
+
+    monkeypatch.setattr(decode_kernels.TransnormerLayer, "__call__", fused_layer)
     monkeypatch.setattr(fast_module, "_recurrence", spy("recurrence", fast_module._recurrence))
     monkeypatch.setattr(fast_module, "_recurrence_fused", spy("recurrence", fast_module._recurrence_fused))
     monkeypatch.setattr(fast_module, "_attention", spy("attention", fast_module._attention))
@@ -339,7 +353,7 @@ def test_small_operators_run_on_one_thread_and_products_on_all(name: str, serial
     _, logits = _greedy(fast, ids, mask, 6, teacher=ref_tokens)
     for i, (a, b) in enumerate(zip(logits, ref_logits)):
         assert (a - b).abs().max().item() <= ATOL, f"step {i}"
-    serial = serial_elements > 0  # the tiny models' widest layer times 3 rows is under 2048
+    serial = serial_elements > 0  # the tiny models' widest layer times 3 rows is under 2000
     big = "recurrence" if name.startswith("tnl") else "attention"
     assert seen["norm"] == ({1} if serial else {2})
     assert seen["product"] == {2}
@@ -378,8 +392,6 @@ def test_serial_does_nothing_without_the_openmp_backend(two_threads, monkeypatch
 def test_without_the_c_kernels_the_step_uses_pytorch_and_still_matches(name: str, monkeypatch) -> None:
     """No C compiler (or a failed build): the panels layout is not a candidate and the state update is
     PyTorch's; the step still equals the reference."""
-    from tnlm.ops import decode_kernels
-
     monkeypatch.setattr(decode_kernels, "available", lambda: False)
     model = _model(name)
     fast_module._STEPS.pop(model, None)
@@ -391,5 +403,71 @@ def test_without_the_c_kernels_the_step_uses_pytorch_and_still_matches(name: str
         assert (a - b).abs().max().item() <= ATOL
     step = fast._step
     assert step.layers.recurrence is fast_module._recurrence
+    assert not any(step.layers.fusable) and step.layers.fused == [{}] * len(step.layers.blocks)
     assert all("panels" not in lin._choice.values() for block in step.layers.lin for lin in block.values())
     fast_module._STEPS.pop(model, None)  # later tests get a step with the kernels
+
+
+@pytest.mark.skipif(not decode_kernels.available(), reason=f"decode kernels unavailable: {decode_kernels.unavailable()}")
+@pytest.mark.parametrize(("name", "fused"), [("tnl-tiny", True), ("tnl-rms-odd", True), ("tnl-odd", False)])
+@torch.no_grad()
+def test_layers_run_as_one_kernel_call_where_their_products_are_panels(name: str, fused: bool, monkeypatch) -> None:
+    """With the panel layout, a TransNormer layer runs as one call (decode_kernels.TransnormerLayer) from the
+    step after its products were bound; LayerNorm (tnl-odd) keeps the operators. Both match the reference;
+    new weights (a load between steps) make new kernels; another layout goes back to the operators."""
+    monkeypatch.setattr(layouts_module, "LAYOUT", "panels")
+    calls = []
+    layer_call = decode_kernels.TransnormerLayer.__call__
+    monkeypatch.setattr(decode_kernels.TransnormerLayer, "__call__", lambda self, *a, **k: calls.append(self) or layer_call(self, *a, **k))
+    model = _model(name)
+    fast_module._STEPS.pop(model, None)
+    ids, mask = _prompts(model.config.vocab_size, (30, 19, 25), seed=11)
+    ref_tokens, ref_logits = _greedy(DecodeState(model), ids, mask, 5)
+    fast = FastDecodeState(model)
+    _, logits = _greedy(fast, ids, mask, 5, teacher=ref_tokens)
+    for i, (a, b) in enumerate(zip(logits, ref_logits)):
+        assert (a - b).abs().max().item() <= ATOL, f"step {i}"
+    layers = fast._step.layers
+    n = len(layers.blocks)
+    assert layers.fusable == [fused] * n
+    assert len(calls) == (4 * n if fused else 0)  # the first step binds the products with the operators
+    if not fused:
+        return
+    before = [kept[4][2] for kept in layers.fused]  # 3 rows: bucket 4
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for block in model.model.layers:  # in place, as load_state_dict does: the copies are remade
+                block.channel_mixer.l3.weight.mul_(0.5)
+        ref = DecodeState(model)
+        ref_first = ref.prefill(ids, mask)
+        fast = FastDecodeState(model)
+        assert (fast.prefill(ids, mask) - ref_first).abs().max().item() <= ATOL
+        tok = ref_first.argmax(-1)
+        for _ in range(3):
+            a, b = ref.step(tok), fast.step(tok)
+            assert (a - b).abs().max().item() <= ATOL
+            tok = a.argmax(-1)
+        assert all(kept[4][2] is not old for kept, old in zip(layers.fused, before))
+        monkeypatch.setattr(layouts_module, "LAYOUT", "rows")  # no panels: the operators again
+        calls.clear()
+        for _ in range(2):
+            a, b = ref.step(tok), fast.step(tok)
+            assert (a - b).abs().max().item() <= ATOL
+            tok = a.argmax(-1)
+        assert calls == []
+        monkeypatch.setattr(layouts_module, "LAYOUT", "panels")
+        for _ in range(2):
+            a, b = ref.step(tok), fast.step(tok)
+            tok = a.argmax(-1)
+        if model.model.layers[0].channel_mixer.l3.bias is not None:  # a bias alone changed is seen too
+            with torch.no_grad():
+                for block in model.model.layers:
+                    block.token_mixer.qkvu_proj.bias.add_(0.25)
+            for _ in range(2):
+                a, b = ref.step(tok), fast.step(tok)
+                assert (a - b).abs().max().item() <= ATOL
+                tok = a.argmax(-1)
+    finally:
+        model.load_state_dict(original)
+        fast_module._STEPS.pop(model, None)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not decode_kernels.available(), reason=f"decode 
 
 # odd sizes: a last panel of 1, 7 or 15 outputs, K odd (the one-row loop's tail), one output, one input
 SHAPES = [(1001, 333), (17, 2), (1, 1), (15, 64), (48, 1409), (512, 7)]
-ROWS = [1, 2, 3, 4, 5, 9]
+ROWS = [1, 2, 3, 4, 5, 8, 9, 13, 17]
 
 
 def _reference(x, w, b):
@@ -110,6 +110,14 @@ def test_the_portable_loop_matches_too(tmp_path) -> None:
                            o.data_ptr(), 2)  # fmt: skip
         assert torch.allclose(state, expected_state, rtol=1e-6, atol=1e-6)
         assert torch.allclose(o, expected, rtol=1e-5, atol=1e-4)
+    p = _layer_inputs(37, 3, 5, 23, lrpe=True, bias=True, rms=True, seed=4)
+    layer = _layer(p, "silu", "gelu")
+    layer._fn = kernels.transnormer_layer  # the same layer through the plain build
+    state, positions, x = torch.zeros(6, 3, 10, 5), torch.arange(6) * 999, torch.randn(6, 37, generator=g)
+    expected, expected_state = _layer_reference(p, x, positions, state.clone(), "silu", "gelu")
+    layer(x, positions, state)
+    assert (x - expected).abs().max().item() <= 1e-5 * max(expected.abs().max().item(), 1.0)
+    assert torch.allclose(state, expected_state, rtol=1e-5, atol=1e-5)
 
 
 def _decay_inputs(B: int, H: int, Dk: int, Dv: int, seed: int):
@@ -224,3 +232,130 @@ def test_a_cache_it_cannot_load_from_falls_back_to_a_temporary_build(tmp_path, m
         monkeypatch.undo()
         decode_kernels._library.cache_clear()
     assert decode_kernels.available()
+
+
+# --- the whole TransNormer layer in one call (TransnormerLayer) ---------------------------------------------
+
+_ACTS = {"none": lambda x: x, "silu": F.silu, "relu": F.relu, "sigmoid": torch.sigmoid, "gelu": F.gelu, "elu": F.elu,
+         "1+elu": lambda x: 1 + F.elu(x), "exp": torch.exp}  # fmt: skip
+
+
+def _rms(x, weight, eps):
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return y if weight is None else y * weight
+
+
+def _layer_inputs(d: int, heads: int, hd: int, glu: int, *, lrpe: bool, bias: bool, rms: bool, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    hidden = heads * hd
+
+    def lin(n, k):
+        return torch.randn(n, k, generator=g) / k**0.5, (torch.randn(n, generator=g) * 0.1 if bias else None)
+
+    def norm(n):
+        return (1 + 0.1 * torch.randn(n, generator=g)) if rms else None, 1e-6 if rms else 1e-5
+
+    return dict(qkvu=lin(4 * hidden, d), out=lin(d, hidden), l12=lin(2 * glu, d), l3=lin(d, glu),
+                token_norm=norm(d), mixer_norm=norm(hidden), channel_norm=norm(d),
+                theta=10000.0 ** (-torch.arange(hidden) / hidden) if lrpe else None,
+                lam_m1=torch.expm1(-torch.rand(heads, generator=g) * 0.5), heads=heads)  # fmt: skip
+
+
+def _layer_reference(p: dict, x, positions, state, qk_act: str, glu_act: str):
+    """The fast step's PyTorch arithmetic (generation/fast.py): x (B, d) and state updated, returned."""
+    B, H = x.shape[0], p["heads"]
+    hidden = p["out"][0].shape[1]
+    qkvu = F.linear(_rms(x, *p["token_norm"]), *p["qkvu"])
+    q, k, v, u = qkvu.split(hidden, -1)
+    q, k = _ACTS[qk_act](q).view(B, H, -1), _ACTS[qk_act](k).view(B, H, -1)
+    if p["theta"] is not None:
+        angle = positions.view(B, 1, 1).float() * p["theta"].view(H, -1)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        q, k = torch.cat([q * cos, q * sin], -1), torch.cat([k * cos, k * sin], -1)
+    o = decode_kernels.decay_step_reference(state, p["lam_m1"], q, k, v.reshape(B, H, -1))
+    x = x + F.linear(u * _rms(o, *p["mixer_norm"]), *p["out"])
+    gate, value = F.linear(_rms(x, *p["channel_norm"]), *p["l12"]).chunk(2, -1)
+    return x + F.linear(_ACTS[glu_act](gate) * value, *p["l3"]), state
+
+
+def _layer(p: dict, qk_act: str, glu_act: str) -> decode_kernels.TransnormerLayer:
+    product = lambda wb: decode_kernels.Product(decode_kernels.pack(wb[0]), wb[1], wb[0].shape[0])  # noqa: E731
+    return decode_kernels.TransnormerLayer(
+        heads=p["heads"], qkvu=product(p["qkvu"]), out=product(p["out"]), l12=product(p["l12"]), l3=product(p["l3"]),
+        token_norm=decode_kernels.Norm(*p["token_norm"]), mixer_norm=decode_kernels.Norm(*p["mixer_norm"]),
+        channel_norm=decode_kernels.Norm(*p["channel_norm"]), theta=p["theta"], lam_m1=p["lam_m1"],
+        qk_act=qk_act, glu_act=glu_act)  # fmt: skip
+
+
+# odd sizes (d, heads, head_dim, glu), every feature map, LRPE or not, biases, RMSNorm weights or SRMSNorm, and
+# batches across the products' one-, four- and eight-row kernels
+LAYER_CASES = [
+    (37, 3, 5, 23, "silu", "none", True, False, False, 1),
+    (37, 3, 5, 23, "relu", "silu", False, True, True, 3),
+    (64, 4, 16, 41, "sigmoid", "gelu", True, True, True, 9),
+    (20, 1, 7, 5, "gelu", "relu", True, False, True, 6),
+    (33, 5, 3, 17, "elu", "sigmoid", False, False, False, 2),
+    (48, 2, 24, 31, "1+elu", "exp", True, True, False, 17),
+    (16, 2, 8, 16, "exp", "elu", False, True, True, 1),
+    (24, 3, 8, 9, "none", "1+elu", True, False, False, 4),
+]
+
+
+@pytest.mark.parametrize(("d", "heads", "hd", "glu", "qk_act", "glu_act", "lrpe", "bias", "rms", "B"), LAYER_CASES)
+@torch.no_grad()
+def test_transnormer_layer_matches_the_operators_over_steps(d, heads, hd, glu, qk_act, glu_act, lrpe, bias, rms, B) -> None:
+    p = _layer_inputs(d, heads, hd, glu, lrpe=lrpe, bias=bias, rms=rms, seed=d + B)
+    layer = _layer(p, qk_act, glu_act)
+    dk = hd * (2 if lrpe else 1)
+    g = torch.Generator().manual_seed(B)
+    state = torch.randn(B, heads, dk, hd, generator=g) * 0.1
+    ref_state = state.clone()
+    positions = torch.randint(0, 40000, (B,), generator=g)  # LRPE's angles far from zero
+    for step in range(4):  # the state carries over: errors would compound
+        x = torch.randn(B, d, generator=g)
+        expected, ref_state = _layer_reference(p, x, positions, ref_state, qk_act, glu_act)
+        got = x.clone()
+        layer(got, positions, state)
+        scale = expected.abs().max().item()
+        assert (got - expected).abs().max().item() <= 1e-5 * max(scale, 1.0), f"step {step}"
+        assert torch.allclose(state, ref_state, rtol=1e-5, atol=1e-5)
+        positions = positions + 1
+
+
+@torch.no_grad()
+def test_transnormer_layer_result_does_not_depend_on_the_thread_counts() -> None:
+    p = _layer_inputs(40, 4, 10, 30, lrpe=True, bias=True, rms=True, seed=3)
+    layer = _layer(p, "silu", "none")
+    x0, positions = torch.randn(5, 40), torch.arange(5) * 1000
+    results = []
+    for threads, state_threads in [(1, 1), (2, 1), (3, 2)]:
+        x, state = x0.clone(), torch.ones(5, 4, 20, 10)
+        layer(x, positions, state, threads=threads, state_threads=state_threads)
+        results.append((x, state))
+    for x, state in results[1:]:
+        assert torch.equal(x, results[0][0]) and torch.equal(state, results[0][1])
+
+
+@torch.no_grad()
+def test_transnormer_layer_refuses_what_it_cannot_compute() -> None:
+    p = _layer_inputs(16, 2, 4, 12, lrpe=False, bias=False, rms=False, seed=0)
+    with pytest.raises(ValueError, match="activation 'tanh' is not one the kernel computes"):
+        _layer(p, "tanh", "none")
+    layer = _layer(p, "silu", "none")
+    state, positions = torch.zeros(2, 2, 4, 4), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"x must be a contiguous \(rows, 16\) float32"):
+        layer(torch.randn(2, 15), positions, state)
+    with pytest.raises(ValueError, match=r"x must be"):
+        layer(torch.randn(2, 16, dtype=torch.float64), positions, state)
+    with pytest.raises(ValueError, match=r"state must be a contiguous float32 \(2, 2, 4, 4\)"):
+        layer(torch.randn(2, 16), positions, torch.zeros(2, 2, 8, 4))
+    with pytest.raises(ValueError, match="positions must be a contiguous int64"):
+        layer(torch.randn(2, 16), positions.int(), state)
+    with pytest.raises(RuntimeError, match="no gradient"):
+        with torch.enable_grad():
+            layer(torch.randn(2, 16, requires_grad=True), positions, state)
+    wrong = dict(p, l3=(torch.randn(16, 13), None))  # l3 reads 13 inputs, SGLU makes 12
+    with pytest.raises(ValueError, match=r"l12: expected pack\(\) panels of a \(26, 16\) weight, got 24 outputs"):
+        _layer(wrong, "silu", "none")
+    with pytest.raises(ValueError, match="does not split into 3 heads"):
+        _layer(dict(p, heads=3, lam_m1=torch.zeros(3)), "silu", "none")

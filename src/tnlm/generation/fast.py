@@ -38,6 +38,7 @@ wake-up costs more than such an operator's arithmetic).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from contextlib import nullcontext
 
@@ -47,7 +48,7 @@ from torch import nn
 
 from tnlm.errors import ConfigError
 from tnlm.generation import layouts
-from tnlm.generation.layouts import LAYOUTS, Layouts, Linears
+from tnlm.generation.layouts import LAYOUTS, Layouts, Linears, Watch
 from tnlm.generation.state import DecodeState
 from tnlm.ops import decode_kernels
 
@@ -310,7 +311,12 @@ class _TransnormerStep:
                                    l12=("channel_mixer.l1", "channel_mixer.l2"), l3="channel_mixer.l3") for b in self.blocks]  # fmt: skip
         # the state update and read-out in one pass (ops/decode_kernels.py) where the C kernels built; the
         # compiled step's trace (shared None) keeps PyTorch's operators, which the compiler fuses itself
-        self.recurrence = _recurrence_fused if shared is not None and decode_kernels.available() else _recurrence
+        kernels = shared is not None and decode_kernels.available()
+        self.recurrence = _recurrence_fused if kernels else _recurrence
+        # the whole layer in one C call (decode_kernels.TransnormerLayer) where its products are the panel
+        # kernel's: per layer and batch-size bucket, (LAYOUT, what it was made from, the kernel)
+        self.fusable = [kernels and _fusable(block) for block in self.blocks]
+        self.fused: list[dict[int, tuple[str, Watch, decode_kernels.TransnormerLayer]]] = [{} for _ in self.blocks]
 
     def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:
         lam = self.lam_m1[i]
@@ -320,10 +326,20 @@ class _TransnormerStep:
         return lam
 
     def __call__(self, x: torch.Tensor, *, positions: torch.Tensor, mask, cache) -> torch.Tensor:
+        owned = False  # whether x is this step's own tensor, which the fused layer may update in place
         for i, block in enumerate(self.blocks):
             state = cache.layers[i]
             if state.dtype != torch.float32 or not state.is_contiguous():
                 state = cache.layers[i] = state.float().contiguous()
+            fused = self._fused_layer(i, x) if self.fusable[i] else None
+            if fused is not None:
+                if not owned:
+                    x, owned = x.contiguous().clone(), True
+                full = layouts.threads()
+                fused(x, positions.long().contiguous(), state, threads=full,
+                      state_threads=full if state.numel() > SERIAL_ELEMENTS else 1)  # fmt: skip
+                continue
+            owned = False
             h = _norm(block.token_norm, x)
             lin = self.lin[i]
             x = x + self._mixer(block.token_mixer, lin, h, positions, state, self._lam_m1(i, x.device), self.act_qk_together[i])
@@ -331,6 +347,39 @@ class _TransnormerStep:
             act = block.channel_mixer.act
             x = x + lin["l3"]((gate if act is None else act(gate)) * value)
         return x
+
+    def _fused_layer(self, i: int, x: torch.Tensor) -> decode_kernels.TransnormerLayer | None:
+        """Layer i as one kernel call for x, when x is float32 on the CPU and each of the layer's products
+        is bound to the panel kernel for this many rows (else None: the operators below). Checked each step
+        by a Watch on the parameters the kernel reads; the products' own checks only when that fails."""
+        bucket = layouts._bucket(x.shape[0])
+        kept = self.fused[i].get(bucket)
+        if kept is not None and kept[0] == layouts.LAYOUT and kept[1].current():
+            return kept[2]
+        self.fused[i].pop(bucket, None)
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            return None
+        block, lin = self.blocks[i], self.lin[i]
+        mixer = block.token_mixer
+        watch = Watch([*(m for name in ("qkvu", "out", "l12", "l3") for m in lin[name].modules), block.token_norm,
+                       mixer.norm, block.channel_norm, *([mixer.lrpe] if mixer.lrpe is not None else [])],
+                      names=("weight", "bias", "theta"))  # fmt: skip
+        products = [lin[name].panels(x.shape[0]) for name in ("qkvu", "out", "l12", "l3")]
+        if None in products:
+            return None
+        theta = None if mixer.lrpe is None else mixer.lrpe.theta.detach()
+        if theta is not None and (theta.dtype != torch.float32 or not theta.is_contiguous()):
+            return None
+        norm = lambda m: decode_kernels.Norm(getattr(m, "weight", None), m.eps)  # noqa: E731
+        acts = _act_names()
+        layer = decode_kernels.TransnormerLayer(
+            heads=mixer.num_heads, qkvu=products[0], out=products[1], l12=products[2], l3=products[3],
+            token_norm=norm(block.token_norm), mixer_norm=norm(mixer.norm), channel_norm=norm(block.channel_norm),
+            theta=None if theta is None else theta.view(-1), lam_m1=self._lam_m1(i, x.device).view(-1),
+            qk_act=acts[mixer.act], glu_act="none" if block.channel_mixer.act is None else acts[block.channel_mixer.act],
+        )  # fmt: skip
+        self.fused[i][bucket] = (layouts.LAYOUT, watch, layer)
+        return layer
 
     def _mixer(self, mixer, lin: dict, h: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, lam_m1, together: bool) -> torch.Tensor:
         """h (B, d) -> (B, d); state (B, H, Dk, Dv) updated in place."""
@@ -353,6 +402,27 @@ class _TransnormerStep:
                 q, k = q.to(dtype).float(), k.to(dtype).float()
         o = _sized(state.numel(), self.recurrence if state.device.type == "cpu" else _recurrence, state, lam_m1, q, k, v)
         return lin["out"](u * _norm(mixer.norm, o if dtype == torch.float32 else o.to(dtype)))
+
+
+def _fusable(block: nn.Module) -> bool:
+    """Whether decode_kernels.TransnormerLayer computes this block: float32 SRMSNorm or RMSNorm norms,
+    feature maps it knows, and every head on this process (not a tensor-parallel shard)."""
+    from tnlm.layers.norm import RMSNorm, SRMSNorm
+
+    mixer = block.token_mixer
+    norms = (block.token_norm, mixer.norm, block.channel_norm)
+    if any(type(n) not in (SRMSNorm, RMSNorm) or getattr(n, "weight", torch.empty(0)).dtype != torch.float32 for n in norms):
+        return False
+    acts = (mixer.act, block.channel_mixer.act)
+    return all(a is None or a in _act_names() for a in acts) and mixer.heads == slice(0, mixer.num_heads)
+
+
+@functools.cache
+def _act_names() -> dict:
+    """feature map function -> its name in decode_kernels.ACTIVATIONS (imported here: tnlm.generation loads light)"""
+    from tnlm.layers.activations import FEATURE_MAPS
+
+    return {FEATURE_MAPS[name]: name for name in decode_kernels.ACTIVATIONS}
 
 
 def _sized(numbers: int, fn, *args):

@@ -61,6 +61,30 @@ def _version(w: torch.Tensor) -> int:
         return 0
 
 
+class Watch:
+    """Whether the parameters of some modules are still the ones a derived copy was made from: the same
+    tensor objects (not replaced, as load_state_dict(assign=True) or a new Parameter does), on the same
+    memory (not reassigned through .data) and not changed in place (their version counter, which an
+    optimizer step or a copying load_state_dict moves). The watch holds the tensors it saw, so a new
+    tensor cannot take an old one's identity. `current()` costs well under a microsecond a parameter: a
+    decode step asks it for every layer."""
+
+    def __init__(self, modules: Sequence[nn.Module], names: Sequence[str] = ("weight", "bias")) -> None:
+        self._slots = []
+        for m in modules:
+            for name in names:
+                p = m._parameters.get(name)
+                if p is not None:  # an inference tensor has no version counter (and cannot change in place outside inference mode)
+                    versioned = not p.is_inference()
+                    self._slots.append((m._parameters, name, p, p.data_ptr(), versioned, p._version if versioned else 0))
+
+    def current(self) -> bool:
+        for params, name, p, ptr, versioned, version in self._slots:
+            if params.get(name) is not p or p.data_ptr() != ptr or (versioned and p._version != version):
+                return False
+        return True
+
+
 def _packed_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -105,6 +129,11 @@ def parallel(fn: Callable, *args, **kwargs):
         torch.set_num_threads(1)
 
 
+def threads() -> int:
+    """The thread count products run with: all of them, also inside serial()."""
+    return _THREADS.full or torch.get_num_threads()
+
+
 def _bucket(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()  # 1, 2, 4, 8, 16, ...
 
@@ -136,22 +165,29 @@ class Linears:
             raise ValueError("Linears fuses layers of one input width that all have a bias or none")
         self.modules, self.shared = tuple(modules), shared
         self.sizes = [m.out_features for m in modules]
-        self._copies: dict[str, tuple[tuple, torch.Tensor, torch.Tensor | None]] = {}  # layout -> (made from, W, b)
+        self._copies: dict[str, tuple[Watch, torch.Tensor, torch.Tensor | None]] = {}  # layout -> (made from, W, b)
         self._choice: dict[int, str] = {}  # batch-size bucket -> layout used
-        self._bound: dict[int, tuple[tuple, Callable]] = {}  # bucket -> ((LAYOUT, made from), product)
+        self._bound: dict[int, tuple[str, Watch, Callable]] = {}  # bucket -> (LAYOUT, made from, product)
 
     def _weight_bytes(self) -> int:
         return sum(m.weight.nbytes for m in self.modules)
 
-    def _made_from(self) -> tuple:
-        return tuple((m.weight.data_ptr(), _version(m.weight), m.weight.dtype, m.weight.device) for m in self.modules)
-
     def __call__(self, x: torch.Tensor):
         bucket = _bucket(x.shape[0])
         bound = self._bound.get(bucket)
-        if bound is None or bound[0] != (LAYOUT, self._made_from()):
-            bound = self._bound[bucket] = ((LAYOUT, self._made_from()), parallel(self._bind, x, bucket))
-        return parallel(bound[1], x)
+        if bound is None or bound[0] != LAYOUT or not bound[1].current():
+            watch = Watch(self.modules)
+            bound = self._bound[bucket] = (LAYOUT, watch, parallel(self._bind, x, bucket))
+        return parallel(bound[2], x)
+
+    def panels(self, rows: int) -> decode_kernels.Product | None:
+        """The weights as decode_kernels.pack panels (and the bias), when the product bound for this many
+        rows is the panel kernel on the current weights; else None (another layout, the weights changed
+        since, or no call with this many rows yet). A fused kernel then computes the product itself."""
+        bound = self._bound.get(_bucket(rows))
+        if bound is None or getattr(bound[2], "panels", None) is None or bound[0] != LAYOUT or not bound[1].current():
+            return None
+        return bound[2].panels
 
     def _bind(self, x: torch.Tensor, bucket: int) -> Callable:
         """The product for this bucket: the layout chosen (measured once per shape), its copy made."""
@@ -188,9 +224,12 @@ class Linears:
         else:
             fn = lambda x: torch.addmm(b, x, w)  # noqa: E731
         if len(self.modules) == 1:
-            return fn
-        sizes = self.sizes
-        return lambda x: fn(x).split(sizes, -1)
+            product = fn
+        else:
+            sizes = self.sizes
+            product = lambda x: fn(x).split(sizes, -1)  # noqa: E731
+        product.panels = decode_kernels.Product(w, b, sum(self.sizes)) if layout == "panels" else None
+        return product
 
     def _drop(self, layout: str) -> None:
         _, w, b = self._copies.pop(layout)
@@ -199,9 +238,8 @@ class Linears:
     def _copy(self, layout: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """The weights (and biases) in a derived layout, concatenated over the layers, made (or remade
         after the weights changed) if the budget allows."""
-        made_from = self._made_from()
         kept = self._copies.get(layout)
-        if kept is not None and kept[0] == made_from:
+        if kept is not None and kept[0].current():
             return kept[1], kept[2]
         if kept is not None:
             self._drop(layout)
@@ -217,7 +255,7 @@ class Linears:
             w = decode_kernels.pack(w)
         else:
             w = torch.ops.mkldnn._reorder_linear_weight(w, 8)
-        self._copies[layout] = (made_from, w, b)
+        self._copies[layout] = (Watch(self.modules), w, b)
         self.shared.used += _copy_bytes(w, b)
         return w, b
 

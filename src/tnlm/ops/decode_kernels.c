@@ -18,7 +18,10 @@
         o = q S                                 (1 x Dv, the updated S)
    in one pass over S (PyTorch needs three: two in-place updates and a product). */
 
+#include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define PANEL 16
 #define PREFETCH 512 /* floats ahead of the loads: 2 KB, 32 k-steps of a panel */
@@ -78,6 +81,37 @@ static void panel_four_rows(const float *restrict x, long ldx, long rows, long K
     for (long r = 0; r < rows; r++) store(acc[r], width, bias, out + r * ldo);
 }
 
+
+#if defined(__AVX512F__)
+/* up to eight rows of x (missing ones repeat row 0 and are not stored) through two panels at once, w0 and
+   w1 (w1 NULL: w0 alone): sixteen 16-wide accumulators, each row's broadcast used for both panels */
+#define FMA2(i) v = _mm512_set1_ps(x##i[k]); a##i = _mm512_fmadd_ps(v, w0v, a##i); b##i = _mm512_fmadd_ps(v, w1v, b##i);
+#define STORE2(i) _mm512_storeu_ps(acc[0][i], a##i); _mm512_storeu_ps(acc[1][i], b##i);
+static void panel_pair_rows(const float *restrict x, long ldx, long rows, long K, const float *restrict w0,
+                            const float *restrict w1, long width0, long width1, const float *restrict bias,
+                            float *restrict out, long ldo) {
+    const float *x0 = x, *x1 = rows > 1 ? x + ldx : x, *x2 = rows > 2 ? x + 2 * ldx : x, *x3 = rows > 3 ? x + 3 * ldx : x,
+                *x4 = rows > 4 ? x + 4 * ldx : x, *x5 = rows > 5 ? x + 5 * ldx : x, *x6 = rows > 6 ? x + 6 * ldx : x,
+                *x7 = rows > 7 ? x + 7 * ldx : x;
+    if (w1 == NULL) w1 = w0, width1 = 0;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
+    for (long k = 0; k < K; k++) {
+        const float *p = w0 + PANEL * k, *q = w1 + PANEL * k;
+        _mm_prefetch((const char *)(p + PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + PREFETCH), _MM_HINT_T0);
+        __m512 w0v = _mm512_loadu_ps(p), w1v = _mm512_loadu_ps(q), v;
+        FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4) FMA2(5) FMA2(6) FMA2(7)
+    }
+    float acc[2][8][PANEL];
+    STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5) STORE2(6) STORE2(7)
+    for (long r = 0; r < rows; r++) {
+        store(acc[0][r], width0, bias, out + r * ldo);
+        store(acc[1][r], width1, bias ? bias + PANEL : NULL, out + r * ldo + PANEL);
+    }
+}
+#endif
+
 #else /* any other CPU: the same order of work in plain C */
 
 static void panel_one_row(const float *restrict x, long K, const float *restrict w, long width,
@@ -102,6 +136,22 @@ static void panel_four_rows(const float *restrict x, long ldx, long rows, long K
 void tnlm_panel_gemv(const float *x, long B, long K, long ldx, const float *wp, long N, const float *bias,
                      float *y, long ldy, int threads) {
     long panels = (N + PANEL - 1) / PANEL;
+#if defined(__AVX2__) && defined(__FMA__) && defined(__AVX512F__)
+    if (B > 4) { /* pairs of panels, eight rows at a time (at fewer rows the four-row kernel is as fast) */
+        long pairs = (panels + 1) / 2;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
+#endif
+        for (long p = 0; p < pairs; p++) {
+            long n = 2 * p * PANEL, width0 = N - n < PANEL ? N - n : PANEL, width1 = N - n - PANEL;
+            const float *w0 = wp + n * K, *w1 = width1 > 0 ? w0 + PANEL * K : NULL, *b = bias ? bias + n : NULL;
+            width1 = width1 < 0 ? 0 : width1 > PANEL ? PANEL : width1;
+            for (long r = 0; r < B; r += 8)
+                panel_pair_rows(x + r * ldx, ldx, B - r < 8 ? B - r : 8, K, w0, w1, width0, width1, b, y + r * ldy + n, ldy);
+        }
+        return;
+    }
+#endif
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
 #endif
@@ -148,4 +198,95 @@ void tnlm_decay_step(float *state, long BH, long H, long Dk, long Dv, const floa
         }
     }
     (void)threads;
+}
+
+/* 3. tnlm_transnormer_layer: one token per row through a TransNormer block, in place on x (B rows of d):
+        h = norm_t(x);  q, k, v, u = h W_qkvu^T;  q, k = act(q), act(k);  q, k = lrpe(q), lrpe(k)
+        S = S + (lambda - 1) S + k^T v;  o = q S                        (each head, state updated in place)
+        x = x + (u * norm_o(o)) W_out^T
+        h = norm_c(x);  x = x + (glu_act(h W_1^T) * h W_2^T) W_3^T
+   the arithmetic of the fast step's PyTorch operators (generation/fast.py), in one call: the products
+   through the panels above on `threads` threads, the state on `state_threads`, the rest on the caller's. */
+
+enum { ACT_NONE, ACT_SILU, ACT_RELU, ACT_SIGMOID, ACT_GELU, ACT_ELU, ACT_ONE_PLUS_ELU, ACT_EXP };
+
+struct tnlm_transnormer_layer {
+    long d, hidden, heads, head_dim, glu;
+    const float *qkvu, *qkvu_bias, *out, *out_bias, *l12, *l12_bias, *l3, *l3_bias; /* panels; biases or NULL */
+    const float *token_norm, *mixer_norm, *channel_norm; /* RMSNorm weights; NULL: SRMSNorm (no weight) */
+    double token_eps, mixer_eps, channel_eps;
+    const float *theta;  /* LRPE's hidden frequencies (head-major), NULL: no LRPE */
+    const float *lam_m1; /* lambda - 1 per head */
+    long qk_act, glu_act;
+};
+
+static float activate(float x, long act) {
+    switch (act) {
+    case ACT_SILU: return x / (1.0f + expf(-x));
+    case ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case ACT_ELU: return x > 0.0f ? x : expm1f(x);
+    case ACT_ONE_PLUS_ELU: return 1.0f + (x > 0.0f ? x : expm1f(x));
+    case ACT_EXP: return expf(x);
+    default: return x;
+    }
+}
+
+/* y = x / sqrt(mean(x^2) + eps), times w where given */
+static void rms_norm(const float *restrict x, long n, const float *restrict w, double eps, float *restrict y) {
+    double sum = 0.0;
+    for (long j = 0; j < n; j++) sum += (double)x[j] * x[j];
+    const float r = 1.0f / sqrtf((float)(sum / n) + (float)eps);
+    for (long j = 0; j < n; j++) y[j] = w ? (x[j] * r) * w[j] : x[j] * r;
+}
+
+int tnlm_transnormer_layer(const struct tnlm_transnormer_layer *L, float *x, long B, const long *positions,
+                           float *state, int threads, int state_threads) {
+    const long d = L->d, hid = L->hidden, H = L->heads, hd = L->head_dim, G = L->glu;
+    const long Dk = L->theta ? 2 * hd : hd, wide = 4 * hid > 2 * G ? 4 * hid : 2 * G, narrow = hid > G ? hid : G;
+    float *buf = malloc(sizeof(float) * B * (d + wide + 2 * H * Dk + 2 * hid + narrow + d));
+    if (!buf) return -1;
+    float *h = buf, *big = h + B * d, *qs = big + B * wide, *ks = qs + B * H * Dk, *vs = ks + B * H * Dk,
+          *o = vs + B * hid, *mid = o + B * hid, *add = mid + B * narrow;
+
+    for (long b = 0; b < B; b++) rms_norm(x + b * d, d, L->token_norm, L->token_eps, h + b * d);
+    tnlm_panel_gemv(h, B, d, d, L->qkvu, 4 * hid, L->qkvu_bias, big, 4 * hid, threads);
+    for (long b = 0; b < B; b++) {
+        float *row = big + b * 4 * hid;
+        const float pos = (float)positions[b];
+        for (long i = 0; i < H; i++) {
+            float *qd = qs + (b * H + i) * Dk, *kd = ks + (b * H + i) * Dk;
+            for (long j = 0; j < hd; j++) {
+                const float q = activate(row[i * hd + j], L->qk_act), k = activate(row[hid + i * hd + j], L->qk_act);
+                if (L->theta) {
+                    const float angle = pos * L->theta[i * hd + j], c = cosf(angle), s = sinf(angle);
+                    qd[j] = q * c, qd[hd + j] = q * s, kd[j] = k * c, kd[hd + j] = k * s;
+                } else {
+                    qd[j] = q, kd[j] = k;
+                }
+            }
+        }
+        memcpy(vs + b * hid, row + 2 * hid, sizeof(float) * hid);
+    }
+    tnlm_decay_step(state, B * H, H, Dk, hd, L->lam_m1, qs, ks, vs, o, state_threads);
+    for (long b = 0; b < B; b++) {
+        float *gated = mid + b * hid;
+        const float *u = big + b * 4 * hid + 3 * hid;
+        rms_norm(o + b * hid, hid, L->mixer_norm, L->mixer_eps, gated);
+        for (long j = 0; j < hid; j++) gated[j] = u[j] * gated[j];
+    }
+    tnlm_panel_gemv(mid, B, hid, hid, L->out, d, L->out_bias, add, d, threads);
+    for (long i = 0; i < B * d; i++) x[i] = x[i] + add[i];
+
+    for (long b = 0; b < B; b++) rms_norm(x + b * d, d, L->channel_norm, L->channel_eps, h + b * d);
+    tnlm_panel_gemv(h, B, d, d, L->l12, 2 * G, L->l12_bias, big, 2 * G, threads);
+    for (long b = 0; b < B; b++) {
+        const float *gate = big + b * 2 * G, *value = gate + G;
+        for (long j = 0; j < G; j++) mid[b * G + j] = activate(gate[j], L->glu_act) * value[j];
+    }
+    tnlm_panel_gemv(mid, B, G, G, L->l3, d, L->l3_bias, add, d, threads);
+    for (long i = 0; i < B * d; i++) x[i] = x[i] + add[i];
+    free(buf);
+    return 0;
 }

@@ -146,6 +146,108 @@ def decay_step_reference(state, lam_m1, q, k, v) -> torch.Tensor:
     return torch.matmul(q.reshape(B, H, 1, -1), state).view(B, -1)
 
 
+# the feature maps tnlm_transnormer_layer computes, by their name in tnlm.layers.activations ("swish" is silu)
+ACTIVATIONS = ("none", "silu", "relu", "sigmoid", "gelu", "elu", "1+elu", "exp")
+
+
+class _LayerSpec(ctypes.Structure):  # struct tnlm_transnormer_layer
+    _fields_ = [(name, ctypes.c_long) for name in ("d", "hidden", "heads", "head_dim", "glu")] + \
+               [(name, ctypes.c_void_p) for name in ("qkvu", "qkvu_bias", "out", "out_bias", "l12", "l12_bias", "l3", "l3_bias",
+                                                    "token_norm", "mixer_norm", "channel_norm")] + \
+               [(name, ctypes.c_double) for name in ("token_eps", "mixer_eps", "channel_eps")] + \
+               [("theta", ctypes.c_void_p), ("lam_m1", ctypes.c_void_p), ("qk_act", ctypes.c_long), ("glu_act", ctypes.c_long)]  # fmt: skip
+
+
+class Norm(NamedTuple):
+    """An RMSNorm's weight (None: SRMSNorm, no weight) and eps."""
+
+    weight: torch.Tensor | None
+    eps: float
+
+
+class Product(NamedTuple):
+    """A linear layer as pack(W), its bias (or None) and its number of outputs (W's rows)."""
+
+    panels: torch.Tensor
+    bias: torch.Tensor | None
+    out_features: int
+
+
+class TransnormerLayer:
+    """One token per row through a TransNormer block in one call (decode_kernels.c, tnlm_transnormer_layer):
+    SRMSNorm or RMSNorm, the qkvu product, the feature map, LRPE, the state's update and read-out, the
+    output norm and gate, the output product, and SGLU, with the products in panels. What the fast decode
+    step (generation/fast.py) computes with PyTorch's operators, which stays the reference: the same
+    arithmetic in the same order, up to float32 rounding (sums of another order). Inference only.
+
+    qkvu: (4 hidden outputs) q, k, v, u; l12: (2 glu) l1 and l2 concatenated; sizes read from the products; theta: (hidden,) LRPE
+    frequencies or None; lam_m1: (heads,) lambda - 1; qk_act, glu_act: names from ACTIVATIONS."""
+
+    def __init__(self, *, heads: int, qkvu: Product, out: Product, l12: Product, l3: Product, token_norm: Norm,
+                 mixer_norm: Norm, channel_norm: Norm, theta: torch.Tensor | None, lam_m1: torch.Tensor,
+                 qk_act: str, glu_act: str) -> None:  # fmt: skip
+        kernels, reason = _library()
+        if kernels is None:
+            raise RuntimeError(f"the decode kernels are not available: {reason}")
+        d, hidden, glu = qkvu.panels.shape[1], out.panels.shape[1], l3.panels.shape[1]
+        expected = {"qkvu": (qkvu, d, 4 * hidden), "out": (out, hidden, d), "l12": (l12, d, 2 * glu), "l3": (l3, glu, d)}
+        for name, (prod, k, n) in expected.items():
+            p = prod.panels
+            if p.dim() != 3 or p.shape[1] != k or prod.out_features != n or p.shape[0] != -(-n // PANEL) \
+                    or not _is_cpu_f32(p) or not p.is_contiguous():  # fmt: skip
+                raise ValueError(f"{name}: expected pack() panels of a ({n}, {k}) weight, got {prod.out_features} outputs "
+                                 f"in panels of shape {tuple(p.shape)}")  # fmt: skip
+            if prod.bias is not None and (prod.bias.shape != (n,) or not _is_cpu_f32(prod.bias) or not prod.bias.is_contiguous()):
+                raise ValueError(f"{name}: the bias must be a contiguous float32 vector of {n}")
+        if hidden % heads:
+            raise ValueError(f"the hidden size {hidden} does not split into {heads} heads")
+        for name, norm, n in (("token_norm", token_norm, d), ("mixer_norm", mixer_norm, hidden), ("channel_norm", channel_norm, d)):
+            if norm.weight is not None and (norm.weight.shape != (n,) or not _is_cpu_f32(norm.weight) or not norm.weight.is_contiguous()):
+                raise ValueError(f"{name}: the weight must be a contiguous float32 vector of {n}")
+        if theta is not None and (theta.numel() != hidden or not _is_cpu_f32(theta) or not theta.is_contiguous()):
+            raise ValueError(f"theta must be {hidden} contiguous float32 numbers")
+        if lam_m1.numel() != heads or not _is_cpu_f32(lam_m1) or not lam_m1.is_contiguous():
+            raise ValueError(f"lam_m1 must be {heads} contiguous float32 numbers")
+        for name in (qk_act, glu_act):
+            if name not in ACTIVATIONS:
+                raise ValueError(f"activation {name!r} is not one the kernel computes ({', '.join(ACTIVATIONS)})")
+        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+        self.d, self.heads, self.head_dim, self.dk = d, heads, hidden // heads, (2 if theta is not None else 1) * hidden // heads
+        self._spec = _LayerSpec(d, hidden, heads, hidden // heads, glu,
+                                *(ptr(t) for prod in (qkvu, out, l12, l3) for t in prod[:2]),
+                                *(ptr(n.weight) for n in (token_norm, mixer_norm, channel_norm)),
+                                *(float(n.eps) for n in (token_norm, mixer_norm, channel_norm)),
+                                ptr(theta), ptr(lam_m1), ACTIVATIONS.index(qk_act), ACTIVATIONS.index(glu_act))  # fmt: skip
+        self._ref = ctypes.byref(self._spec)
+        self._fn = kernels.transnormer_layer
+        self.keep = (qkvu, out, l12, l3, token_norm, mixer_norm, channel_norm, theta, lam_m1)  # the pointers stay valid
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, state: torch.Tensor, *, threads: int | None = None,
+                 state_threads: int | None = None) -> None:  # fmt: skip
+        """x (B, d) float32, updated in place; positions (B,) int64 (LRPE); state (B, heads, Dk, head_dim)
+        float32, contiguous, updated in place. threads: for the products, state_threads: for the state
+        (default: this process's thread count)."""
+        B = x.shape[0]
+        if x.shape != (B, self.d) or not _is_cpu_f32(x) or not x.is_contiguous():
+            raise ValueError(f"x must be a contiguous (rows, {self.d}) float32 CPU tensor, got {tuple(x.shape)} {x.dtype}")
+        if state.shape != (B, self.heads, self.dk, self.head_dim) or not _is_cpu_f32(state) or not state.is_contiguous():
+            raise ValueError(f"state must be a contiguous float32 ({B}, {self.heads}, {self.dk}, {self.head_dim}), got "
+                             f"{tuple(state.shape)} {state.dtype}")  # fmt: skip
+        if positions.shape != (B,) or positions.dtype != torch.long or positions.device.type != "cpu" or not positions.is_contiguous():
+            raise ValueError(f"positions must be a contiguous int64 CPU vector of {B}")
+        if torch.is_grad_enabled() and (x.requires_grad or state.requires_grad):
+            raise RuntimeError("the TransNormer layer kernel has no gradient: call it under torch.no_grad() or inference_mode()")
+        if B == 0:
+            return
+        n = torch.get_num_threads()
+        if self._fn(self._ref, x.data_ptr(), B, positions.data_ptr(), state.data_ptr(), threads or n, state_threads or n):
+            raise MemoryError(f"the TransNormer layer kernel could not allocate its buffers for {B} rows")
+
+
+def _is_cpu_f32(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu"
+
+
 def available() -> bool:
     """Whether the kernels are loaded in this process (built or taken from the kernel cache on first call)."""
     return _library()[0] is not None
@@ -202,7 +304,7 @@ def _build(compiler: str, flags: list[str], source: bytes, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="tnlm-kernel-src-") as tmp:
         src = Path(tmp) / SOURCE
         src.write_bytes(source)
-        done = subprocess.run([compiler, *flags, *_COMMON_FLAGS, str(src), "-o", str(out)], capture_output=True,
+        done = subprocess.run([compiler, *flags, *_COMMON_FLAGS, str(src), "-o", str(out), "-lm"], capture_output=True,
                               text=True, errors="replace", timeout=_BUILD_TIMEOUT_S)  # fmt: skip
     if done.returncode != 0:
         raise subprocess.SubprocessError(done.stderr.strip() or f"{compiler} exited with {done.returncode}")
@@ -211,6 +313,7 @@ def _build(compiler: str, flags: list[str], source: bytes, out: Path) -> None:
 class _Kernels(NamedTuple):
     panel_gemv: Callable
     decay_step: Callable
+    transnormer_layer: Callable
 
 
 def _symbol(path: Path) -> _Kernels:
@@ -220,7 +323,10 @@ def _symbol(path: Path) -> _Kernels:
     gemv.argtypes = [ptr, c_long, c_long, c_long, ptr, c_long, ptr, ptr, c_long, c_int]
     decay.argtypes = [ptr, c_long, c_long, c_long, c_long, ptr, ptr, ptr, ptr, ptr, c_int]
     gemv.restype = decay.restype = None
-    return _Kernels(gemv, decay)
+    layer = lib.tnlm_transnormer_layer
+    layer.argtypes = [ptr, ptr, c_long, ptr, ptr, c_int, c_int]
+    layer.restype = c_int
+    return _Kernels(gemv, decay, layer)
 
 
 def _cache_folder() -> Path | None:
