@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -82,20 +83,29 @@ def test_refuses_what_it_cannot_compute() -> None:
         decode_kernels.pack(torch.randn(3))
 
 
+def _builds() -> list[list[str]]:
+    """Flag sets for the code paths this machine does not take by default: the plain C loop (no
+    -march=native: on x86-64 without AVX2) and, on a CPU with AVX2 and AVX-512, AVX2 alone."""
+    builds = [["-O2"]]
+    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma", "avx512f"} <= set(decode_kernels._cpu_features().split()):
+        builds.append(["-O2", "-mavx2", "-mfma"])
+    return builds
+
+
+@pytest.mark.parametrize("flags", _builds(), ids=lambda f: " ".join(f))
 @torch.no_grad()
-def test_the_portable_loop_matches_too(tmp_path) -> None:
-    """Built without -march=native (on x86-64: without AVX2, so the plain C loop rather than the
-    intrinsics), the kernel gives the same products."""
+def test_the_other_code_paths_match_too(flags: list[str], tmp_path) -> None:
+    """Built for another CPU than this one, the kernels give the same products, state and layer."""
     compiler = decode_kernels._compiler()
     source = decode_kernels.files("tnlm.ops").joinpath(decode_kernels.SOURCE).read_bytes()
-    out = tmp_path / "plain.so"
+    out = tmp_path / "other.so"
     try:
-        decode_kernels._build(compiler, ["-O2", "-fopenmp"], source, out)
-    except Exception as err:  # a compiler without OpenMP: the single-threaded build the library falls back to
-        decode_kernels._build(compiler, ["-O2"], source, out)
+        decode_kernels._build(compiler, [*flags, "-fopenmp"], source, out)
+    except Exception:  # a compiler without OpenMP: the single-threaded build the library falls back to
+        decode_kernels._build(compiler, flags, source, out)
     kernels = decode_kernels._symbol(out)
     g = torch.Generator().manual_seed(1)
-    for rows, (n, k) in [(1, (1001, 333)), (3, (17, 2)), (6, (48, 1409))]:
+    for rows, (n, k) in [(1, (1001, 333)), (3, (17, 2)), (6, (48, 1409)), (9, (40, 17))]:
         w, b, x = torch.randn(n, k, generator=g), torch.randn(n, generator=g), torch.randn(rows, k, generator=g)
         panels, y = decode_kernels.pack(w), torch.empty(rows, n)
         kernels.panel_gemv(x.data_ptr(), rows, k, k, panels.data_ptr(), n, b.data_ptr(), y.data_ptr(), n, 2)

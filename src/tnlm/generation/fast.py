@@ -60,6 +60,11 @@ PREFILL_CHUNK = 2048
 # operators on one thread; a layer's recurrent state or keys and values larger than it are updated and
 # read on all threads (at 2**19 floats, 2 MB, one thread's pass and a parallel region's wake-up are alike).
 SERIAL_ELEMENTS = 1 << 19
+# A layer whose products are all in panels runs as one C call (decode_kernels.TransnormerLayer): where it can, the
+# panel layout is chosen for its products unless another is faster by more than this factor. Measured on the
+# issue-20 model at 2-4 rows: oneDNN's packed product won some shapes by a few percent (timed on weights
+# the caches hold), and the step without the fused layers took 4.6-5.0 ms against 4.4 with them at 8 rows
+FAVOUR_PANELS = 1.25
 # how many mask columns to add when the mask buffer is full (amortised growth, no per-step copy)
 _MASK_ROOM = 256
 
@@ -275,12 +280,13 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float32 else x.float()
 
 
-def _block_linears(block: nn.Module, shared: Layouts | None, **paths: str | tuple[str, ...]) -> dict:
+def _block_linears(block: nn.Module, shared: Layouts | None, favour_panels: float = 1.0, **paths: str | tuple[str, ...]) -> dict:
     """name -> Linears of the block's submodule(s) at each dotted path (a tuple: fused, one input);
     shared None: _Plain products instead (what the compiled step traces)."""
     groups = {name: (path,) if isinstance(path, str) else path for name, path in paths.items()}
-    make = Linears if shared is not None else lambda modules, _: _Plain(modules)
-    return {name: make([block.get_submodule(p) for p in group], shared) for name, group in groups.items()}
+    if shared is None:
+        return {name: _Plain([block.get_submodule(p) for p in group]) for name, group in groups.items()}
+    return {name: Linears([block.get_submodule(p) for p in group], shared, favour_panels=favour_panels) for name, group in groups.items()}
 
 
 class _Plain:
@@ -307,15 +313,17 @@ class _TransnormerStep:
         # feature maps that act elementwise may run on q and k together (one dispatch instead of two)
         elementwise = _elementwise_maps()
         self.act_qk_together = [block.token_mixer.act in elementwise for block in self.blocks]
-        self.lin = [_block_linears(b, shared, qkvu="token_mixer.qkvu_proj", out="token_mixer.out_proj",
-                                   l12=("channel_mixer.l1", "channel_mixer.l2"), l3="channel_mixer.l3") for b in self.blocks]  # fmt: skip
         # the state update and read-out in one pass (ops/decode_kernels.py) where the C kernels built; the
         # compiled step's trace (shared None) keeps PyTorch's operators, which the compiler fuses itself
         kernels = shared is not None and decode_kernels.available()
         self.recurrence = _recurrence_fused if kernels else _recurrence
         # the whole layer in one C call (decode_kernels.TransnormerLayer) where its products are the panel
-        # kernel's: per layer and batch-size bucket, (LAYOUT, what it was made from, the kernel)
+        # kernel's: per layer and batch-size bucket, (LAYOUT, what it was made from, the kernel). The panel
+        # layout is favoured where a layer can fuse: the call saves ~25 operators, more than the margin
         self.fusable = [kernels and _fusable(block) for block in self.blocks]
+        self.lin = [_block_linears(b, shared, FAVOUR_PANELS if fusable else 1.0, qkvu="token_mixer.qkvu_proj",
+                                   out="token_mixer.out_proj", l12=("channel_mixer.l1", "channel_mixer.l2"),
+                                   l3="channel_mixer.l3") for b, fusable in zip(self.blocks, self.fusable)]  # fmt: skip
         self.fused: list[dict[int, tuple[str, Watch, decode_kernels.TransnormerLayer]]] = [{} for _ in self.blocks]
 
     def _lam_m1(self, i: int, device: torch.device) -> torch.Tensor:

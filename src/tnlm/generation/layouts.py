@@ -159,11 +159,14 @@ class Linears:
     for the number of rows (LAYOUT). Returns the output (rows, out) of a single layer, or a tuple of
     each layer's output (views of one product in a derived layout)."""
 
-    def __init__(self, modules: Sequence[nn.Linear], shared: Layouts) -> None:
+    def __init__(self, modules: Sequence[nn.Linear], shared: Layouts, *, favour_panels: float = 1.0) -> None:
         with_bias = {m.bias is not None for m in modules}
         if len(with_bias) != 1 or len({m.in_features for m in modules}) != 1:
             raise ValueError("Linears fuses layers of one input width that all have a bias or none")
         self.modules, self.shared = tuple(modules), shared
+        # the panel layout wins a measurement when it takes at most this many times the other's time: more
+        # than 1 where a kernel that fuses a whole layer needs it (fast.py), saving more than it costs
+        self.favour_panels = favour_panels
         self.sizes = [m.out_features for m in modules]
         self._copies: dict[str, tuple[Watch, torch.Tensor, torch.Tensor | None]] = {}  # layout -> (made from, W, b)
         self._choice: dict[int, str] = {}  # batch-size bucket -> layout used
@@ -194,7 +197,8 @@ class Linears:
         layout = LAYOUT if LAYOUT != "auto" else self._choice.get(bucket)
         if layout is None:
             w = self.modules[0].weight
-            key = (tuple(m.weight.shape for m in self.modules), w.dtype, w.device, self.modules[0].bias is None, bucket)
+            key = (tuple(m.weight.shape for m in self.modules), w.dtype, w.device, self.modules[0].bias is None, bucket,
+                   self.favour_panels)  # fmt: skip
             layout = self.shared.choice.get(key) or self.shared.choice.setdefault(key, self._measure(x))
             if layout != "rows" and self._copy(layout) is None:  # no room for this layer's copy
                 layout = "rows"
@@ -284,6 +288,8 @@ class Linears:
                     products[layout](x)
                     if r:  # the first round warms up each candidate
                         fastest[layout] = min(fastest[layout], time.perf_counter() - t0)
+            if "panels" in fastest:
+                fastest["panels"] /= self.favour_panels
             loser = max(pair, key=fastest.__getitem__)
             best = challenger if loser == best else best
             del products

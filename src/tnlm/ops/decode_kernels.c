@@ -9,14 +9,18 @@
    among the threads; each output is computed by one thread in a fixed order, so the result does not
    depend on the thread count.
 
-   With AVX2 and FMA (compiled with -march=native on such a CPU): one row keeps four 8-wide accumulators,
-   two for even and two for odd k, and prefetches PREFETCH floats ahead; up to four rows share each
-   panel's loads. Elsewhere a plain loop the compiler vectorises as it can.
+   With AVX-512 (compiled with -march=native on such a CPU): two panels at a time, each a 16-wide register
+   per row, for up to eight rows that share the panels' loads (a kernel each for 1, 2, 4 and 8 rows), and
+   prefetching PREFETCH floats ahead. With AVX2 and FMA only: one row keeps four 8-wide accumulators, two
+   for even and two for odd k; up to four rows share each panel's loads. Elsewhere a plain loop the
+   compiler vectorises as it can.
 
    2. tnlm_decay_step: for each row b and head h, with S = state[b][h] (Dk x Dv),
         S = S + (lambda_h - 1) S + k^T v        (in place)
         o = q S                                 (1 x Dv, the updated S)
-   in one pass over S (PyTorch needs three: two in-place updates and a product). */
+   in one pass over S (PyTorch needs three: two in-place updates and a product).
+
+   3. tnlm_transnormer_layer: a whole TransNormer block for one token per row, with the two above (below). */
 
 #include <math.h>
 #include <stddef.h>
@@ -83,33 +87,45 @@ static void panel_four_rows(const float *restrict x, long ldx, long rows, long K
 
 
 #if defined(__AVX512F__)
-/* up to eight rows of x (missing ones repeat row 0 and are not stored) through two panels at once, w0 and
-   w1 (w1 NULL: w0 alone): sixteen 16-wide accumulators, each row's broadcast used for both panels */
-#define FMA2(i) v = _mm512_set1_ps(x##i[k]); a##i = _mm512_fmadd_ps(v, w0v, a##i); b##i = _mm512_fmadd_ps(v, w1v, b##i);
-#define STORE2(i) _mm512_storeu_ps(acc[0][i], a##i); _mm512_storeu_ps(acc[1][i], b##i);
-static void panel_pair_rows(const float *restrict x, long ldx, long rows, long K, const float *restrict w0,
-                            const float *restrict w1, long width0, long width1, const float *restrict bias,
-                            float *restrict out, long ldo) {
-    const float *x0 = x, *x1 = rows > 1 ? x + ldx : x, *x2 = rows > 2 ? x + 2 * ldx : x, *x3 = rows > 3 ? x + 3 * ldx : x,
-                *x4 = rows > 4 ? x + 4 * ldx : x, *x5 = rows > 5 ? x + 5 * ldx : x, *x6 = rows > 6 ? x + 6 * ldx : x,
-                *x7 = rows > 7 ? x + 7 * ldx : x;
+/* R rows of x (rows of them real; the others repeat row 0 and are not stored) through two panels at once,
+   w0 and w1 (w1 NULL: w0 alone): 2 R accumulators of 16 floats, each row's broadcast used for both panels.
+   R is a constant in each caller below, so the loops over it unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void pair_rows(const long R, const float *restrict x, long ldx, long rows,
+        long K, const float *restrict w0, const float *restrict w1, long width0, long width1, const float *restrict bias,
+        float *restrict out, long ldo) {
+    const float *xr[8];
+    __m512 a[8], b[8];
+    for (long r = 0; r < R; r++) xr[r] = r < rows ? x + r * ldx : x, a[r] = b[r] = _mm512_setzero_ps();
     if (w1 == NULL) w1 = w0, width1 = 0;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
     for (long k = 0; k < K; k++) {
         const float *p = w0 + PANEL * k, *q = w1 + PANEL * k;
         _mm_prefetch((const char *)(p + PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(q + PREFETCH), _MM_HINT_T0);
-        __m512 w0v = _mm512_loadu_ps(p), w1v = _mm512_loadu_ps(q), v;
-        FMA2(0) FMA2(1) FMA2(2) FMA2(3) FMA2(4) FMA2(5) FMA2(6) FMA2(7)
+        const __m512 w0v = _mm512_loadu_ps(p), w1v = _mm512_loadu_ps(q);
+        for (long r = 0; r < R; r++) {
+            const __m512 v = _mm512_set1_ps(xr[r][k]);
+            a[r] = _mm512_fmadd_ps(v, w0v, a[r]);
+            b[r] = _mm512_fmadd_ps(v, w1v, b[r]);
+        }
     }
-    float acc[2][8][PANEL];
-    STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5) STORE2(6) STORE2(7)
+    float acc[2][PANEL];
     for (long r = 0; r < rows; r++) {
-        store(acc[0][r], width0, bias, out + r * ldo);
-        store(acc[1][r], width1, bias ? bias + PANEL : NULL, out + r * ldo + PANEL);
+        _mm512_storeu_ps(acc[0], a[r]);
+        _mm512_storeu_ps(acc[1], b[r]);
+        store(acc[0], width0, bias, out + r * ldo);
+        store(acc[1], width1, bias ? bias + PANEL : NULL, out + r * ldo + PANEL);
     }
 }
+
+#define PAIR_ROWS(R)                                                                                              \
+    static void pair_rows_##R(const float *x, long ldx, long rows, long K, const float *w0, const float *w1,     \
+                              long width0, long width1, const float *bias, float *out, long ldo) {             \
+        pair_rows(R, x, ldx, rows, K, w0, w1, width0, width1, bias, out, ldo);                                   \
+    }
+PAIR_ROWS(1)
+PAIR_ROWS(2)
+PAIR_ROWS(4)
+PAIR_ROWS(8)
 #endif
 
 #else /* any other CPU: the same order of work in plain C */
@@ -137,7 +153,7 @@ void tnlm_panel_gemv(const float *x, long B, long K, long ldx, const float *wp, 
                      float *y, long ldy, int threads) {
     long panels = (N + PANEL - 1) / PANEL;
 #if defined(__AVX2__) && defined(__FMA__) && defined(__AVX512F__)
-    if (B > 4) { /* pairs of panels, eight rows at a time (at fewer rows the four-row kernel is as fast) */
+    { /* pairs of panels, up to eight rows at a time */
         long pairs = (panels + 1) / 2;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
@@ -146,8 +162,15 @@ void tnlm_panel_gemv(const float *x, long B, long K, long ldx, const float *wp, 
             long n = 2 * p * PANEL, width0 = N - n < PANEL ? N - n : PANEL, width1 = N - n - PANEL;
             const float *w0 = wp + n * K, *w1 = width1 > 0 ? w0 + PANEL * K : NULL, *b = bias ? bias + n : NULL;
             width1 = width1 < 0 ? 0 : width1 > PANEL ? PANEL : width1;
-            for (long r = 0; r < B; r += 8)
-                panel_pair_rows(x + r * ldx, ldx, B - r < 8 ? B - r : 8, K, w0, w1, width0, width1, b, y + r * ldy + n, ldy);
+            for (long r = 0; r < B; r += 8) {
+                const long rows = B - r < 8 ? B - r : 8;
+                const float *xs = x + r * ldx;
+                float *ys = y + r * ldy + n;
+                if (rows > 4) pair_rows_8(xs, ldx, rows, K, w0, w1, width0, width1, b, ys, ldy);
+                else if (rows > 2) pair_rows_4(xs, ldx, rows, K, w0, w1, width0, width1, b, ys, ldy);
+                else if (rows == 2) pair_rows_2(xs, ldx, rows, K, w0, w1, width0, width1, b, ys, ldy);
+                else pair_rows_1(xs, ldx, rows, K, w0, w1, width0, width1, b, ys, ldy);
+            }
         }
         return;
     }
@@ -220,16 +243,75 @@ struct tnlm_transnormer_layer {
     long qk_act, glu_act;
 };
 
-static float activate(float x, long act) {
+/* e^x for x in [-87, 87] as 2^n e^r, n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, the first
+   exact in few bits), e^r by Cephes' degree-7 polynomial for expf (relative error ~1.2e-7, about libm's);
+   written so that the compiler vectorises a loop of it, which it cannot do with libm's expf */
+static inline float exp_core(float x) {
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    union { int i; float f; } scale = {.i = ((int)n + 127) << 23};
+    return p * scale.f;
+}
+
+/* the argument clamped to the range exp_core takes (NaN stays NaN): silu and sigmoid then differ from
+   the exact value only where it is below 1e-37 */
+static inline float clamp87(float x) { return x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x; }
+
+/* x[j] = act(x[j]) for j < n: silu and sigmoid vectorised, the rarer maps through libm */
+static void activate(float *restrict x, long n, long act) {
     switch (act) {
-    case ACT_SILU: return x / (1.0f + expf(-x));
-    case ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-    case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case ACT_ELU: return x > 0.0f ? x : expm1f(x);
-    case ACT_ONE_PLUS_ELU: return 1.0f + (x > 0.0f ? x : expm1f(x));
-    case ACT_EXP: return expf(x);
-    default: return x;
+    case ACT_SILU:
+#pragma omp simd
+        for (long j = 0; j < n; j++) x[j] = x[j] / (1.0f + exp_core(clamp87(-x[j])));
+        return;
+    case ACT_SIGMOID:
+#pragma omp simd
+        for (long j = 0; j < n; j++) x[j] = 1.0f / (1.0f + exp_core(clamp87(-x[j])));
+        return;
+    case ACT_RELU:
+        for (long j = 0; j < n; j++) x[j] = x[j] > 0.0f ? x[j] : 0.0f;
+        return;
+    case ACT_GELU:
+        for (long j = 0; j < n; j++) x[j] = 0.5f * x[j] * (1.0f + erff(x[j] * 0.70710678118654752f));
+        return;
+    case ACT_ELU:
+        for (long j = 0; j < n; j++) x[j] = x[j] > 0.0f ? x[j] : expm1f(x[j]);
+        return;
+    case ACT_ONE_PLUS_ELU:
+        for (long j = 0; j < n; j++) x[j] = 1.0f + (x[j] > 0.0f ? x[j] : expm1f(x[j]));
+        return;
+    case ACT_EXP:
+        for (long j = 0; j < n; j++) x[j] = expf(x[j]);
+        return;
+    default:
+        return;
+    }
+}
+
+/* cos and sin of float angles, computed in double and rounded (within an ulp of libm's cosf and sinf):
+   a = k pi/2 + r, |r| <= pi/4 (pi/2 in two parts, k pi/2 exact for |k| < 2^20: angles to ~1.6e6), then
+   Taylor polynomials to r^14 and r^13 (error < 1e-13) and the quadrant; vectorised like exp_core */
+static void cos_sin(const float *restrict angle, long n, float *restrict c, float *restrict s) {
+#pragma omp simd
+    for (long j = 0; j < n; j++) {
+        const double a = angle[j];
+        const double k = (a * 0.63661977236758134 + 6755399441055744.0) - 6755399441055744.0; /* 1.5 * 2^52 */
+        const double r = (a - k * 1.5707963267341256) - k * 6.077100506506192e-11, r2 = r * r;
+        const double sr = r * (1.0 + r2 * (-1.0 / 6 + r2 * (1.0 / 120 + r2 * (-1.0 / 5040 + r2 * (1.0 / 362880 +
+                          r2 * (-1.0 / 39916800 + r2 * (1.0 / 6227020800.0)))))));
+        const double cr = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320 + r2 * (-1.0 / 3628800 +
+                          r2 * (1.0 / 479001600.0 + r2 * (-1.0 / 87178291200.0)))))));
+        const long q = (long)k; /* the quadrant, chosen by exact arithmetic (a branch would stop the vectoriser) */
+        const double odd = (double)(q & 1), sv = odd * cr + (1.0 - odd) * sr, cv = odd * sr + (1.0 - odd) * cr;
+        s[j] = (float)((1.0 - (double)(q & 2)) * sv);
+        c[j] = (float)((1.0 - (double)((q + 1) & 2)) * cv);
     }
 }
 
@@ -245,26 +327,31 @@ int tnlm_transnormer_layer(const struct tnlm_transnormer_layer *L, float *x, lon
                            float *state, int threads, int state_threads) {
     const long d = L->d, hid = L->hidden, H = L->heads, hd = L->head_dim, G = L->glu;
     const long Dk = L->theta ? 2 * hd : hd, wide = 4 * hid > 2 * G ? 4 * hid : 2 * G, narrow = hid > G ? hid : G;
-    float *buf = malloc(sizeof(float) * B * (d + wide + 2 * H * Dk + 2 * hid + narrow + d));
+    float *buf = malloc(sizeof(float) * (B * (d + wide + 2 * H * Dk + 2 * hid + narrow + d) + 3 * hid));
     if (!buf) return -1;
     float *h = buf, *big = h + B * d, *qs = big + B * wide, *ks = qs + B * H * Dk, *vs = ks + B * H * Dk,
-          *o = vs + B * hid, *mid = o + B * hid, *add = mid + B * narrow;
+          *o = vs + B * hid, *mid = o + B * hid, *add = mid + B * narrow,
+          *angle = add + B * d, *c = angle + hid, *s = c + hid;
 
     for (long b = 0; b < B; b++) rms_norm(x + b * d, d, L->token_norm, L->token_eps, h + b * d);
     tnlm_panel_gemv(h, B, d, d, L->qkvu, 4 * hid, L->qkvu_bias, big, 4 * hid, threads);
     for (long b = 0; b < B; b++) {
         float *row = big + b * 4 * hid;
-        const float pos = (float)positions[b];
+        activate(row, 2 * hid, L->qk_act); /* q and k */
+        if (L->theta) {
+            const float pos = (float)positions[b];
+            for (long j = 0; j < hid; j++) angle[j] = pos * L->theta[j];
+            cos_sin(angle, hid, c, s);
+        }
         for (long i = 0; i < H; i++) {
+            const float *q = row + i * hd, *k = row + hid + i * hd;
             float *qd = qs + (b * H + i) * Dk, *kd = ks + (b * H + i) * Dk;
-            for (long j = 0; j < hd; j++) {
-                const float q = activate(row[i * hd + j], L->qk_act), k = activate(row[hid + i * hd + j], L->qk_act);
-                if (L->theta) {
-                    const float angle = pos * L->theta[i * hd + j], c = cosf(angle), s = sinf(angle);
-                    qd[j] = q * c, qd[hd + j] = q * s, kd[j] = k * c, kd[hd + j] = k * s;
-                } else {
-                    qd[j] = q, kd[j] = k;
-                }
+            if (L->theta) {
+                const float *ci = c + i * hd, *si = s + i * hd;
+                for (long j = 0; j < hd; j++) qd[j] = q[j] * ci[j], qd[hd + j] = q[j] * si[j], kd[j] = k[j] * ci[j], kd[hd + j] = k[j] * si[j];
+            } else {
+                memcpy(qd, q, sizeof(float) * hd);
+                memcpy(kd, k, sizeof(float) * hd);
             }
         }
         memcpy(vs + b * hid, row + 2 * hid, sizeof(float) * hid);
@@ -282,8 +369,10 @@ int tnlm_transnormer_layer(const struct tnlm_transnormer_layer *L, float *x, lon
     for (long b = 0; b < B; b++) rms_norm(x + b * d, d, L->channel_norm, L->channel_eps, h + b * d);
     tnlm_panel_gemv(h, B, d, d, L->l12, 2 * G, L->l12_bias, big, 2 * G, threads);
     for (long b = 0; b < B; b++) {
-        const float *gate = big + b * 2 * G, *value = gate + G;
-        for (long j = 0; j < G; j++) mid[b * G + j] = activate(gate[j], L->glu_act) * value[j];
+        float *gate = big + b * 2 * G;
+        const float *value = gate + G;
+        activate(gate, G, L->glu_act);
+        for (long j = 0; j < G; j++) mid[b * G + j] = gate[j] * value[j];
     }
     tnlm_panel_gemv(mid, B, G, G, L->l3, d, L->l3_bias, add, d, threads);
     for (long i = 0; i < B * d; i++) x[i] = x[i] + add[i];
