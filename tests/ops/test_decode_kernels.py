@@ -218,6 +218,30 @@ def test_built_once_then_loaded_from_the_cache(tmp_path, monkeypatch) -> None:
     assert _probe({**env, "CC": str(tmp_path / "cc"), "PATH": str(tmp_path)})[0] == "False"  # CC names no program
 
 
+def test_only_the_libraries_used_last_are_kept(tmp_path) -> None:
+    """Libraries built from earlier sources, other compilers or CPUs pile up in a shared cache: building one
+    removes all but the KEEP_LIBRARIES used last; loading one marks it used."""
+    import os
+
+    folder = tmp_path / "cache" / "kernels"
+    folder.mkdir(parents=True)
+    old = [folder / f"decode_kernels-old{i:02d}.so" for i in range(12)]
+    for i, path in enumerate(old):
+        path.write_bytes(b"an earlier build")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))  # old00 used first, old11 last
+    (folder / "notes.txt").write_text("not ours")
+    env = {**os.environ, "TNLM_COMPILE_CACHE": str(tmp_path / "cache")}
+    assert _probe(env)[:2] == ["True", "1"]  # built
+    left = sorted(p.name for p in folder.glob("decode_kernels-*.so"))
+    assert len(left) == decode_kernels.KEEP_LIBRARIES
+    assert [p.name for p in old[-(decode_kernels.KEEP_LIBRARIES - 1):]] == [n for n in left if "old" in n]
+    assert (folder / "notes.txt").exists()
+    built = next(folder / n for n in left if "old" not in n)
+    os.utime(built, (1_000_000, 1_000_000))  # as if used long ago
+    assert _probe(env)[:2] == ["True", "0"]  # loaded, not built
+    assert built.stat().st_mtime > 2_000_000  # and marked used
+
+
 def test_a_cache_it_cannot_load_from_falls_back_to_a_temporary_build(tmp_path, monkeypatch) -> None:
     """A cache folder whose files cannot be loaded (mounted noexec, say) or a library without the
     kernels: built and loaded from a temporary folder, or reported unavailable; never an exception."""

@@ -13,7 +13,10 @@ what a step needs:
 
 - TransNormer: SRMSNorm, one qkvu product, LRPE from a per-row position counter, the recurrent update
   S = S + (lambda - 1) S + k^T v done in place on the layer's state and o = q S read in the same pass (a C kernel,
-  ops/decode_kernels.py, where it builds), SGLU.
+  ops/decode_kernels.py, where it builds), SGLU. Where the C kernels built and the layer's products take
+  the panel layout, the whole layer is one C call (decode_kernels.TransnormerLayer: the same arithmetic,
+  ~3 instead of ~25 operators' overhead); the operators stay as its reference and for what it does not
+  compute (LayerNorm, a tensor-parallel shard, another dtype or device).
 - Transformer: the same attention code as the reference on the keys and values appended in place, the
   rotary angles computed once per step for all layers.
 - Infini-attention (and any other tnlm family): the blocks' own forward, called directly with inputs
@@ -60,10 +63,12 @@ PREFILL_CHUNK = 2048
 # operators on one thread; a layer's recurrent state or keys and values larger than it are updated and
 # read on all threads (at 2**19 floats, 2 MB, one thread's pass and a parallel region's wake-up are alike).
 SERIAL_ELEMENTS = 1 << 19
-# A layer whose products are all in panels runs as one C call (decode_kernels.TransnormerLayer): where it can, the
-# panel layout is chosen for its products unless another is faster by more than this factor. Measured on the
-# issue-20 model at 2-4 rows: oneDNN's packed product won some shapes by a few percent (timed on weights
-# the caches hold), and the step without the fused layers took 4.6-5.0 ms against 4.4 with them at 8 rows
+# A layer whose products are all in panels runs as one C call (decode_kernels.TransnormerLayer), which saves ~25
+# operators (~100 us a layer on these CPUs): where a layer can fuse, the panel layout is chosen for its products
+# unless another is faster by more than this factor. (The layouts are timed on weights the caches hold, where
+# oneDNN's packed product computes a few rows faster than it streams them from memory in a real step: with
+# the earlier AVX2-only panel kernel it won the 2-4-row measurements of the issue-20 model by 5-30%, and
+# those steps, unfused, took 4.6-5.0 ms against 4.4 fused at 8 rows.)
 FAVOUR_PANELS = 1.25
 # how many mask columns to add when the mask buffer is full (amortised growth, no per-step copy)
 _MASK_ROOM = 256

@@ -6,7 +6,9 @@ library may do much better with another layout: MKL on an AMD EPYC streams an in
 copy of the 512 x 32000 LM head 1.8-2x faster at one row, and oneDNN's packed (blocked) layout computes
 eight rows ~1.3x faster than either. tnlm's own panel kernel (ops/decode_kernels.py: W in contiguous panels of
 16 outputs, a small C loop built on first use) reads the weights at about a plain streaming read's rate
-at one or two rows, 1.3-1.9x oneDNN's packed rate there. Which wins depends on the library, the CPU, the
+at one or two rows, 1.3-1.9x oneDNN's packed rate there, and with AVX-512 computes two to eight rows
+faster than oneDNN too. A step that can run a whole layer as one C call asks for the panel layout to be
+favoured (`favour_panels`: it wins unless another is faster by more than that factor). Which wins depends on the library, the CPU, the
 shape and the batch size, so "auto" measures the candidates side by side, interleaved, on the step's own
 input, once per weight shape and batch-size bucket (powers of two), and keeps a derived copy of a weight
 only while some bucket uses it, within a budget (Layouts: at most twice the weights and MAX_COPY_FRACTION
@@ -19,9 +21,9 @@ and v) are one `Linears`: in a derived layout their weights are concatenated int
 computed as one product, which a math library runs markedly faster at one row than two smaller ones
 (and one call instead of several); in "rows" each reads its own weight, no copy.
 
-A call costs one dictionary lookup and a check that the weights are the ones the copy was made from
-(their storage and version counter, so an optimizer step or a load between decode steps is seen and
-the copy remade): the product for each bucket is bound once.
+A call costs one dictionary lookup and a check that the weights and biases are the ones the copy was
+made from (a `Watch`: the same tensors, storage and version counter, so an optimizer step or a load
+between decode steps is seen and the copy remade): the product for each bucket is bound once.
 
 Threads: every parallel region of an operator wakes the other OpenMP threads, and with sleeping
 workers (OMP_WAIT_POLICY=PASSIVE, or any gap longer than the spin time) a wake costs ~60-90 us on

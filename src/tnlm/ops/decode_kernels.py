@@ -6,13 +6,20 @@ decode step's few rows:
    weight matrix of the model, so its time is the time to read the weights. Measured on a 2-core EPYC
    with the issue-20 shapes (512 -> 2048, 512 -> 2816, 1408 -> 512, 512 -> 32000), cycling through more
    weights than the caches hold: oneDNN's packed product reads them at 24-34 GB/s, MKL's at 11-27, a
-   plain `W.sum()` at 31-49; this kernel at 30-44 GB/s, 1.3-1.9x oneDNN's rate at one row, about
-   oneDNN's at four, and below it at eight. So the layout is one candidate that the decode step measures
-   per shape and batch size, not a replacement. The weights are repacked once into panels of 16 outputs
+   plain `W.sum()` at 31-49; this kernel at 30-44 GB/s, 1.3-1.9x oneDNN's rate at one row. With
+   AVX-512 (two panels and up to eight rows at a time) the issue-20 model's products took 2.2-2.9 ms
+   against oneDNN's 2.9-3.7 at 2-4 rows and 3.4-3.6 against 4.4-4.6 at eight. The layout is still one
+   candidate that the decode step measures per shape and batch size, not a replacement. The weights are repacked once into panels of 16 outputs
    (`pack`), each one contiguous block. Reference: F.linear.
 2. TransNormer's recurrent update and read-out in one pass over the state (`decay_step`): PyTorch takes
    three (two in-place updates and a product); measured 25 -> 8 us a layer at batch 1 and 158 -> 33 us at
    batch 8 (d=512, 8 heads). Reference: `decay_step_reference`, the fast step's former code.
+3. A whole TransNormer layer for one token per row in one call (`TransnormerLayer`): the norms, the four
+   products in panels, the feature map, LRPE, the state update and read-out (2.), the gate and SGLU. The
+   fast step's PyTorch operators for a layer cost ~25 dispatches (~100 us at batch 1 on these CPUs, more
+   than its arithmetic besides the products); this is one. silu and sigmoid use a vectorised exp (within
+   1 ulp of libm's), LRPE's cos and sin a vectorised reduction and polynomial in double (within 0.5 ulp).
+   Reference: the operators (generation/fast.py), and tests/ops/test_decode_kernels.py's composition.
 
 Tests: tests/ops/test_decode_kernels.py, on odd sizes, against the references. Inference only: neither
 has a gradient (both refuse tensors that need one).
@@ -20,7 +27,8 @@ has a gradient (both refuse tensors that need one).
 The kernels are compiled with the machine's C compiler (CC, else cc, gcc or clang) the first time a
 process needs them, in about 0.2 s, for this CPU's vector instructions (-march=native), and kept beside
 the compiled decode steps (generation/compiled.py: TNLM_COMPILE_CACHE, subfolder "kernels"), keyed by the
-source, the compiler, its flags and the CPU, so a later process loads them. Without a compiler, or where
+source, the compiler, its flags and the CPU, so a later process loads them (the KEEP_LIBRARIES used last:
+building one removes the others). Without a compiler, or where
 every build fails, `available()` is False and the decode step uses PyTorch's operators; `unavailable()`
 says why. The library asks for libgomp.so.1, which resolves to the OpenMP runtime PyTorch has already
 loaded (checked in /proc/self/maps: one runtime, one thread pool); the thread count is passed per call.
@@ -58,6 +66,7 @@ _FLAG_SETS = (
 )
 _COMMON_FLAGS = ["-std=c11", "-shared", "-fPIC"]
 _BUILD_TIMEOUT_S = 120
+KEEP_LIBRARIES = 8  # built libraries kept in the cache folder, the ones used last (see _evict)
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
@@ -284,20 +293,40 @@ def _open(compiler: str, flags: list[str], source: bytes, key: str):
         path = folder / f"decode_kernels-{key}.so"
         if path.is_file():
             try:
-                return _symbol(path)
+                kernels = _symbol(path)
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # used now: the eviction below keeps the libraries used last
+                return kernels
             except OSError:  # cut short or corrupted: build it again
                 path.unlink(missing_ok=True)
         try:
             remove_unfinished(path)  # a build killed before its rename
             with atomic_path(path) as tmp:
                 _build(compiler, flags, source, tmp)
-            return _symbol(path)
+            kernels = _symbol(path)
+            _evict(folder, keep=path)
+            return kernels
         except OSError:  # the cache folder cannot be written, or its files not loaded (noexec): build elsewhere
             pass
     with tempfile.TemporaryDirectory(prefix="tnlm-kernel-") as tmp:
         path = Path(tmp) / "decode_kernels.so"
         _build(compiler, flags, source, path)
         return _symbol(path)  # the loaded library stays mapped after its file is gone
+
+
+def _evict(folder: Path, keep: Path) -> None:
+    """Remove all but the KEEP_LIBRARIES libraries used last (by their time stamps): each tnlm version, compiler
+    or CPU that shares the cache builds its own, and a library is small (~30 KB) but nothing else removes
+    them. One evicted that another process still uses stays mapped there; a later process rebuilds it."""
+    libraries = []
+    for path in folder.glob("decode_kernels-*.so"):
+        with contextlib.suppress(OSError):
+            libraries.append((path.stat().st_mtime, path))
+    libraries.sort(reverse=True)
+    for _, path in libraries[KEEP_LIBRARIES:]:
+        if path != keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _build(compiler: str, flags: list[str], source: bytes, out: Path) -> None:
