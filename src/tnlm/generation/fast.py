@@ -65,7 +65,8 @@ PREFILL_CHUNK = 2048
 SERIAL_ELEMENTS = 1 << 19
 # A layer whose products are all in panels runs as one C call (decode_kernels.TransnormerLayer), which saves ~25
 # operators (~100 us a layer on these CPUs): where a layer can fuse, the panel layout is chosen for its products
-# unless another is faster by more than this factor. (The layouts are timed on weights the caches hold, where
+# unless another is faster by more than this factor and a quarter of those operators' dispatch (measured:
+# layouts.dispatch_seconds; the tiny presets' products take a few microseconds, about one dispatch). (The layouts are timed on weights the caches hold, where
 # oneDNN's packed product computes a few rows faster than it streams them from memory in a real step: with
 # the earlier AVX2-only panel kernel it won the 2-4-row measurements of the issue-20 model by 5-30%, and
 # those steps, unfused, took 4.6-5.0 ms against 4.4 fused at 8 rows.)
@@ -285,7 +286,8 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float32 else x.float()
 
 
-def _block_linears(block: nn.Module, shared: Layouts | None, favour_panels: float = 1.0, **paths: str | tuple[str, ...]) -> dict:
+def _block_linears(block: nn.Module, shared: Layouts | None, favour_panels: tuple[float, float] = (1.0, 0.0),
+                   **paths: str | tuple[str, ...]) -> dict:  # fmt: skip
     """name -> Linears of the block's submodule(s) at each dotted path (a tuple: fused, one input);
     shared None: _Plain products instead (what the compiled step traces)."""
     groups = {name: (path,) if isinstance(path, str) else path for name, path in paths.items()}
@@ -326,7 +328,9 @@ class _TransnormerStep:
         # kernel's: per layer and batch-size bucket, (LAYOUT, what it was made from, the kernel). The panel
         # layout is favoured where a layer can fuse: the call saves ~25 operators, more than the margin
         self.fusable = [kernels and _fusable(block) for block in self.blocks]
-        self.lin = [_block_linears(b, shared, FAVOUR_PANELS if fusable else 1.0, qkvu="token_mixer.qkvu_proj",
+        # (the ~25 operators' dispatch a fused layer saves, shared among its 4 products, and FAVOUR_PANELS)
+        favour = (FAVOUR_PANELS, 25 / 4 * layouts.dispatch_seconds()) if any(self.fusable) else (1.0, 0.0)
+        self.lin = [_block_linears(b, shared, favour if fusable else (1.0, 0.0), qkvu="token_mixer.qkvu_proj",
                                    out="token_mixer.out_proj", l12=("channel_mixer.l1", "channel_mixer.l2"),
                                    l3="channel_mixer.l3") for b, fusable in zip(self.blocks, self.fusable)]  # fmt: skip
         self.fused: list[dict[int, tuple[str, Watch, decode_kernels.TransnormerLayer]]] = [{} for _ in self.blocks]

@@ -8,7 +8,8 @@ eight rows ~1.3x faster than either. tnlm's own panel kernel (ops/decode_kernels
 16 outputs, a small C loop built on first use) reads the weights at about a plain streaming read's rate
 at one or two rows, 1.3-1.9x oneDNN's packed rate there, and with AVX-512 computes two to eight rows
 faster than oneDNN too. A step that can run a whole layer as one C call asks for the panel layout to be
-favoured (`favour_panels`: it wins unless another is faster by more than that factor). Which wins depends on the library, the CPU, the
+favoured (`favour_panels`: it wins unless another is faster by more than that factor and that many
+seconds). Which wins depends on the library, the CPU, the
 shape and the batch size, so "auto" measures the candidates side by side, interleaved, on the step's own
 input, once per weight shape and batch-size bucket (powers of two), and keeps a derived copy of a weight
 only while some bucket uses it, within a budget (Layouts: at most twice the weights and MAX_COPY_FRACTION
@@ -131,6 +132,20 @@ def parallel(fn: Callable, *args, **kwargs):
         torch.set_num_threads(1)
 
 
+@functools.cache
+def dispatch_seconds() -> float:
+    """What one small PyTorch operator costs on this machine, dispatch and all (median of 200 adds of
+    8 numbers on one thread; measured once per process, ~1 ms): 2-5 us on the CPUs here."""
+    x = torch.ones(8)
+    times = []
+    with serial():
+        for _ in range(200):
+            t0 = time.perf_counter()
+            torch.add(x, x)
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
 def threads() -> int:
     """The thread count products run with: all of them, also inside serial()."""
     return _THREADS.full or torch.get_num_threads()
@@ -161,13 +176,13 @@ class Linears:
     for the number of rows (LAYOUT). Returns the output (rows, out) of a single layer, or a tuple of
     each layer's output (views of one product in a derived layout)."""
 
-    def __init__(self, modules: Sequence[nn.Linear], shared: Layouts, *, favour_panels: float = 1.0) -> None:
+    def __init__(self, modules: Sequence[nn.Linear], shared: Layouts, *, favour_panels: tuple[float, float] = (1.0, 0.0)) -> None:
         with_bias = {m.bias is not None for m in modules}
         if len(with_bias) != 1 or len({m.in_features for m in modules}) != 1:
             raise ValueError("Linears fuses layers of one input width that all have a bias or none")
         self.modules, self.shared = tuple(modules), shared
-        # the panel layout wins a measurement when it takes at most this many times the other's time: more
-        # than 1 where a kernel that fuses a whole layer needs it (fast.py), saving more than it costs
+        # (factor, seconds): the panel layout wins a measurement when it takes at most factor times the other's
+        # time plus seconds; more than (1, 0) where a kernel that fuses a whole layer needs it (fast.py)
         self.favour_panels = favour_panels
         self.sizes = [m.out_features for m in modules]
         self._copies: dict[str, tuple[Watch, torch.Tensor, torch.Tensor | None]] = {}  # layout -> (made from, W, b)
@@ -291,7 +306,8 @@ class Linears:
                     if r:  # the first round warms up each candidate
                         fastest[layout] = min(fastest[layout], time.perf_counter() - t0)
             if "panels" in fastest:
-                fastest["panels"] /= self.favour_panels
+                factor, seconds = self.favour_panels
+                fastest["panels"] = (fastest["panels"] - seconds) / factor
             loser = max(pair, key=fastest.__getitem__)
             best = challenger if loser == best else best
             del products
