@@ -1,16 +1,16 @@
 """The compiled decode step: a TransNormer step for one batch size as one ahead-of-time compiled C++
 function (PyTorch's AOTInductor), chosen with FastDecodeState(model, compile=True) or `--compile`.
 
-The eager fast step (fast.py) still dispatches ~95 small operators a token, each through Python and
-PyTorch's dispatcher, and switches thread counts around its products. Exported once for a batch size
+The eager fast step (fast.py) dispatches ~95 small operators a token where its layers cannot run as one C
+call (without a C compiler, or where another layout measured faster), 14 where they can. Exported once for a batch size
 and compiled with the weights frozen in, the same arithmetic becomes a handful of fused loops around
 the products (up to 3 rows Inductor's C++ GEMM micro-kernels, generated for that batch size and reading
 weights blocked for them; from 4 rows oneDNN's packed products, faster there: TEMPLATE_MAX_BATCH),
 all called from C++ with no Python in between. Measured with the issue-20 shape (d=512, 4 layers,
-vocabulary 32000) on a 2-core EPYC, in one run: batch 1 3.1-3.8 ms a token (1.08-1.19x the time of
-reading every weight once at the streaming-read rate measured beside each round) against 3.3-5.4 ms for
-the eager fast step (with its C kernels; 1.41-1.69x), batch 8 5.1-6.3 ms against 6.4-7.5 ms (benchmarks/decode.py,
-model "tnl-compiled").
+vocabulary 32000) on a 2-core EPYC, in one run: batch 1 2.2-4.4 ms a token (1.13-1.15x the time of
+reading every weight once at the streaming-read rate measured beside each round) against 3.4-4.7 ms for
+the eager fast step (with its one-call layers; 1.08-1.36x), batch 8 5.1-5.8 ms against 5.0-5.8 ms
+(benchmarks/decode.py, model "tnl-compiled"). Before the one-call layer the eager step took 1.41-1.69x.
 
 What it costs, and why it is not the default:
 - compiling takes 20-30 s per batch size (export, C++ code generation, a C++ compiler); the library is
