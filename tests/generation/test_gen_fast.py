@@ -459,15 +459,29 @@ def test_layers_run_as_one_kernel_call_where_their_products_are_panels(name: str
         monkeypatch.setattr(layouts_module, "LAYOUT", "panels")
         for _ in range(2):
             a, b = ref.step(tok), fast.step(tok)
+            assert (a - b).abs().max().item() <= ATOL
             tok = a.argmax(-1)
+        assert len(calls) == n  # the first step binds the products again, the second fuses
         if model.model.layers[0].channel_mixer.l3.bias is not None:  # a bias alone changed is seen too
             with torch.no_grad():
                 for block in model.model.layers:
                     block.token_mixer.qkvu_proj.bias.add_(0.25)
+            calls.clear()
             for _ in range(2):
                 a, b = ref.step(tok), fast.step(tok)
                 assert (a - b).abs().max().item() <= ATOL
                 tok = a.argmax(-1)
+            assert len(calls) == n
     finally:
         model.load_state_dict(original)
         fast_module._STEPS.pop(model, None)
+
+
+def test_a_tensor_parallel_shard_is_not_fused() -> None:
+    """A layer computing a slice of the heads (tensor parallelism) normalises across processes: the one-call
+    kernel, which normalises over its own heads, must not take it."""
+    model = create_model("tnl-tiny", seed=0).eval()
+    block = model.model.layers[0]
+    assert fast_module._fusable(block)
+    block.token_mixer.shard_heads(0, 2)
+    assert not fast_module._fusable(block)

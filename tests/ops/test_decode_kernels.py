@@ -83,12 +83,17 @@ def test_refuses_what_it_cannot_compute() -> None:
         decode_kernels.pack(torch.randn(3))
 
 
+_CPU_FLAGS = set(decode_kernels._cpu_features().split())
+_X86 = platform.machine() in ("x86_64", "AMD64")
+
+
 def _builds() -> list[list[str]]:
-    """Flag sets for the code paths this machine does not take by default: the plain C loop (no
-    -march=native: on x86-64 without AVX2) and, on a CPU with AVX2 and AVX-512, AVX2 alone."""
+    """Flag sets for each code path, whatever this machine takes by default: the plain C loop (no
+    -march=native: on x86-64 without AVX2), AVX2 alone, and AVX-512 (built everywhere on x86-64, run
+    where the CPU has it)."""
     builds = [["-O2"]]
-    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma", "avx512f"} <= set(decode_kernels._cpu_features().split()):
-        builds.append(["-O2", "-mavx2", "-mfma"])
+    if _X86:
+        builds += [["-O2", "-mavx2", "-mfma"], ["-O2", "-mavx2", "-mfma", "-mavx512f"]]
     return builds
 
 
@@ -103,6 +108,10 @@ def test_the_other_code_paths_match_too(flags: list[str], tmp_path) -> None:
         decode_kernels._build(compiler, [*flags, "-fopenmp"], source, out)
     except Exception:  # a compiler without OpenMP: the single-threaded build the library falls back to
         decode_kernels._build(compiler, flags, source, out)
+    needs = {"-mavx2": "avx2", "-mfma": "fma", "-mavx512f": "avx512f"}
+    missing = {needs[f] for f in flags if f in needs} - _CPU_FLAGS
+    if missing:
+        pytest.skip(f"built; this CPU cannot run it (no {', '.join(sorted(missing))})")
     kernels = decode_kernels._symbol(out)
     g = torch.Generator().manual_seed(1)
     for rows, (n, k) in [(1, (1001, 333)), (3, (17, 2)), (6, (48, 1409)), (9, (40, 17))]:
@@ -356,6 +365,29 @@ def test_transnormer_layer_matches_the_operators_over_steps(d, heads, hd, glu, q
         positions = positions + 1
 
 
+@pytest.mark.parametrize(("qk_act", "glu_act"), [("silu", "sigmoid"), ("sigmoid", "silu")])
+@torch.no_grad()
+def test_transnormer_layer_far_out_of_the_exp_range(qk_act: str, glu_act: str) -> None:
+    """Feature-map and gate inputs in the hundreds (and one of -1e37): the vectorised exp's clamped range
+    and the branches below -87 give what PyTorch's silu and sigmoid give."""
+    p = _layer_inputs(32, 2, 8, 24, lrpe=True, bias=True, rms=False, seed=5)
+    p["qkvu"] = (p["qkvu"][0] * 300, p["qkvu"][1])
+    p["l12"] = (p["l12"][0] * 300, p["l12"][1])
+    p["qkvu"][1][0] = -1e37  # one query input far below the range, through the bias
+    layer = _layer(p, qk_act, glu_act)
+    g = torch.Generator().manual_seed(2)
+    state, positions = torch.zeros(3, 2, 16, 8), torch.tensor([5, 700, 33000])
+    ref_state = state.clone()
+    for step in range(2):
+        x = torch.randn(3, 32, generator=g)
+        expected, ref_state = _layer_reference(p, x, positions, ref_state, qk_act, glu_act)
+        assert torch.isfinite(expected).all()
+        got = x.clone()
+        layer(got, positions, state)
+        assert (got - expected).abs().max().item() <= 1e-5 * max(expected.abs().max().item(), 1.0), f"step {step}"
+        assert torch.allclose(state, ref_state, rtol=1e-5, atol=1e-5 * ref_state.abs().max().item())
+
+
 @torch.no_grad()
 def test_transnormer_layer_result_does_not_depend_on_the_thread_counts() -> None:
     p = _layer_inputs(40, 4, 10, 30, lrpe=True, bias=True, rms=True, seed=3)
@@ -388,6 +420,12 @@ def test_transnormer_layer_refuses_what_it_cannot_compute() -> None:
     with pytest.raises(RuntimeError, match="no gradient"):
         with torch.enable_grad():
             layer(torch.randn(2, 16, requires_grad=True), positions, state)
+    narrow = decode_kernels.Product(decode_kernels.pack(p["out"][0])[..., :8].contiguous(), None, 16)
+    with pytest.raises(ValueError, match=r"out: expected pack\(\) panels"):  # panels 8 wide, not 16
+        decode_kernels.TransnormerLayer(heads=2, qkvu=layer.keep[0], out=narrow, l12=layer.keep[2], l3=layer.keep[3],
+                                        token_norm=decode_kernels.Norm(None, 1e-6), mixer_norm=decode_kernels.Norm(None, 1e-6),
+                                        channel_norm=decode_kernels.Norm(None, 1e-6), theta=None, lam_m1=p["lam_m1"],
+                                        qk_act="silu", glu_act="none")  # fmt: skip
     wrong = dict(p, l3=(torch.randn(16, 13), None))  # l3 reads 13 inputs, SGLU makes 12
     with pytest.raises(ValueError, match=r"l12: expected pack\(\) panels of a \(26, 16\) weight, got 24 outputs"):
         _layer(wrong, "silu", "none")

@@ -377,13 +377,13 @@ class _TransnormerStep:
         if x.dtype != torch.float32 or x.device.type != "cpu":
             return None
         block, lin = self.blocks[i], self.lin[i]
+        products = [lin[name].panels(x.shape[0]) for name in ("qkvu", "out", "l12", "l3")]
+        if None in products:
+            return None
         mixer = block.token_mixer
         watch = Watch([*(m for name in ("qkvu", "out", "l12", "l3") for m in lin[name].modules), block.token_norm,
                        mixer.norm, block.channel_norm, *([mixer.lrpe] if mixer.lrpe is not None else [])],
                       names=("weight", "bias", "theta"))  # fmt: skip
-        products = [lin[name].panels(x.shape[0]) for name in ("qkvu", "out", "l12", "l3")]
-        if None in products:
-            return None
         theta = None if mixer.lrpe is None else mixer.lrpe.theta.detach()
         if theta is not None and (theta.dtype != torch.float32 or not theta.is_contiguous()):
             return None

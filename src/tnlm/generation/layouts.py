@@ -41,6 +41,7 @@ import functools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -68,22 +69,24 @@ class Watch:
     """Whether the parameters of some modules are still the ones a derived copy was made from: the same
     tensor objects (not replaced, as load_state_dict(assign=True) or a new Parameter does), on the same
     memory (not reassigned through .data) and not changed in place (their version counter, which an
-    optimizer step or a copying load_state_dict moves). The watch holds the tensors it saw, so a new
-    tensor cannot take an old one's identity. `current()` costs well under a microsecond a parameter: a
-    decode step asks it for every layer."""
+    optimizer step or a copying load_state_dict moves; an inference tensor has none, and one changed in
+    place inside inference mode is not seen). The watch holds weak references, so it keeps no replaced
+    weights alive, and a dead one never matches. `current()` costs well under a microsecond a
+    parameter: a decode step asks it for every layer."""
 
     def __init__(self, modules: Sequence[nn.Module], names: Sequence[str] = ("weight", "bias")) -> None:
         self._slots = []
         for m in modules:
             for name in names:
                 p = m._parameters.get(name)
-                if p is not None:  # an inference tensor has no version counter (and cannot change in place outside inference mode)
+                if p is not None:
                     versioned = not p.is_inference()
-                    self._slots.append((m._parameters, name, p, p.data_ptr(), versioned, p._version if versioned else 0))
+                    self._slots.append((m._parameters, name, weakref.ref(p), p.data_ptr(), versioned, p._version if versioned else 0))
 
     def current(self) -> bool:
-        for params, name, p, ptr, versioned, version in self._slots:
-            if params.get(name) is not p or p.data_ptr() != ptr or (versioned and p._version != version):
+        for params, name, ref, ptr, versioned, version in self._slots:
+            p = ref()
+            if p is None or params.get(name) is not p or p.data_ptr() != ptr or (versioned and p._version != version):
                 return False
         return True
 

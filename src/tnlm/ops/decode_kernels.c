@@ -24,6 +24,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,7 +114,7 @@ static inline __attribute__((always_inline)) void pair_rows(const long R, const 
         _mm512_storeu_ps(acc[0], a[r]);
         _mm512_storeu_ps(acc[1], b[r]);
         store(acc[0], width0, bias, out + r * ldo);
-        store(acc[1], width1, bias ? bias + PANEL : NULL, out + r * ldo + PANEL);
+        if (width1) store(acc[1], width1, bias ? bias + PANEL : NULL, out + r * ldo + PANEL);
     }
 }
 
@@ -256,24 +257,29 @@ static inline float exp_core(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    union { int i; float f; } scale = {.i = ((int)n + 127) << 23};
+    union { int i; float f; } scale = {.i = ((n == n ? (int)n : 0) + 127) << 23}; /* NaN: p is NaN, scale 1 */
     return p * scale.f;
 }
 
-/* the argument clamped to the range exp_core takes (NaN stays NaN): silu and sigmoid then differ from
-   the exact value only where it is below 1e-37 */
+/* the argument clamped to the range exp_core takes (NaN stays NaN) */
 static inline float clamp87(float x) { return x < -87.0f ? -87.0f : x > 87.0f ? 87.0f : x; }
 
 /* x[j] = act(x[j]) for j < n: silu and sigmoid vectorised, the rarer maps through libm */
 static void activate(float *restrict x, long n, long act) {
     switch (act) {
-    case ACT_SILU:
+    case ACT_SILU: /* below -87 the exact value is under 1e-35: 0 (of x's sign) */
 #pragma omp simd
-        for (long j = 0; j < n; j++) x[j] = x[j] / (1.0f + exp_core(clamp87(-x[j])));
+        for (long j = 0; j < n; j++) {
+            const float v = x[j], e = exp_core(clamp87(-v));
+            x[j] = v < -87.0f ? 0.0f * v : v / (1.0f + e);
+        }
         return;
-    case ACT_SIGMOID:
+    case ACT_SIGMOID: /* below -87 the exact value is under 2e-38: 0 */
 #pragma omp simd
-        for (long j = 0; j < n; j++) x[j] = 1.0f / (1.0f + exp_core(clamp87(-x[j])));
+        for (long j = 0; j < n; j++) {
+            const float v = x[j], e = exp_core(clamp87(-v));
+            x[j] = v < -87.0f ? 0.0f : 1.0f / (1.0f + e);
+        }
         return;
     case ACT_RELU:
         for (long j = 0; j < n; j++) x[j] = x[j] > 0.0f ? x[j] : 0.0f;
@@ -323,7 +329,7 @@ static void rms_norm(const float *restrict x, long n, const float *restrict w, d
     for (long j = 0; j < n; j++) y[j] = w ? (x[j] * r) * w[j] : x[j] * r;
 }
 
-int tnlm_transnormer_layer(const struct tnlm_transnormer_layer *L, float *x, long B, const long *positions,
+int tnlm_transnormer_layer(const struct tnlm_transnormer_layer *L, float *x, long B, const int64_t *positions,
                            float *state, int threads, int state_threads) {
     const long d = L->d, hid = L->hidden, H = L->heads, hd = L->head_dim, G = L->glu;
     const long Dk = L->theta ? 2 * hd : hd, wide = 4 * hid > 2 * G ? 4 * hid : 2 * G, narrow = hid > G ? hid : G;

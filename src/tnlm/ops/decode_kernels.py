@@ -202,7 +202,7 @@ class TransnormerLayer:
         expected = {"qkvu": (qkvu, d, 4 * hidden), "out": (out, hidden, d), "l12": (l12, d, 2 * glu), "l3": (l3, glu, d)}
         for name, (prod, k, n) in expected.items():
             p = prod.panels
-            if p.dim() != 3 or p.shape[1] != k or prod.out_features != n or p.shape[0] != -(-n // PANEL) \
+            if p.dim() != 3 or p.shape[1:] != (k, PANEL) or prod.out_features != n or p.shape[0] != -(-n // PANEL) \
                     or not _is_cpu_f32(p) or not p.is_contiguous():  # fmt: skip
                 raise ValueError(f"{name}: expected pack() panels of a ({n}, {k}) weight, got {prod.out_features} outputs "
                                  f"in panels of shape {tuple(p.shape)}")  # fmt: skip
@@ -353,7 +353,7 @@ def _symbol(path: Path) -> _Kernels:
     decay.argtypes = [ptr, c_long, c_long, c_long, c_long, ptr, ptr, ptr, ptr, ptr, c_int]
     gemv.restype = decay.restype = None
     layer = lib.tnlm_transnormer_layer
-    layer.argtypes = [ptr, ptr, c_long, ptr, ptr, c_int, c_int]
+    layer.argtypes = [ptr, ptr, c_long, ptr, ptr, c_int, c_int]  # positions: int64_t *
     layer.restype = c_int
     return _Kernels(gemv, decay, layer)
 
