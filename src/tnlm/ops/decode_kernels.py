@@ -25,7 +25,7 @@ Tests: tests/ops/test_decode_kernels.py, on odd sizes, against the references. I
 has a gradient (both refuse tensors that need one).
 
 The kernels are compiled with the machine's C compiler (CC, else cc, gcc or clang) the first time a
-process needs them, in about 0.2 s, for this CPU's vector instructions (-march=native), and kept beside
+process needs them, in about 0.7 s, for this CPU's vector instructions (-march=native), and kept beside
 the compiled decode steps (generation/compiled.py: TNLM_COMPILE_CACHE, subfolder "kernels"), keyed by the
 source, the compiler, its flags and the CPU, so a later process loads them (the KEEP_LIBRARIES used last:
 building one removes the others). Without a compiler, or where
