@@ -23,12 +23,15 @@ from tnlm.models.registry import create_model  # noqa: E402
 
 KEY = "test-key-123"
 TOK = ByteTokenizer()
+# a generation that outlasts any client's patience here: tnl-tiny's step takes well under a millisecond, so
+# 4000 tokens can finish within the 2 s a test client waits (it did, once the layers ran as one C call)
+LONG = 1_000_000
 PROMPTS = ["The quick brown fox", "Hi", "Once upon a time, in a land far away", "0123456789" * 5, "héllo wörld"]
 
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server("tnl-tiny", "--api-key", KEY, "--max-batch", "8", "--max-queue", "4") as s:
+    with running_server("tnl-tiny", "--api-key", KEY, "--max-batch", "8", "--max-queue", "4", "--max-tokens-limit", str(LONG)) as s:
         yield s
 
 
@@ -144,7 +147,7 @@ def test_n_choices_and_seeds(client) -> None:
 
 def test_a_client_that_disconnects_stops_its_generation(server, client) -> None:
     before = _metric(server, "tnlm_requests_cancelled_total")
-    stream = client.completions.create(model="tnl-tiny", prompt="Long story:", max_tokens=4000, temperature=0, stream=True)
+    stream = client.completions.create(model="tnl-tiny", prompt="Long story:", max_tokens=LONG, temperature=0, stream=True)
     for i, _ in enumerate(stream):
         if i == 3:
             break
@@ -157,7 +160,7 @@ def test_a_client_that_gives_up_waiting_for_a_whole_reply_stops_its_generation(s
     before = _metric(server, "tnlm_requests_cancelled_total")
     impatient = openai.OpenAI(base_url=server.v1, api_key=KEY, max_retries=0, timeout=2)
     with pytest.raises(openai.APITimeoutError):
-        impatient.completions.create(model="tnl-tiny", prompt="Long story:", max_tokens=4000, temperature=0)
+        impatient.completions.create(model="tnl-tiny", prompt="Long story:", max_tokens=LONG, temperature=0)
     _assert_cancelled_and_freed(server, before)
 
 
@@ -185,7 +188,7 @@ def test_metrics_report_traffic(server, client) -> None:
 
 def test_a_full_queue_answers_503_with_retry_after(server) -> None:
     """8 running + 4 waiting fill this server; more requests are refused at once, not queued."""
-    body = {"model": "tnl-tiny", "prompt": "Go:", "max_tokens": 3000, "temperature": 0, "stream": True}
+    body = {"model": "tnl-tiny", "prompt": "Go:", "max_tokens": LONG, "temperature": 0, "stream": True}
     opened, statuses = [], []
     try:
         while 503 not in statuses and len(statuses) < 40:
