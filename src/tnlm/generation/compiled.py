@@ -7,9 +7,9 @@ and compiled with the weights frozen in, the same arithmetic becomes a handful o
 the products (up to 3 rows Inductor's C++ GEMM micro-kernels, generated for that batch size and reading
 weights blocked for them; from 4 rows oneDNN's packed products, faster there: TEMPLATE_MAX_BATCH),
 all called from C++ with no Python in between. Measured with the issue-20 shape (d=512, 4 layers,
-vocabulary 32000) on a 2-core EPYC, in one run: batch 1 2.2-4.4 ms a token (1.13-1.15x the time of
-reading every weight once at the streaming-read rate measured beside each round) against 3.4-4.7 ms for
-the eager fast step (with its one-call layers; 1.08-1.36x), batch 8 5.1-5.8 ms against 5.0-5.8 ms
+vocabulary 32000) on a 2-core EPYC, in one run: batch 1 2.2-4.1 ms a token (1.05-1.14x the time of
+reading every weight once at the streaming-read rate measured beside each round) against 3.2-4.2 ms for
+the eager fast step (with its one-call layers; 1.01-1.16x), batch 8 4.9-5.5 ms against 4.2-4.9 ms
 (benchmarks/decode.py, model "tnl-compiled"). Before the one-call layer the eager step took 1.41-1.69x.
 
 What it costs, and why it is not the default:
