@@ -183,6 +183,23 @@ def state_read_bytes(cache) -> int:
     return total
 
 
+def _started(kind: str, model, context: int, *, batch: int, shape: dict, chunk: int):
+    """A decoding state of `batch` random prompts of `context` tokens, prefilled and one step on:
+    (state, logits, prefill seconds, first-step seconds). The first step is left out of the timing: the
+    fast step measures its layouts (or compiles) on it."""
+    import torch
+
+    gen = torch.Generator().manual_seed(context)
+    ids = torch.randint(8, shape["vocab"], (batch, context), generator=gen)
+    state = _new_state(kind, model)
+    t0 = time.perf_counter()
+    logits = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk)
+    prefill_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    logits = state.step(logits.argmax(-1))
+    return state, logits, prefill_s, time.perf_counter() - t0
+
+
 def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int, rounds: int, chunk: int,
             threads: int) -> dict:  # fmt: skip
     """Runs in a child process: prefill, then `rounds` rounds of `new_tokens` timed decode steps, a second
@@ -191,15 +208,7 @@ def measure(kind: str, context: int, *, batch: int, shape: dict, new_tokens: int
 
     torch.set_num_threads(threads)
     model = _make_model(kind, shape)
-    gen = torch.Generator().manual_seed(context)
-    ids = torch.randint(8, shape["vocab"], (batch, context), generator=gen)
-    state = _new_state(kind, model)
-    t0 = time.perf_counter()
-    logits = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk)
-    prefill_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    logits = state.step(logits.argmax(-1))  # untimed: the fast step measures its layouts (or compiles) on its first step
-    first_step_s = time.perf_counter() - t0
+    state, logits, prefill_s, first_step_s = _started(kind, model, context, batch=batch, shape=shape, chunk=chunk)
     _release_freed_memory()
     steps, rss, round_means = [], [], []
     round_steps, round_rss, logits = _timed_steps(state, logits, new_tokens)  # the memory columns' round
@@ -242,14 +251,8 @@ def batch_ratio(kind: str, context: int, *, batches: tuple[int, int], shape: dic
 
     torch.set_num_threads(threads)
     model = _make_model(kind, shape)
-    gen = torch.Generator().manual_seed(context)
-    states, logits = [], []
-    for batch in batches:
-        ids = torch.randint(8, shape["vocab"], (batch, context), generator=gen)
-        state = _new_state(kind, model)
-        first = state.prefill(ids, torch.ones_like(ids), chunk_size=chunk)
-        states.append(state)
-        logits.append(state.step(first.argmax(-1)))  # untimed: layouts measured (or the step compiled)
+    started = [_started(kind, model, context, batch=batch, shape=shape, chunk=chunk) for batch in batches]
+    states, logits = [s[0] for s in started], [s[1] for s in started]
     pairs = []
     for r in range(rounds):
         if r:
@@ -260,14 +263,6 @@ def batch_ratio(kind: str, context: int, *, batches: tuple[int, int], shape: dic
             means.append(statistics.fmean(steps))
         pairs.append((batches[1] / means[1]) / (batches[0] / means[0]))
     return dict(model=kind, context=context, batches=list(batches), ratios=pairs, ratio=statistics.median(pairs))
-
-
-def _run_ratio(args: tuple) -> dict:
-    from tnlm.devices import tune_allocator
-
-    tune_allocator()
-    kind, context, kwargs = args
-    return batch_ratio(kind, context, **kwargs)
 
 
 def read_rate(buffer, sweeps: int = 3) -> float:
@@ -303,11 +298,12 @@ def _release_freed_memory() -> None:
 
 
 def _run_cell(args: tuple) -> dict:
+    """fn(kind, context, **kwargs) in a child process (measure or batch_ratio)."""
     from tnlm.devices import tune_allocator
 
     tune_allocator()  # as the `tnlm` command does at start, for every model measured
-    kind, context, kwargs = args
-    return measure(kind, context, **kwargs)
+    fn, kind, context, kwargs = args
+    return fn(kind, context, **kwargs)
 
 
 def _measure_rate(threads: int) -> float:
@@ -328,7 +324,7 @@ def run_all(models: list[str], contexts: list[int], batches: list[int], *, rate:
         for context in contexts:
             for kind in models:
                 with ctx.Pool(1, maxtasksperchild=1) as pool:  # a fresh process: its peak memory is this cell's
-                    row = pool.apply(_run_cell, ((kind, context, dict(kwargs, batch=batch)),))
+                    row = pool.apply(_run_cell, ((measure, kind, context, dict(kwargs, batch=batch)),))
                 after = waitpolicy.in_child(_measure_rate, kwargs["threads"])
                 row["matvec_rate_gbs"] = max(rate, after) / 1e9  # around the cell, for comparison
                 rate = after
@@ -369,7 +365,7 @@ def run_ratios(models: list[str], context: int, batches: list[int], **kwargs) ->
         if not {1, 8} <= set(batches):
             break
         with ctx.Pool(1, maxtasksperchild=1) as pool:
-            row = pool.apply(_run_ratio, ((kind, context, dict(kwargs, batches=(1, 8))),))
+            row = pool.apply(_run_cell, ((batch_ratio, kind, context, dict(kwargs, batches=(1, 8))),))
         print(f"  {kind:16s} B=8 / B=1 at {context}, rounds in turn: {row['ratio']:.2f}x tokens/s "
               f"(pairs {', '.join(f'{r:.2f}' for r in row['ratios'])})", flush=True)  # fmt: skip
         out.append(row)

@@ -88,7 +88,8 @@ def prepare(config: CompareConfig, *, log: Log) -> Plan:
             raise ConfigError(f"{out} holds another comparison (its {', '.join(changed)} differ): rerun with its "
                               "own configuration to continue it, or set output=NEW_DIR")  # fmt: skip
         return Plan(**saved["plan"])
-    from tnlm.data.files import remove_unfinished, write_json_atomic
+    from tnlm.data.files import write_json_atomic
+    from tnlm.fsutil import remove_unfinished
 
     remove_unfinished(state)  # a comparison killed while writing its first state leaves only that
     if out.exists() and any(out.iterdir()):

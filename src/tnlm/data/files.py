@@ -15,7 +15,6 @@ from typing import IO
 from tnlm import fsutil
 from tnlm.data.document import Document
 from tnlm.errors import DataError
-from tnlm.fsutil import remove_unfinished  # noqa: F401  (re-exported: the data commands' callers use it)
 
 
 def compression_of(path: str | Path) -> str | None:

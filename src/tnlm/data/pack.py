@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from tnlm.data.document import Document
 from tnlm.errors import DataError
-from tnlm.data.files import atomic_path, remove_unfinished, write_json_atomic
+from tnlm.data.files import atomic_path, write_json_atomic
+from tnlm.fsutil import remove_unfinished
 from tnlm.data.lock import LOCK_NAME, folder_lock
 from tnlm.data.paths import PACK_MARKER
 from tnlm.data.sources import FileSource

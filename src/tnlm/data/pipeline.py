@@ -30,9 +30,9 @@ import yaml
 from tqdm import tqdm
 
 from tnlm.data.document import Document
-from tnlm.fsutil import expand_home
+from tnlm.fsutil import expand_home, remove_unfinished
 from tnlm.errors import DataError
-from tnlm.data.files import atomic_path, read_documents, remove_unfinished, write_documents, write_json_atomic
+from tnlm.data.files import atomic_path, read_documents, write_documents, write_json_atomic
 from tnlm.data.lock import LOCK_NAME, folder_lock
 from tnlm.data.paths import PIPELINE_MARKER
 from tnlm.data.registry import build_step

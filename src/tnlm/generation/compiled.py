@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from tnlm.fsutil import COMPILE_CACHE_ENV, atomic_path, compile_cache_dir
-from tnlm.generation.layouts import _version
+from tnlm.generation.layouts import Watch
 
 
 # freezing: the weights become constants, blocked once for the batch size. Up to TEMPLATE_MAX_BATCH rows
@@ -233,7 +233,7 @@ class _StepModule(nn.Module):
 class _Compiled:
     """One batch size's compiled step and the weights it was compiled from."""
 
-    def __init__(self, runner, made_from: tuple) -> None:
+    def __init__(self, runner, made_from: Watch) -> None:
         self.runner, self.made_from = runner, made_from
 
 
@@ -245,20 +245,11 @@ class CompiledSteps:
         self._steps: dict[int, _Compiled | None] = {}  # batch size -> step (None: compiling failed)
         self._warned: set[str] = set()
         self.compile_s: dict[int, float] = {}  # batch size -> seconds spent compiling for it (failures too)
-        self._slots: list[tuple[dict, str]] | None = None  # (a module's _parameters or _buffers, name)
 
-    def _made_from(self) -> tuple:
-        """(storage, version) of every parameter and buffer, read through their modules, so that a tensor
-        replaced (a load with assign=True) is seen as well as one changed in place."""
-        if self._slots is None:  # walking the module tree each step costs ~100 us, nn.Module.__getattr__ ~1 us a name
-            modules = [self.lm_head, *self.decoder.modules()]
-            self._slots = [(m._parameters, name) for m in modules for name in m._parameters]
-            self._slots += [(m._buffers, name) for m in modules for name in m._buffers]
-        out = []
-        for tensors, name in self._slots:
-            t = tensors[name]
-            out.append(None if t is None else (t.data_ptr(), _version(t)))
-        return tuple(out)
+    def _watch(self) -> Watch:
+        """Every parameter and buffer, read through their modules, so that a tensor replaced (a load with
+        assign=True) is seen as well as one changed in place."""
+        return Watch([self.lm_head, *self.decoder.modules()], names=None, buffers=True)
 
     def nbytes(self) -> int:
         """Bytes of the weights frozen into the compiled steps kept now (one copy per batch size)."""
@@ -274,16 +265,15 @@ class CompiledSteps:
         """Logits (B, V) from the compiled step for this batch size, the cache's states updated in place;
         None when it cannot be used (the caller takes the eager step; a warning said why)."""
         batch = tokens.shape[0]
-        made_from = self._made_from()
         step = self._steps.get(batch, ...)
         if step is None:  # compiling this batch size failed before
             return None
-        if step is ... or step.made_from != made_from:
+        if step is ... or not step.made_from.current():
             reason = unsupported(self.decoder, self.lm_head)
             if reason is not None:
                 self._warn(reason)
                 return None
-            step = self._steps[batch] = self._compile(tokens, positions, cache.layers, made_from)
+            step = self._steps[batch] = self._compile(tokens, positions, cache.layers, self._watch())
             if step is None:
                 return None
         states = cache.layers
@@ -300,7 +290,7 @@ class CompiledSteps:
                 warnings.warn(f"could not keep the compiled step in {path.parent} ({err}); the next run compiles "
                               f"it again (set {CACHE_ENV} to a writable folder, or to off)", stacklevel=5)  # fmt: skip
 
-    def _compile(self, tokens, positions, states, made_from: tuple) -> _Compiled | None:
+    def _compile(self, tokens, positions, states, made_from: Watch) -> _Compiled | None:
         t0 = time.perf_counter()
         workdir = Path(tempfile.mkdtemp(prefix="tnlm-compiled-step-"))
         try:

@@ -325,10 +325,10 @@ class _TransnormerStep:
         kernels = shared is not None and decode_kernels.available()
         self.recurrence = _recurrence_fused if kernels else _recurrence
         # the whole layer in one C call (decode_kernels.TransnormerLayer) where its products are the panel
-        # kernel's: per layer and batch-size bucket, (LAYOUT, what it was made from, the kernel). The panel
-        # layout is favoured where a layer can fuse: the call saves ~25 operators, more than the margin
+        # kernel's: per layer and batch-size bucket, (LAYOUT, what it was made from, the kernel). Where a layer
+        # can fuse, its products favour the panel layout by FAVOUR_PANELS and a quarter (one product of four)
+        # of the ~25 operators' dispatch the call saves
         self.fusable = [kernels and _fusable(block) for block in self.blocks]
-        # (the ~25 operators' dispatch a fused layer saves, shared among its 4 products, and FAVOUR_PANELS)
         favour = (FAVOUR_PANELS, 25 / 4 * layouts.dispatch_seconds()) if any(self.fusable) else (1.0, 0.0)
         self.lin = [_block_linears(b, shared, favour if fusable else (1.0, 0.0), qkvu="token_mixer.qkvu_proj",
                                    out="token_mixer.out_proj", l12=("channel_mixer.l1", "channel_mixer.l2"),

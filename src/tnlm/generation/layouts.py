@@ -58,35 +58,39 @@ _ROUNDS = 10
 MAX_COPY_FRACTION = 0.25  # derived copies take at most this share of the memory available at the start
 
 
-def _version(w: torch.Tensor) -> int:
-    try:
-        return w._version
-    except RuntimeError:  # an inference tensor has no version counter; it cannot change in place either
-        return 0
-
-
 class Watch:
     """Whether the parameters of some modules are still the ones a derived copy was made from: the same
     tensor objects (not replaced, as load_state_dict(assign=True) or a new Parameter does), on the same
     memory (not reassigned through .data) and not changed in place (their version counter, which an
     optimizer step or a copying load_state_dict moves; an inference tensor has none, and one changed in
-    place inside inference mode is not seen). The watch holds weak references, so it keeps no replaced
-    weights alive, and a dead one never matches. `current()` costs well under a microsecond a
-    parameter: a decode step asks it for every layer."""
+    place inside inference mode is not seen). `names`: the parameters watched (None: all of them);
+    buffers=True watches every buffer too. The watch holds weak references, so it keeps no replaced
+    weights alive, and a dead one never matches. `current()` costs well under a microsecond a tensor:
+    a decode step asks it for every layer."""
 
-    def __init__(self, modules: Sequence[nn.Module], names: Sequence[str] = ("weight", "bias")) -> None:
+    def __init__(self, modules: Sequence[nn.Module], names: Sequence[str] | None = ("weight", "bias"), *,
+                 buffers: bool = False) -> None:  # fmt: skip
         self._slots = []
         for m in modules:
-            for name in names:
-                p = m._parameters.get(name)
-                if p is not None:
-                    versioned = not p.is_inference()
-                    self._slots.append((m._parameters, name, weakref.ref(p), p.data_ptr(), versioned, p._version if versioned else 0))
+            for store in (m._parameters, m._buffers) if buffers else (m._parameters,):
+                for name in store if names is None or store is m._buffers else names:
+                    if name not in store:
+                        continue
+                    t = store[name]
+                    if t is None:  # an absent tensor (a layer without bias) stays absent
+                        self._slots.append((store, name, None, 0, False, 0))
+                        continue
+                    versioned = not t.is_inference()
+                    self._slots.append((store, name, weakref.ref(t), t.data_ptr(), versioned, t._version if versioned else 0))
 
     def current(self) -> bool:
-        for params, name, ref, ptr, versioned, version in self._slots:
-            p = ref()
-            if p is None or params.get(name) is not p or p.data_ptr() != ptr or (versioned and p._version != version):
+        for store, name, ref, ptr, versioned, version in self._slots:
+            if ref is None:
+                if store.get(name) is not None:
+                    return False
+                continue
+            t = ref()
+            if t is None or store.get(name) is not t or t.data_ptr() != ptr or (versioned and t._version != version):
                 return False
         return True
 
@@ -247,13 +251,11 @@ class Linears:
             fn = lambda x: torch.mm(x, w)  # noqa: E731
         else:
             fn = lambda x: torch.addmm(b, x, w)  # noqa: E731
-        if len(self.modules) == 1:
-            product = fn
-        else:
-            sizes = self.sizes
-            product = lambda x: fn(x).split(sizes, -1)  # noqa: E731
-        product.panels = decode_kernels.Product(w, b, sum(self.sizes)) if layout == "panels" else None
-        return product
+        if len(self.modules) > 1:
+            sizes, whole = self.sizes, fn
+            fn = lambda x: whole(x).split(sizes, -1)  # noqa: E731
+        fn.panels = decode_kernels.Product(w, b, sum(self.sizes)) if layout == "panels" else None  # for panels()
+        return fn
 
     def _drop(self, layout: str) -> None:
         _, w, b = self._copies.pop(layout)

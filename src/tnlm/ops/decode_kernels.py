@@ -98,8 +98,7 @@ def product(panels: torch.Tensor, out_features: int, bias: torch.Tensor | None =
     if kernels is None:
         raise RuntimeError(f"the decode kernels are not available: {reason}")
     fn = kernels.panel_gemv
-    if panels.dim() != 3 or panels.shape[2] != PANEL or panels.dtype != torch.float32 or not panels.is_contiguous() \
-            or panels.device.type != "cpu":  # fmt: skip
+    if panels.dim() != 3 or panels.shape[2] != PANEL or not _is_cpu_f32(panels) or not panels.is_contiguous():
         raise ValueError("panels must come from decode_kernels.pack (contiguous float32 on the CPU, shape (P, K, 16))")
     K = panels.shape[1]
     if not 0 < out_features <= panels.shape[0] * PANEL:
@@ -110,7 +109,7 @@ def product(panels: torch.Tensor, out_features: int, bias: torch.Tensor | None =
     w_ptr, b_ptr = panels.data_ptr(), None if bias is None else bias.data_ptr()
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != K or x.dtype != torch.float32 or x.device.type != "cpu":
+        if x.dim() != 2 or x.shape[1] != K or not _is_cpu_f32(x):
             raise ValueError(f"x must be a (rows, {K}) float32 CPU tensor, got {tuple(x.shape)} {x.dtype} on {x.device}")
         if (x.requires_grad or needs_grad) and torch.is_grad_enabled():
             raise RuntimeError("the panel product has no gradient: call it under torch.no_grad() or inference_mode()")
@@ -134,7 +133,7 @@ def decay_step(state: torch.Tensor, lam_m1: torch.Tensor, q: torch.Tensor, k: to
         raise RuntimeError(f"the decode kernels are not available: {reason}")
     B, H, Dk, Dv = state.shape
     tensors = (state, lam_m1, q, k, v)
-    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors) or not state.is_contiguous():
+    if not all(_is_cpu_f32(t) for t in tensors) or not state.is_contiguous():
         raise ValueError("decay_step takes float32 CPU tensors and a contiguous state")
     if lam_m1.numel() != H or q.shape != (B, H, Dk) or k.shape != (B, H, Dk) or v.shape != (B, H, Dv):
         raise ValueError(f"shapes do not match the state {tuple(state.shape)}: lam_m1 {tuple(lam_m1.shape)}, "
