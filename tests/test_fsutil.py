@@ -8,8 +8,8 @@ import tempfile
 
 import pytest
 
-from tnlm.data.files import remove_unfinished, write_json_atomic, write_text_atomic
-from tnlm.fsutil import current_umask, follow_umask
+from tnlm.data.files import write_json_atomic, write_text_atomic
+from tnlm.fsutil import current_umask, follow_umask, remove_unfinished
 
 
 @pytest.fixture

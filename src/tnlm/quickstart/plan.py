@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tnlm.data.files import remove_unfinished, write_json_atomic
+from tnlm.data.files import write_json_atomic
+from tnlm.fsutil import remove_unfinished
 from tnlm.errors import ConfigError, DataError
 
 STATE = "quickstart.json"
